@@ -1,0 +1,59 @@
+//! The response body type: sends the handler's bytes and records the request in the scoreboard.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prefork_scoreboard::WorkerState;
+
+use crate::shared::WorkerShared;
+
+/// A complete response body. When hyper is done with it (sent, or dropped because the client
+/// left or the request was HEAD) the request is counted and the slot goes back to keep-alive.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    data: Option<Bytes>,
+    len: u64,
+    sent: u64,
+    worker: Rc<WorkerShared>,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(data: Bytes, worker: Rc<WorkerShared>) -> ResponseBody {
+        let len = data.len() as u64;
+        ResponseBody { data: (!data.is_empty()).then_some(data), len, sent: 0, worker }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.data.take() {
+            Some(data) => {
+                self.sent += data.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.worker.slot.record_request(self.sent);
+        self.worker.set_state(WorkerState::KeepAlive);
+    }
+}

@@ -1,0 +1,46 @@
+//! How a worker serves HTTP: keep-alive, timeouts, limits, recycling, the status page.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+/// Per-worker HTTP settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Keep HTTP/1.1 connections open between requests (SimpleHTTP's KEEPALIVE).
+    pub keepalive: bool,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept. One timer does both (hyper's `header_read_timeout`):
+    /// a prefork worker held by an idle or slow client serves nobody else.
+    pub keepalive_timeout: Duration,
+    /// The worker exits after answering this many requests (it is then replaced).
+    pub max_requests_per_child: Option<u64>,
+    /// Request bodies larger than this get `413 Payload Too Large`.
+    pub max_body_size: usize,
+    /// Host name used to make request URIs absolute (SimpleHTTP's HOSTNAME).
+    pub hostname: String,
+    /// The port the server listens on, for absolute URIs.
+    pub port: u16,
+    /// Match DIR against the full request URI and leave it unchanged (SimpleHTTP's PROXYMODE).
+    pub proxy_mode: bool,
+    /// Headers added to every response that does not set them (SimpleHTTP's HEADERS).
+    pub default_headers: HeaderMap,
+    /// Path of the built-in status page, `None` to switch it off.
+    pub status_path: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            keepalive: false,
+            keepalive_timeout: Duration::from_secs(5),
+            max_requests_per_child: None,
+            max_body_size: 16 * 1024 * 1024,
+            hostname: "localhost".to_owned(),
+            port: 80,
+            proxy_mode: false,
+            default_headers: HeaderMap::new(),
+            status_path: Some("/server-status".to_owned()),
+        }
+    }
+}

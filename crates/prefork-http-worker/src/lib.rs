@@ -1,0 +1,47 @@
+//! Request handling in one preforked worker: accept, serve HTTP/1.1 with hyper, keep the
+//! scoreboard slot true.
+//!
+//! A worker is a process forked by the supervisor. [`HttpWorker::run`] builds a
+//! `current_thread` tokio runtime (after the fork: the parent never touches tokio), then
+//! loops: wait for a connection on the shared listener, serve it to the end, wait again.
+//! One connection at a time is Apache prefork's model: a handler may block, and a busy
+//! worker leaves new connections to its idle siblings.
+//!
+//! Requests are dispatched SimpleHTTP's way ([`Router`]): the request path is matched against
+//! each DIR regex in order, unanchored, and the first match's [`Handler`] answers; no match
+//! gives `404 Not Found`. The slot shows `_` idle, `R` reading, `W` writing, `K` keep-alive,
+//! `C` closing, `G`/`I` stopping; requests and body bytes are counted as they finish.
+//!
+//! This crate knows the scoreboard, not the supervisor: it is handed its slot writer.
+
+mod body;
+mod config;
+mod connection;
+mod handler;
+mod io;
+mod listener;
+mod router;
+mod service;
+mod shared;
+mod status;
+mod stop;
+mod worker;
+
+pub use config::WorkerConfig;
+pub use handler::{ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext, Response};
+pub use listener::{DEFAULT_BACKLOG, bind_tcp};
+pub use router::{BadDir, Router};
+pub use worker::{HttpWorker, PoolLink, WorkerOutcome};
+
+/// Why a worker could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{what}: {errno}")]
+    Sys { what: &'static str, errno: nix::errno::Errno },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,157 @@
+//! One request: status page or route lookup, body collection, the handler, response defaults.
+
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use prefork_scoreboard::WorkerState;
+
+use crate::body::ResponseBody;
+use crate::handler::{ConnectionInfo, Reply, Request, RequestContext, Response};
+use crate::shared::WorkerShared;
+use crate::status;
+
+/// Returned to hyper when a handler chose to close the connection without a response:
+/// hyper then drops the connection without writing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("handler closed the connection without a response")]
+pub(crate) struct ClosedByHandler;
+
+/// Per-connection context of the service.
+#[derive(Debug)]
+pub(crate) struct ConnectionScope {
+    pub worker: Rc<WorkerShared>,
+    pub info: Rc<ConnectionInfo>,
+}
+
+/// hyper's service function for one request.
+pub(crate) async fn serve_request(
+    request: hyper::Request<Incoming>,
+    scope: Rc<ConnectionScope>,
+) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
+    let worker = &scope.worker;
+    worker.set_state(WorkerState::Writing);
+    let last_request = worker.dispatch();
+    let (parts, body) = request.into_parts();
+    let mut response = if status::is_status_request(parts.uri.path(), worker) {
+        status::respond(parts.uri.query(), &scope.info, worker)
+    } else {
+        dispatch(parts, body, &scope).await?
+    };
+    apply_defaults(&mut response, worker, last_request);
+    Ok(response.map(|bytes| ResponseBody::new(bytes, Rc::clone(worker))))
+}
+
+async fn dispatch(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    scope: &ConnectionScope,
+) -> Result<Response, ClosedByHandler> {
+    let worker = &scope.worker;
+    let config = &worker.config;
+    let target = if config.proxy_mode { parts.uri.to_string() } else { parts.uri.path().to_owned() };
+    let Some((dir, handler)) = worker.router.find(&target) else {
+        return Ok(text(StatusCode::NOT_FOUND, "404 Not Found"));
+    };
+    let body = match Limited::new(body, config.max_body_size).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
+        }
+        Err(error) => {
+            tracing::debug!(%error, "request body could not be read");
+            return Ok(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
+        }
+    };
+    if !config.proxy_mode {
+        parts.uri = absolute_uri(&parts.uri, &config.hostname, config.port);
+    }
+    let request = Request::from_parts(parts, body);
+    let context = RequestContext { dir: Rc::from(dir), connection: Rc::clone(&scope.info) };
+    let method_and_path = format!("{} {}", request.method(), request.uri());
+    // A handler panic, whether while being called or while its future runs, costs this
+    // request a 500 and nothing more: the worker lives on.
+    let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request, context))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match reply {
+        Ok(Reply::Done(response)) => Ok(response),
+        Ok(Reply::Close) => Err(ClosedByHandler),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(request = %method_and_path, panic = %message, "handler panicked; answered 500");
+            Ok(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
+        }
+    }
+}
+
+/// `http://HOSTNAME:PORT/path?query`, as SimpleHTTP hands requests to handlers. A URI that is
+/// already absolute stays as it is.
+pub(crate) fn absolute_uri(uri: &Uri, hostname: &str, port: u16) -> Uri {
+    if uri.scheme().is_some() {
+        return uri.clone();
+    }
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme("http")
+        .authority(format!("{hostname}:{port}"))
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| uri.clone())
+}
+
+/// SimpleHTTP's response rules: default headers, `text/plain` unless told otherwise, and
+/// `Connection: close` after an error status (and after the worker's last request).
+fn apply_defaults(response: &mut Response, worker: &WorkerShared, last_request: bool) {
+    let headers = response.headers_mut();
+    for (name, value) in &worker.config.default_headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    if response.status().as_u16() >= 400 || last_request {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_uris_become_absolute_with_hostname_and_port() {
+        let uri: Uri = "/a/b?c=d".parse().unwrap();
+        assert_eq!(absolute_uri(&uri, "example.org", 8080).to_string(), "http://example.org:8080/a/b?c=d");
+    }
+
+    #[test]
+    fn absolute_uris_are_kept() {
+        let uri: Uri = "http://other:1/x".parse().unwrap();
+        assert_eq!(absolute_uri(&uri, "example.org", 8080), uri);
+    }
+
+    #[test]
+    fn a_hostname_that_cannot_be_an_authority_leaves_the_uri_alone() {
+        let uri: Uri = "/x".parse().unwrap();
+        assert_eq!(absolute_uri(&uri, "bad host", 80), uri);
+    }
+}

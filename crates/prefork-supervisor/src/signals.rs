@@ -1,0 +1,88 @@
+//! The parent's signals: blocked and read from a signalfd, and given back to each forked worker.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::SupervisorError;
+
+/// Every signal the parent handles. All are blocked in the parent and delivered only through
+/// the signalfd, so no handler ever runs in the middle of the supervisor's work.
+pub(crate) const HANDLED: [Signal; 9] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
+/// The blocked signal set and the signalfd that receives it.
+pub(crate) struct SignalInbox {
+    fd: Option<SignalFd>,
+    saved_mask: SigSet,
+}
+
+impl SignalInbox {
+    /// Blocks [`HANDLED`] in this (single) thread and opens the signalfd.
+    pub(crate) fn open() -> Result<SignalInbox, SupervisorError> {
+        let mut set = SigSet::empty();
+        for signal in HANDLED {
+            set.add(signal);
+        }
+        let saved_mask = set.thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| sys("block signals", e))?;
+        match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(fd) => Ok(SignalInbox { fd: Some(fd), saved_mask }),
+            Err(errno) => {
+                let _ = saved_mask.thread_set_mask();
+                Err(sys("signalfd", errno))
+            }
+        }
+    }
+
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("signalfd is open in the parent").as_fd()
+    }
+
+    /// Every signal waiting in the signalfd, in arrival order.
+    pub(crate) fn drain(&self) -> Result<Vec<Signal>, SupervisorError> {
+        let fd = self.fd.as_ref().expect("signalfd is open in the parent");
+        let mut signals = Vec::new();
+        loop {
+            match fd.read_signal() {
+                Ok(Some(info)) => {
+                    if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                        signals.push(signal);
+                    }
+                }
+                Ok(None) | Err(Errno::EAGAIN) => return Ok(signals),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(sys("read signalfd", errno)),
+            }
+        }
+    }
+
+    /// In a freshly forked worker: closes the signalfd and restores the mask the parent had
+    /// before it blocked anything, so the worker receives signals normally.
+    pub(crate) fn release_in_child(&mut self) {
+        drop(self.fd.take());
+        let _ = self.saved_mask.thread_set_mask();
+    }
+}
+
+impl Drop for SignalInbox {
+    fn drop(&mut self) {
+        if self.fd.is_some() {
+            let _ = self.saved_mask.thread_set_mask();
+        }
+    }
+}
+
+pub(crate) fn sys(what: &'static str, errno: Errno) -> SupervisorError {
+    SupervisorError::Sys { what, errno }
+}

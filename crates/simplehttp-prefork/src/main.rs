@@ -1,0 +1,123 @@
+//! The `simplehttp-prefork` command: runs a preforked demo server on built-in defaults.
+
+mod demo;
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use simplehttp_prefork::Server;
+
+/// A preforking HTTP server: one listening socket, a pool of worker processes kept between
+/// a minimum and a maximum of idle ones, a scoreboard in shared memory.
+///
+/// Built-in routes: `/` says hello and names the worker; `/sleep/<ms>` keeps a worker busy
+/// (at most 60000 ms); `/server-status` shows the scoreboard (`?json`, `?auto`).
+/// Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload workers, TTIN/TTOU
+/// raise/lower the spare bounds. Logs go to stderr; set RUST_LOG (default `info`).
+#[derive(Debug, Parser)]
+#[command(name = "simplehttp-prefork", version)]
+struct Cli {
+    /// Address to listen on (IPv4 or IPv6).
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Host name for absolute request URIs (default: this machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Workers forked at start.
+    #[arg(long, default_value_t = 10)]
+    start_servers: usize,
+    /// Fork more workers when fewer than this are idle.
+    #[arg(long, default_value_t = 5)]
+    min_spare_servers: usize,
+    /// Retire workers when more than this are idle.
+    #[arg(long, default_value_t = 10)]
+    max_spare_servers: usize,
+    /// Never more worker processes than this.
+    #[arg(long, default_value_t = 256)]
+    max_clients: usize,
+    /// A worker exits after this many requests and is replaced (default: never).
+    #[arg(long)]
+    max_requests_per_child: Option<u64>,
+    /// Most workers forked in one maintenance round.
+    #[arg(long, default_value_t = 32)]
+    max_spawn_rate: usize,
+    /// At most one excess idle worker is retired per interval (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    idle_retire_interval: Duration,
+    /// Keep HTTP/1.1 connections open between requests (the default).
+    #[arg(long, overrides_with = "no_keepalive")]
+    keepalive: bool,
+    /// Close every connection after its response (SimpleHTTP's default).
+    #[arg(long)]
+    no_keepalive: bool,
+    /// Idle keep-alive connections, and clients slow to send headers, are closed after this.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    keepalive_timeout: Duration,
+    /// On TERM/INT, busy workers get this long to finish before they are killed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    graceful_timeout: Duration,
+    /// Path of the status page.
+    #[arg(long, default_value = "/server-status")]
+    status_path: String,
+    /// Do not serve a status page.
+    #[arg(long)]
+    no_status: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut builder = Server::builder()
+        .address(cli.address)
+        .port(cli.port)
+        .handlers(demo::routes())
+        .start_servers(cli.start_servers)
+        .min_spare_servers(cli.min_spare_servers)
+        .max_spare_servers(cli.max_spare_servers)
+        .max_clients(cli.max_clients)
+        .max_requests_per_child(cli.max_requests_per_child)
+        .max_spawn_rate(cli.max_spawn_rate)
+        .idle_retire_interval(cli.idle_retire_interval)
+        .keepalive(!cli.no_keepalive)
+        .keepalive_timeout(cli.keepalive_timeout)
+        .graceful_timeout(cli.graceful_timeout)
+        .status_path((!cli.no_status).then_some(cli.status_path));
+    if let Some(hostname) = cli.hostname {
+        builder = builder.hostname(hostname);
+    }
+    let server = builder.build().context("invalid configuration")?;
+    let bound = server.bind()?;
+    // Printed once the scoreboard exists, just before the workers are forked: connections
+    // made from now on queue in the listen backlog until the first worker takes them.
+    let report = bound.run_with(|started| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on http://{}", started.local_addr);
+        let _ = stdout.flush();
+    })?;
+    tracing::info!(graceful = report.graceful, workers_forked = report.workers_forked, "server stopped");
+    Ok(())
+}

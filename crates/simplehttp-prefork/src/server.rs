@@ -1,0 +1,441 @@
+//! The facade's builder (SimpleHTTP/PreFork option names), its validation, and the run.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use prefork_http_worker::{BadDir, DEFAULT_BACKLOG, Handler, HttpWorker, PoolLink, Router, WorkerConfig, bind_tcp};
+use prefork_supervisor::{
+    ConfigError, PoolConfig, StopReport, Supervisor, SupervisorConfig, SupervisorError, WorkerExit,
+};
+
+/// What a fork handler may fail with; the worker then exits as a boot failure.
+pub type ForkHandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+type ForkHandler = Box<dyn FnMut() -> Result<(), ForkHandlerError>>;
+
+/// Why a server could not be built, bound or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    InvalidOption(String),
+    #[error(transparent)]
+    Pool(#[from] ConfigError),
+    #[error(transparent)]
+    BadDir(#[from] BadDir),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+/// Builds a [`Server`]. Option names follow SimpleHTTP and SimpleHTTP::PreFork.
+pub struct ServerBuilder {
+    address: IpAddr,
+    port: u16,
+    hostname: Option<String>,
+    handlers: Vec<(String, Handler)>,
+    headers: Vec<(String, String)>,
+    keepalive: bool,
+    keepalive_timeout: Duration,
+    proxy_mode: bool,
+    max_body_size: usize,
+    status_path: Option<String>,
+    pool: PoolConfig,
+    max_requests_per_child: Option<u64>,
+    graceful_timeout: Duration,
+    scoreboard_prefix: String,
+    fork_handlers: Vec<ForkHandler>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("handlers", &self.handlers.iter().map(|(dir, _)| dir).collect::<Vec<_>>())
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        let worker = WorkerConfig::default();
+        let supervisor = SupervisorConfig::default();
+        ServerBuilder {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            hostname: None,
+            handlers: Vec::new(),
+            headers: Vec::new(),
+            keepalive: worker.keepalive,
+            keepalive_timeout: worker.keepalive_timeout,
+            proxy_mode: worker.proxy_mode,
+            max_body_size: worker.max_body_size,
+            status_path: worker.status_path,
+            pool: supervisor.pool,
+            max_requests_per_child: None,
+            graceful_timeout: supervisor.graceful_timeout,
+            scoreboard_prefix: supervisor.scoreboard_prefix,
+            fork_handlers: Vec::new(),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// ADDRESS: the address to listen on (default 127.0.0.1).
+    pub fn address(mut self, address: IpAddr) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// PORT: the port to listen on; 0 (the default) picks a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// HOSTNAME: used to make request URIs absolute (default: this machine's host name).
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// HANDLERS, one at a time: requests whose path matches the DIR regex (unanchored) go to
+    /// `handler`, the first match in the order given winning.
+    pub fn handler(mut self, dir: impl Into<String>, handler: Handler) -> Self {
+        self.handlers.push((dir.into(), handler));
+        self
+    }
+
+    /// HANDLERS, all at once, replacing any given before.
+    pub fn handlers(mut self, handlers: impl IntoIterator<Item = (String, Handler)>) -> Self {
+        self.handlers = handlers.into_iter().collect();
+        self
+    }
+
+    /// HEADERS: a header added to every response that does not set it.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// KEEPALIVE: keep HTTP/1.1 connections open (default off, as SimpleHTTP).
+    pub fn keepalive(mut self, keepalive: bool) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// How long an idle keep-alive connection, or a client still sending headers, may hold a
+    /// worker (default 5 s).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// PROXYMODE: match DIR against the full request URI and leave it unchanged.
+    pub fn proxy_mode(mut self, proxy_mode: bool) -> Self {
+        self.proxy_mode = proxy_mode;
+        self
+    }
+
+    /// Largest request body accepted (default 16 MiB); larger gets `413`.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// Path of the built-in status page (default `/server-status`), `None` to switch it off.
+    pub fn status_path(mut self, path: Option<String>) -> Self {
+        self.status_path = path;
+        self
+    }
+
+    /// STARTSERVERS: workers forked at start (default 10).
+    pub fn start_servers(mut self, n: usize) -> Self {
+        self.pool.start_servers = n;
+        self
+    }
+
+    /// MINSPARESERVERS: fork more when fewer workers than this are idle (default 5).
+    pub fn min_spare_servers(mut self, n: usize) -> Self {
+        self.pool.min_spare_servers = n;
+        self
+    }
+
+    /// MAXSPARESERVERS: retire workers when more than this are idle (default 10).
+    pub fn max_spare_servers(mut self, n: usize) -> Self {
+        self.pool.max_spare_servers = n;
+        self
+    }
+
+    /// MAXCLIENTS: never more worker processes than this (default 256).
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.pool.max_clients = n;
+        self
+    }
+
+    /// MAXREQUESTPERCHILD: a worker exits after this many requests and is replaced
+    /// (default: never).
+    pub fn max_requests_per_child(mut self, n: Option<u64>) -> Self {
+        self.max_requests_per_child = n;
+        self
+    }
+
+    /// Most workers forked in one maintenance round (default 32).
+    pub fn max_spawn_rate(mut self, n: usize) -> Self {
+        self.pool.max_spawn_rate = n;
+        self
+    }
+
+    /// At most one excess idle worker is retired per interval (default 1 s).
+    pub fn idle_retire_interval(mut self, interval: Duration) -> Self {
+        self.pool.idle_retire_interval = interval;
+        self
+    }
+
+    /// How long a graceful stop waits for busy workers before killing them (default 30 s).
+    pub fn graceful_timeout(mut self, timeout: Duration) -> Self {
+        self.graceful_timeout = timeout;
+        self
+    }
+
+    /// The scoreboard segment is `/dev/shm/<prefix>.<pid>` (default `simplehttp-prefork`).
+    pub fn scoreboard_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.scoreboard_prefix = prefix.into();
+        self
+    }
+
+    /// FORKHANDLERS, one at a time: run in each new worker, after fork and before it
+    /// accepts, in the order given. An error (or panic) makes the worker exit as a boot
+    /// failure; the supervisor then backs off before forking again.
+    pub fn fork_handler(mut self, handler: impl FnMut() -> Result<(), ForkHandlerError> + 'static) -> Self {
+        self.fork_handlers.push(Box::new(handler));
+        self
+    }
+
+    /// Validates the options as SimpleHTTP::PreFork does, with clear errors.
+    ///
+    /// MINSPARESERVERS and STARTSERVERS must be positive; a MAXSPARESERVERS below
+    /// MINSPARESERVERS becomes MINSPARESERVERS + 1 (as the Perl module documents); a
+    /// MAXREQUESTPERCHILD of 0 is refused; limits that cannot hold together (more start or
+    /// spare servers than MAXCLIENTS) are refused.
+    pub fn build(mut self) -> Result<Server, ServerError> {
+        if self.max_requests_per_child == Some(0) {
+            return Err(ServerError::InvalidOption(
+                "max_requests_per_child must be positive (or unset for no limit)".into(),
+            ));
+        }
+        if self.keepalive_timeout.is_zero() {
+            return Err(ServerError::InvalidOption("keepalive_timeout must be longer than zero".into()));
+        }
+        if self.pool.min_spare_servers > 0 && self.pool.max_spare_servers < self.pool.min_spare_servers {
+            let adjusted = self.pool.min_spare_servers + 1;
+            tracing::warn!(
+                max_spare_servers = self.pool.max_spare_servers,
+                min_spare_servers = self.pool.min_spare_servers,
+                adjusted,
+                "max_spare_servers is below min_spare_servers; using min_spare_servers + 1"
+            );
+            self.pool.max_spare_servers = adjusted;
+        }
+        let supervisor = SupervisorConfig {
+            pool: self.pool,
+            graceful_timeout: self.graceful_timeout,
+            scoreboard_prefix: self.scoreboard_prefix,
+            ..SupervisorConfig::default()
+        };
+        supervisor.validate()?;
+        let mut router = Router::new();
+        for (dir, handler) in self.handlers {
+            router.add(&dir, handler)?;
+        }
+        let mut default_headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ServerError::InvalidOption(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ServerError::InvalidOption(format!("invalid value for header {name}: {value:?}")))?;
+            default_headers.append(header, value);
+        }
+        if let Some(path) = self.status_path.as_ref().filter(|path| !path.starts_with('/')) {
+            return Err(ServerError::InvalidOption(format!("status_path must start with '/': {path:?}")));
+        }
+        let hostname = match self.hostname {
+            Some(name) => name,
+            None => {
+                nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+            }
+        };
+        let worker = WorkerConfig {
+            keepalive: self.keepalive,
+            keepalive_timeout: self.keepalive_timeout,
+            max_requests_per_child: self.max_requests_per_child,
+            max_body_size: self.max_body_size,
+            hostname,
+            port: self.port,
+            proxy_mode: self.proxy_mode,
+            default_headers,
+            status_path: self.status_path,
+        };
+        Ok(Server {
+            address: SocketAddr::new(self.address, self.port),
+            router,
+            worker,
+            supervisor,
+            fork_handlers: self.fork_handlers,
+        })
+    }
+}
+
+/// A validated server, not yet listening.
+pub struct Server {
+    address: SocketAddr,
+    router: Router,
+    worker: WorkerConfig,
+    supervisor: SupervisorConfig,
+    fork_handlers: Vec<ForkHandler>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("address", &self.address)
+            .field("supervisor", &self.supervisor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The pool settings in force (after validation and adjustment).
+    pub fn pool(&self) -> &PoolConfig {
+        &self.supervisor.pool
+    }
+
+    /// Binds the listening socket (once, for the server's whole life).
+    pub fn bind(self) -> Result<BoundServer, ServerError> {
+        let listener = bind_tcp(self.address, DEFAULT_BACKLOG)
+            .map_err(|source| ServerError::Bind { address: self.address, source })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { address: self.address, source })?;
+        Ok(BoundServer { server: self, listener, local_addr })
+    }
+
+    /// Binds and runs until stopped (see [`BoundServer::run`]).
+    pub fn run(self) -> Result<StopReport, ServerError> {
+        self.bind()?.run()
+    }
+}
+
+/// Facts about a server that has just started.
+#[derive(Clone, Copy, Debug)]
+pub struct Started<'a> {
+    /// The address listened on.
+    pub local_addr: SocketAddr,
+    /// The scoreboard segment's name (`/prefix.pid`).
+    pub scoreboard_name: &'a str,
+}
+
+/// A server with its listening socket bound.
+#[derive(Debug)]
+pub struct BoundServer {
+    server: Server,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl BoundServer {
+    /// The address actually listened on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Forks the pool and supervises it until SIGTERM/SIGINT (graceful) or SIGQUIT
+    /// (immediate). Call from a single-threaded process: it forks.
+    pub fn run(self) -> Result<StopReport, ServerError> {
+        self.run_with(|_| {})
+    }
+
+    /// As [`run`](Self::run), calling `on_started` in the parent once the scoreboard exists
+    /// and just before the first worker is forked (stale segments are gone by then).
+    pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
+        let BoundServer { server, listener, local_addr } = self;
+        let Server { router, mut worker, supervisor, mut fork_handlers, .. } = server;
+        worker.port = local_addr.port();
+        let listener = &listener;
+        let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
+            for (index, fork_handler) in fork_handlers.iter_mut().enumerate() {
+                match catch_unwind(AssertUnwindSafe(&mut *fork_handler)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return WorkerExit::BootFailed(format!("fork handler {index} failed: {error}")),
+                    Err(_) => return WorkerExit::BootFailed(format!("fork handler {index} panicked")),
+                }
+            }
+            let http = HttpWorker::new(listener, router.clone(), worker.clone());
+            let link = PoolLink {
+                slot: ctx.slot,
+                board: ctx.board,
+                scoreboard_name: ctx.scoreboard_name,
+                doorbell: Some(ctx.doorbell),
+            };
+            match http.run(link) {
+                Ok(_) => WorkerExit::Finished,
+                Err(error) => WorkerExit::Failed(error.to_string()),
+            }
+        };
+        let report = Supervisor::new(supervisor, run_worker)?
+            .on_started(|scoreboard_name, _board| on_started(&Started { local_addr, scoreboard_name }))
+            .run()?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(builder: ServerBuilder) -> String {
+        builder.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn perl_validation_rules_hold() {
+        assert!(error(Server::builder().min_spare_servers(0)).contains("min_spare_servers"));
+        assert!(error(Server::builder().start_servers(0)).contains("start_servers"));
+        assert!(error(Server::builder().max_requests_per_child(Some(0))).contains("max_requests_per_child"));
+        let server = Server::builder().min_spare_servers(6).max_spare_servers(2).build().unwrap();
+        assert_eq!(server.pool().max_spare_servers, 7, "max spare below min spare becomes min + 1");
+    }
+
+    #[test]
+    fn impossible_limits_are_refused() {
+        assert!(error(Server::builder().max_clients(4)).contains("start_servers (10) cannot exceed max_clients (4)"));
+        assert!(error(Server::builder().max_clients(0)).contains("max_clients"));
+    }
+
+    #[test]
+    fn bad_handler_patterns_and_headers_are_refused() {
+        let ok = Handler::new(|_, _| crate::Response::new(bytes::Bytes::new()));
+        assert!(error(Server::builder().handler("(", ok.clone())).contains("not a valid regular expression"));
+        assert!(error(Server::builder().header("bad name", "x")).contains("invalid header name"));
+        assert!(error(Server::builder().header("X-Ok", "line\nbreak")).contains("invalid value"));
+        assert!(error(Server::builder().status_path(Some("status".into()))).contains("status_path"));
+    }
+
+    #[test]
+    fn binding_port_zero_reports_the_real_port() {
+        let bound = Server::builder().build().unwrap().bind().unwrap();
+        assert_ne!(bound.local_addr().port(), 0);
+        assert!(bound.local_addr().ip().is_loopback());
+    }
+}

@@ -1,0 +1,297 @@
+//! Harness for black-box tests of the built `simplehttp-prefork` binary (also used by xtask).
+//!
+//! A test starts the real binary as a subprocess on `127.0.0.1` port 0, reads the port from
+//! its `listening on` line, talks HTTP to it, reads `/proc` for its children and `/dev/shm`
+//! for its scoreboard, and stops it. Nothing here forks the test process itself: tests run on
+//! libtest's threads, and a fork of a multi-threaded process is not a safe copy.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub use nix::sys::signal::Signal as Sig;
+
+/// Generous deadline for conditions that normally hold within milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of the server binary, built once per test process with the same profile as the tests
+/// (or taken from `SIMPLEHTTP_PREFORK_BIN`).
+pub fn server_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BINARY.get_or_init(|| build_server_binary().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+}
+
+fn build_server_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SIMPLEHTTP_PREFORK_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // Test executables live in target/<profile>/deps/; the binary goes to target/<profile>/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test executable has no target/<profile> dir")?;
+    let target_dir = profile_dir.parent().context("no target dir")?;
+    let profile = profile_dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet", "-p", "simplehttp-prefork", "--bin", "simplehttp-prefork"]);
+    command.arg("--target-dir").arg(target_dir);
+    if profile != "debug" {
+        command.args(["--profile", if profile == "release" { "release" } else { profile }]);
+    }
+    let status = command.status().context("running cargo build for the server binary")?;
+    ensure!(status.success(), "cargo build of simplehttp-prefork failed: {status}");
+    let binary = profile_dir.join("simplehttp-prefork");
+    ensure!(binary.exists(), "{} missing after build", binary.display());
+    Ok(binary)
+}
+
+/// A running server process. Dropping it kills the whole server and removes its segment.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _stdout: Option<BufReader<ChildStdout>>,
+    exit: Option<ExitStatus>,
+}
+
+impl ServerProcess {
+    /// Starts the server with `args` (plus `--address 127.0.0.1 --port 0`) and waits for its
+    /// `listening on http://ADDR:PORT` line.
+    pub fn start(args: &[&str]) -> Result<ServerProcess> {
+        let mut child = Command::new(server_binary()?)
+            .args(["--address", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning simplehttp-prefork")?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut line = String::new();
+            let result = stdout.read_line(&mut line).map(|_| line);
+            let _ = tx.send(result);
+            stdout
+        });
+        let mut server = ServerProcess { child, addr: "0.0.0.0:0".parse()?, stderr, _stdout: None, exit: None };
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => bail!("reading the server's stdout: {e}"),
+            Err(_) => bail!("no `listening on` line within {DEADLINE:?}; stderr:\n{}", server.stderr()),
+        };
+        server._stdout = reader.join().ok();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .with_context(|| format!("unexpected first line {line:?}; stderr:\n{}", server.stderr()))?;
+        server.addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
+        Ok(server)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server has logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` to the supervisor.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        kill(Pid::from_raw(self.pid() as i32), signal)?;
+        Ok(())
+    }
+
+    /// Pids whose parent is the supervisor, from `/proc`.
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// `GET path` on a fresh connection.
+    pub fn get(&self, path: &str) -> Result<HttpResponse> {
+        http_get(self.addr, path)
+    }
+
+    /// The status page as JSON.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let response = self.get("/server-status?json")?;
+        ensure!(response.status == 200, "status page answered {}", response.status);
+        Ok(serde_json::from_str(&response.body)?)
+    }
+
+    /// Waits for the supervisor to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.exit {
+            return Ok(status);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                self.exit = Some(status);
+                return Ok(status);
+            }
+            ensure!(Instant::now() < deadline, "server still running after {timeout:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The scoreboard segment's path under /dev/shm.
+    pub fn segment_path(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/simplehttp-prefork.{}", self.pid()))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let workers = self.children();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            // Workers die with the parent (PR_SET_PDEATHSIG); make sure even so.
+            for pid in workers {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(self.segment_path());
+    }
+}
+
+/// Pids of the processes whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The parent pid of `pid` from `/proc/<pid>/stat`, if it is alive (zombies count as dead).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields resume after the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.next()?.parse().ok()
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+pub fn is_alive(pid: u32) -> bool {
+    parent_of(pid).is_some()
+}
+
+/// An HTTP response read to the end.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path HTTP/1.1` with `Connection: close`, read to EOF (bounded by a timeout).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// Parses one complete HTTP/1.1 response (headers by httparse; body up to Content-Length).
+pub fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(raw)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            bail!("incomplete response ({} bytes): {:?}", raw.len(), String::from_utf8_lossy(raw))
+        }
+    };
+    let status = response.code.context("no status code")?;
+    let headers: Vec<(String, String)> =
+        response.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
+    let mut body = &raw[head_len..];
+    if let Some((_, len)) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        let len: usize = len.trim().parse()?;
+        ensure!(body.len() >= len, "body shorter ({}) than Content-Length {len}", body.len());
+        body = &body[..len];
+    }
+    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(body).into_owned() })
+}
+
+/// Polls `condition` every 25 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match condition() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(match last_error {
+                Some(e) => e.context(format!("timed out waiting for {what}")),
+                None => anyhow!("timed out after {timeout:?} waiting for {what}"),
+            });
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Worker pids listed by a status JSON document, sorted.
+pub fn status_pids(status: &serde_json::Value) -> Vec<u32> {
+    let mut pids: Vec<u32> = status["workers"]
+        .as_array()
+        .map(|ws| ws.iter().filter_map(|w| w["pid"].as_u64()).map(|p| p as u32).collect())
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
+/// A count field of a status JSON document.
+pub fn count(status: &serde_json::Value, field: &str) -> u64 {
+    status[field].as_u64().unwrap_or(u64::MAX)
+}

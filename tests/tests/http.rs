@@ -1,0 +1,51 @@
+//! Black-box tests of the built-in routes and SimpleHTTP's dispatch rules over the wire.
+
+use anyhow::{Result, ensure};
+use prefork_tests::ServerProcess;
+
+#[test]
+fn root_says_hello_from_a_worker_and_unknown_paths_are_404() -> Result<()> {
+    let server =
+        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let hello = server.get("/")?;
+    ensure!(hello.status == 200, "GET / answered {}", hello.status);
+    ensure!(hello.body.starts_with("Hello from simplehttp-prefork worker"), "body {:?}", hello.body);
+    let worker_pid: u32 = hello.body.split_whitespace().nth(4).unwrap_or_default().parse()?;
+    ensure!(server.children().contains(&worker_pid), "answered by {worker_pid}, not a child");
+    ensure!(hello.header("content-type") == Some("text/plain"), "{:?}", hello.headers);
+    ensure!(hello.header("date").is_some(), "no Date header");
+
+    let missing = server.get("/nope")?;
+    ensure!(missing.status == 404, "GET /nope answered {}", missing.status);
+    ensure!(missing.body == "404 Not Found", "body {:?}", missing.body);
+    ensure!(missing.header("connection") == Some("close"), "error responses close the connection");
+    Ok(())
+}
+
+#[test]
+fn status_page_answers_json_apache_auto_and_text() -> Result<()> {
+    let server =
+        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let json = server.get("/server-status?json")?;
+    ensure!(json.header("content-type") == Some("application/json"));
+    let status: serde_json::Value = serde_json::from_str(&json.body)?;
+    for field in ["processes", "idle", "busy", "scoreboard", "workers"] {
+        ensure!(!status[field].is_null(), "no {field} in {status}");
+    }
+    let auto = server.get("/server-status?auto")?;
+    ensure!(auto.body.lines().any(|l| l.starts_with("Scoreboard: ")), "{}", auto.body);
+    ensure!(auto.body.lines().any(|l| l.starts_with("Total Accesses: ")), "{}", auto.body);
+    let text = server.get("/server-status")?;
+    ensure!(text.status == 200 && text.body.contains("processes"), "{}", text.body);
+    Ok(())
+}
+
+#[test]
+fn bad_sleep_arguments_are_rejected_not_obeyed() -> Result<()> {
+    let server =
+        ServerProcess::start(&["--start-servers", "1", "--min-spare-servers", "1", "--max-spare-servers", "2"])?;
+    ensure!(server.get("/sleep/60001")?.status == 400);
+    ensure!(server.get("/sleep/abc")?.status == 400);
+    ensure!(server.get("/sleep/1")?.status == 200);
+    Ok(())
+}

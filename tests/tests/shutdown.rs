@@ -1,0 +1,75 @@
+//! Black-box tests of stopping: in-flight work finishes, then nothing is left behind.
+
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, count, http_get, is_alive, wait_for};
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_leaves_nothing_behind() -> Result<()> {
+    let mut server =
+        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let status = server.status()?;
+    let segment = server.segment_path();
+    ensure!(segment.exists(), "no scoreboard segment at {}", segment.display());
+    ensure!(status["server"]["scoreboard"].as_str() == Some(&*format!("/simplehttp-prefork.{}", server.pid())));
+
+    let addr = server.addr();
+    let in_flight = thread::spawn(move || http_get(addr, "/sleep/1500"));
+    wait_for("the sleep request to be in a worker", DEADLINE, || {
+        Ok((count(&server.status()?, "busy") >= 2).then_some(()))
+    })?;
+    let workers = server.children();
+    server.signal(Sig::SIGTERM)?;
+
+    let response = in_flight.join().expect("request thread")?;
+    ensure!(response.status == 200, "in-flight request answered {}", response.status);
+    ensure!(response.body.starts_with("slept 1500 ms"), "{:?}", response.body);
+
+    let exit = server.wait_exit(DEADLINE)?;
+    ensure!(exit.success(), "server exited with {exit}; stderr:\n{}", server.stderr());
+    wait_for("every worker to be gone", DEADLINE, || Ok(workers.iter().all(|pid| !is_alive(*pid)).then_some(())))?;
+    ensure!(!segment.exists(), "scoreboard segment {} left behind", segment.display());
+    wait_for("the stop to be logged", DEADLINE, || Ok(server.stderr().contains("all workers stopped").then_some(())))?;
+    Ok(())
+}
+
+#[test]
+fn sigquit_stops_at_once_even_with_a_long_request_in_flight() -> Result<()> {
+    let mut server =
+        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let addr = server.addr();
+    let _in_flight = thread::spawn(move || http_get(addr, "/sleep/30000"));
+    wait_for("the sleep request to be in a worker", DEADLINE, || {
+        Ok((count(&server.status()?, "busy") >= 2).then_some(()))
+    })?;
+    let workers = server.children();
+    let segment = server.segment_path();
+    server.signal(Sig::SIGQUIT)?;
+    let exit = server.wait_exit(Duration::from_secs(10))?;
+    ensure!(exit.success(), "server exited with {exit}");
+    ensure!(workers.iter().all(|pid| !is_alive(*pid)), "workers survived an immediate stop");
+    ensure!(!segment.exists(), "scoreboard segment left behind");
+    Ok(())
+}
+
+#[test]
+fn a_stale_segment_from_a_killed_server_is_removed_by_the_next_start() -> Result<()> {
+    let mut first =
+        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let stale = first.segment_path();
+    let workers = first.children();
+    first.signal(Sig::SIGKILL)?;
+    first.wait_exit(DEADLINE)?;
+    // Workers die with their parent (PR_SET_PDEATHSIG).
+    wait_for("orphaned workers to die", DEADLINE, || Ok(workers.iter().all(|pid| !is_alive(*pid)).then_some(())))?;
+    ensure!(stale.exists(), "a SIGKILLed parent cannot clean up; the segment should be there");
+    let second =
+        ServerProcess::start(&["--start-servers", "1", "--min-spare-servers", "1", "--max-spare-servers", "2"])?;
+    ensure!(!stale.exists(), "stale segment {} survived the next start:\n{}", stale.display(), second.stderr());
+    wait_for("the removal to be logged", DEADLINE, || {
+        Ok(second.stderr().contains("removed stale scoreboard segment").then_some(()))
+    })?;
+    Ok(())
+}
