@@ -52,6 +52,13 @@ fn build_server_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// `binary --address 127.0.0.1 --port 0 args...`.
+pub fn server_command(binary: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command.args(["--address", "127.0.0.1", "--port", "0"]).args(args);
+    command
+}
+
 /// A running server process. Dropping it kills the whole server and removes its segment.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -66,10 +73,16 @@ impl ServerProcess {
     /// Starts the server with `args` (plus `--address 127.0.0.1 --port 0`) and waits for its
     /// `listening on http://ADDR:PORT` line.
     pub fn start(args: &[&str]) -> Result<ServerProcess> {
-        let mut child = Command::new(server_binary()?)
-            .args(["--address", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        ServerProcess::spawn(server_command(&server_binary()?, args))
+    }
+
+    /// Starts any program that prints `listening on http://ADDR:PORT` first (a test's own
+    /// server built on the library, for example).
+    pub fn spawn(mut command: Command) -> Result<ServerProcess> {
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -141,6 +154,11 @@ impl ServerProcess {
         http_get(self.addr, path)
     }
 
+    /// A keep-alive connection to the server.
+    pub fn connect(&self) -> Result<HttpConnection> {
+        HttpConnection::open(self.addr)
+    }
+
     /// The status page as JSON.
     pub fn status(&self) -> Result<serde_json::Value> {
         let response = self.get("/server-status?json")?;
@@ -209,6 +227,15 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     fields.next()?.parse().ok()
 }
 
+/// CPU time (user + system) `pid` has used, in clock ticks (1/100 s), from `/proc/<pid>/stat`;
+/// still readable while the process is an unreaped zombie.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state(3) ppid(4) ... utime(14) stime(15).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// Whether `pid` is a live (non-zombie) process.
 pub fn is_alive(pid: u32) -> bool {
     parent_of(pid).is_some()
@@ -226,6 +253,74 @@ impl HttpResponse {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A persistent HTTP/1.1 connection for keep-alive tests: one request, one response.
+#[derive(Debug)]
+pub struct HttpConnection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl HttpConnection {
+    /// Connects (with a 5 s connect and 30 s read timeout).
+    pub fn open(addr: SocketAddr) -> Result<HttpConnection> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(HttpConnection { stream, buffer: Vec::new() })
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, raw: &[u8]) -> Result<()> {
+        self.stream.write_all(raw)?;
+        Ok(())
+    }
+
+    /// `GET path` asking to keep the connection open, and its response.
+    pub fn get(&mut self, path: &str) -> Result<HttpResponse> {
+        let addr = self.stream.peer_addr()?;
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        self.read_response()
+    }
+
+    /// Reads exactly one response (its body sized by Content-Length).
+    pub fn read_response(&mut self) -> Result<HttpResponse> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = response.parse(&self.buffer)? {
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().parse::<usize>())
+                    .transpose()?
+                    .unwrap_or(0);
+                if self.buffer.len() >= head + length {
+                    let rest = self.buffer.split_off(head + length);
+                    let complete = std::mem::replace(&mut self.buffer, rest);
+                    return parse_response(&complete);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk)?;
+            ensure!(n > 0, "connection closed before a complete response ({} bytes)", self.buffer.len());
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Waits up to `timeout` for the server to close the connection; true if it did.
+    pub fn closed_by_server_within(&mut self, timeout: Duration) -> Result<bool> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => Ok(true),
+            Ok(_) => bail!("unexpected data from the server"),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

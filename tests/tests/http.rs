@@ -1,7 +1,9 @@
 //! Black-box tests of the built-in routes and SimpleHTTP's dispatch rules over the wire.
 
 use anyhow::{Result, ensure};
-use prefork_tests::ServerProcess;
+use std::time::Duration;
+
+use prefork_tests::{DEADLINE, ServerProcess, wait_for};
 
 #[test]
 fn root_says_hello_from_a_worker_and_unknown_paths_are_404() -> Result<()> {
@@ -47,5 +49,51 @@ fn bad_sleep_arguments_are_rejected_not_obeyed() -> Result<()> {
     ensure!(server.get("/sleep/60001")?.status == 400);
     ensure!(server.get("/sleep/abc")?.status == 400);
     ensure!(server.get("/sleep/1")?.status == 200);
+    Ok(())
+}
+
+#[test]
+fn keep_alive_connections_are_reused_shown_as_k_and_closed_after_the_timeout() -> Result<()> {
+    let server = ServerProcess::start(&[
+        "--start-servers",
+        "2",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "4",
+        "--keepalive-timeout",
+        "1s",
+    ])?;
+    let mut connection = server.connect()?;
+    let first = connection.get("/")?;
+    let second = connection.get("/")?;
+    ensure!(first.status == 200 && second.status == 200);
+    let pid = |body: &str| body.split_whitespace().nth(4).unwrap_or_default().to_owned();
+    ensure!(pid(&first.body) == pid(&second.body), "a keep-alive connection stays with its worker");
+    // While idle between requests the worker shows K, and is not available to others.
+    wait_for("the worker to show keep-alive", DEADLINE, || {
+        let status = server.status()?;
+        Ok(status["scoreboard"].as_str().is_some_and(|b| b.contains('K')).then_some(()))
+    })?;
+    ensure!(connection.closed_by_server_within(Duration::from_secs(15))?, "idle connection outlived the timeout");
+    Ok(())
+}
+
+#[test]
+fn a_client_that_never_sends_headers_is_disconnected() -> Result<()> {
+    let server = ServerProcess::start(&[
+        "--start-servers",
+        "1",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "2",
+        "--keepalive-timeout",
+        "1s",
+    ])?;
+    let mut slowloris = server.connect()?;
+    slowloris.send(b"GET / HTTP/1.1\r\nHost: x\r\n")?;
+    ensure!(slowloris.closed_by_server_within(Duration::from_secs(15))?, "a half-sent request held the worker");
+    ensure!(server.get("/")?.status == 200);
     Ok(())
 }

@@ -45,7 +45,8 @@ fn a_worker_killed_with_sigkill_is_replaced() -> Result<()> {
         Ok((status_pids(&status) == server.children() && !status_pids(&status).contains(&victim)).then_some(()))
     })?;
     wait_for("the death to be logged", DEADLINE, || Ok(server.stderr().contains("worker died").then_some(())))?;
-    drop(after);
+    ensure!(after.len() == 3);
+    ensure!(!server.stderr().contains("failed to boot"), "a killed ready worker is not a boot failure");
     Ok(())
 }
 
@@ -61,7 +62,11 @@ fn spares_are_forked_while_workers_are_busy_and_retired_after() -> Result<()> {
         "--max-clients",
         "16",
     ])?;
-    wait_for("2 ready workers", DEADLINE, || Ok((count(&server.status()?, "processes") >= 2).then_some(())))?;
+    // (The status request takes a worker too, so the pool may already grow here.)
+    wait_for("2 ready workers", DEADLINE, || {
+        let status = server.status()?;
+        Ok((count(&status, "idle") >= 1 && count(&status, "starting") == 0).then_some(()))
+    })?;
     let addr = server.addr();
     let requests: Vec<_> = (0..4).map(|_| thread::spawn(move || http_get(addr, "/sleep/2000"))).collect();
     // While the four requests run, the pool grows until two workers are idle again.
@@ -76,6 +81,9 @@ fn spares_are_forked_while_workers_are_busy_and_retired_after() -> Result<()> {
         ensure!(response.status == 200, "sleep answered {}", response.status);
         served_by.push(response.body);
     }
+    served_by.sort();
+    served_by.dedup();
+    ensure!(served_by.len() == 4, "four concurrent requests need four workers: {served_by:?}");
     ensure!(count(&during, "processes") >= 6, "status while busy: {during}");
     // Afterwards the surplus is retired (one per second) down to max_spare_servers.
     let after = wait_for("the pool to shrink to max_spare_servers", DEADLINE, || {
@@ -83,5 +91,70 @@ fn spares_are_forked_while_workers_are_busy_and_retired_after() -> Result<()> {
         Ok((count(&status, "idle") <= 3 && count(&status, "processes") <= 4).then_some(status))
     })?;
     ensure!(count(&after, "idle") >= 2, "shrank below min_spare_servers: {after}");
+    Ok(())
+}
+
+#[test]
+fn a_busy_worker_does_not_accept_so_an_idle_sibling_serves_the_next_client() -> Result<()> {
+    let server =
+        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "1", "--max-spare-servers", "5"])?;
+    let addr = server.addr();
+    let sleeping = thread::spawn(move || http_get(addr, "/sleep/3000"));
+    let busy_pid = wait_for("the sleep request to run", DEADLINE, || {
+        let status = server.status()?;
+        // Two workers write: the sleeper, and the one answering this status request.
+        let writers: Vec<u64> = status["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["state"] == "W" && w["seconds_in_state"].as_f64() > Some(0.05))
+            .filter_map(|w| w["pid"].as_u64())
+            .collect();
+        Ok((writers.len() == 1).then(|| writers[0] as u32))
+    })?;
+    for _ in 0..5 {
+        let hello = server.get("/")?;
+        let pid: u32 = hello.body.split_whitespace().nth(4).unwrap_or_default().parse()?;
+        ensure!(pid != busy_pid, "worker {busy_pid} accepted a connection while busy");
+    }
+    ensure!(sleeping.join().expect("request thread")?.status == 200);
+    Ok(())
+}
+
+#[test]
+fn a_worker_retires_after_max_requests_per_child_and_is_replaced() -> Result<()> {
+    let server = ServerProcess::start(&[
+        "--start-servers",
+        "1",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "2",
+        "--max-requests-per-child",
+        "3",
+    ])?;
+    // On one keep-alive connection, the third response says the connection will close.
+    let mut connection = server.connect()?;
+    let first = connection.get("/")?;
+    ensure!(first.status == 200 && first.header("connection").is_none(), "{:?}", first.headers);
+    let pid = first.body.split_whitespace().nth(4).unwrap_or_default().to_owned();
+    ensure!(connection.get("/")?.body.contains(&pid));
+    let third = connection.get("/")?;
+    ensure!(third.body.contains(&pid), "one connection, one worker");
+    ensure!(third.header("connection") == Some("close"), "the last request closes: {:?}", third.headers);
+    ensure!(connection.closed_by_server_within(DEADLINE)?, "connection left open after the last request");
+    // Every request is answered, by workers that each answer at most three.
+    let mut answered_by = std::collections::HashMap::new();
+    for _ in 0..9 {
+        let response = server.get("/")?;
+        ensure!(response.status == 200, "answered {}", response.status);
+        let pid = response.body.split_whitespace().nth(4).unwrap_or_default().to_owned();
+        *answered_by.entry(pid).or_insert(0) += 1;
+    }
+    ensure!(answered_by.values().all(|n| *n <= 3), "{answered_by:?}");
+    ensure!(!answered_by.contains_key(&pid), "the recycled worker {pid} answered again");
+    wait_for("recycling to be logged", DEADLINE, || {
+        Ok(server.stderr().contains("worker recycled itself").then_some(()))
+    })?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use prefork_tests::{DEADLINE, ServerProcess, Sig, count, http_get, is_alive, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, cpu_ticks, http_get, is_alive, wait_for};
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_leaves_nothing_behind() -> Result<()> {
@@ -17,13 +17,15 @@ fn sigterm_lets_the_request_in_flight_finish_then_leaves_nothing_behind() -> Res
 
     let addr = server.addr();
     let in_flight = thread::spawn(move || http_get(addr, "/sleep/1500"));
-    wait_for("the sleep request to be in a worker", DEADLINE, || {
-        Ok((count(&server.status()?, "busy") >= 2).then_some(()))
-    })?;
+    wait_for("the sleep request to be in a worker", DEADLINE, || Ok(sleeper_running(&server.status()?).then_some(())))?;
     let workers = server.children();
+    let cpu_before = cpu_ticks(server.pid()).unwrap_or(0);
     server.signal(Sig::SIGTERM)?;
 
     let response = in_flight.join().expect("request thread")?;
+    // The parent waited about a second and a half for the worker: asleep, not spinning.
+    let cpu_used = cpu_ticks(server.pid()).unwrap_or(0) - cpu_before;
+    ensure!(cpu_used < 50, "the parent used {cpu_used} ticks of CPU while waiting for one request");
     ensure!(response.status == 200, "in-flight request answered {}", response.status);
     ensure!(response.body.starts_with("slept 1500 ms"), "{:?}", response.body);
 
@@ -35,15 +37,47 @@ fn sigterm_lets_the_request_in_flight_finish_then_leaves_nothing_behind() -> Res
     Ok(())
 }
 
+/// A worker other than the one answering the status request is running a handler.
+fn sleeper_running(status: &serde_json::Value) -> bool {
+    status["scoreboard"].as_str().is_some_and(|board| board.matches('W').count() >= 2)
+}
+
+#[test]
+fn a_request_still_running_at_graceful_timeout_is_cut_off_and_the_server_still_exits() -> Result<()> {
+    let mut server = ServerProcess::start(&[
+        "--start-servers",
+        "2",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "4",
+        "--graceful-timeout",
+        "1s",
+    ])?;
+    let addr = server.addr();
+    let in_flight = thread::spawn(move || http_get(addr, "/sleep/20000"));
+    wait_for("the sleep request to be in a worker", DEADLINE, || Ok(sleeper_running(&server.status()?).then_some(())))?;
+    let workers = server.children();
+    let segment = server.segment_path();
+    server.signal(Sig::SIGTERM)?;
+    let exit = server.wait_exit(DEADLINE)?;
+    ensure!(exit.success(), "server exited with {exit}");
+    ensure!(in_flight.join().expect("request thread").is_err(), "a 20 s request cannot finish within a 1 s grace");
+    ensure!(workers.iter().all(|pid| !is_alive(*pid)), "workers survived");
+    ensure!(!segment.exists(), "scoreboard segment left behind");
+    wait_for("the kill to be logged", DEADLINE, || {
+        Ok(server.stderr().contains("graceful_timeout passed").then_some(()))
+    })?;
+    Ok(())
+}
+
 #[test]
 fn sigquit_stops_at_once_even_with_a_long_request_in_flight() -> Result<()> {
     let mut server =
         ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
     let addr = server.addr();
     let _in_flight = thread::spawn(move || http_get(addr, "/sleep/30000"));
-    wait_for("the sleep request to be in a worker", DEADLINE, || {
-        Ok((count(&server.status()?, "busy") >= 2).then_some(()))
-    })?;
+    wait_for("the sleep request to be in a worker", DEADLINE, || Ok(sleeper_running(&server.status()?).then_some(())))?;
     let workers = server.children();
     let segment = server.segment_path();
     server.signal(Sig::SIGQUIT)?;

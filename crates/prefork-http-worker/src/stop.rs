@@ -72,6 +72,13 @@ impl StopSignal {
     }
 }
 
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        // The handler must never write to a descriptor number reused after this one closes.
+        WAKE_FD.store(-1, SeqCst);
+    }
+}
+
 /// Waits for the stop request inside the worker's runtime.
 #[derive(Debug)]
 pub(crate) struct StopWatch<'a> {

@@ -92,18 +92,37 @@ impl<'l> HttpWorker<'l> {
                 return Ok(WorkerOutcome::Recycled);
             }
             worker.set_state(WorkerState::Idle);
-            match epoll.wait(&mut events, EpollTimeout::NONE) {
-                Ok(_) | Err(Errno::EINTR) => {}
+            let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => &events[..n],
+                Err(Errno::EINTR) => &[][..],
                 Err(errno) => return Err(WorkerError::Sys { what: "epoll_wait", errno }),
-            }
-            if stop.requested() {
+            };
+            // With EPOLLEXCLUSIVE the kernel woke only this worker for the new connection: if
+            // the stop request raced with that wake-up, the connection must still be taken
+            // here, or it would wait in the backlog until some later connection wakes a
+            // sibling. It is then served with keep-alive off, as any request in hand.
+            if !ready.iter().any(|e| e.data() == LISTENER) {
                 continue;
             }
             worker.slot.record_accept_call();
             let fd = match accept4(self.listener.as_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
                 Ok(fd) => fd,
-                // Another worker took it, or the client gave up while queued.
-                Err(Errno::EAGAIN | Errno::ECONNABORTED | Errno::EINTR | Errno::EPROTO) => continue,
+                // Another worker took it, the client gave up while queued, or (accept(2)) a
+                // network error already pending on the new socket: that connection only.
+                Err(
+                    Errno::EAGAIN
+                    | Errno::ECONNABORTED
+                    | Errno::EINTR
+                    | Errno::EPROTO
+                    | Errno::ENETDOWN
+                    | Errno::ENOPROTOOPT
+                    | Errno::EHOSTDOWN
+                    | Errno::ENONET
+                    | Errno::EHOSTUNREACH
+                    | Errno::EOPNOTSUPP
+                    | Errno::ENETUNREACH
+                    | Errno::EPERM,
+                ) => continue,
                 // Out of descriptors or memory: the listener stays readable, so pause instead
                 // of spinning, and let a sibling try.
                 Err(errno @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {

@@ -8,7 +8,7 @@
 //! | `server.scoreboard` | the shared-memory segment's name (for `simplehttp-prefork status`) |
 //! | `server.uptime_seconds`, `server.start_time_unix` | since the supervisor started |
 //! | `max_clients` | slots in the scoreboard |
-//! | `processes`, `idle`, `busy`, `starting`, `stopping` | live workers, by state class |
+//! | `processes`, `idle`, `busy`, `starting`, `stopping` | live workers; `idle` is `_`, `busy` is `R W K C`, `starting` is `S`, `stopping` is `G I` (the four add up to `processes`) |
 //! | `scoreboard` | one Apache status letter per slot |
 //! | `total_accesses`, `total_bytes`, `total_connections`, `total_accept_calls` | past and present workers |
 //! | `workers[]` | `slot`, `pid`, `generation`, `state` (letter), `requests`, `bytes`, `connections`, `accept_calls`, `seconds_in_state`, `started_unix` |
@@ -79,7 +79,7 @@ impl StatusReport {
             idle: snapshot.idle(),
             busy: snapshot.busy(),
             starting: snapshot.count(WorkerState::Starting),
-            stopping: snapshot.count(WorkerState::Graceful) + snapshot.count(WorkerState::IdleKill),
+            stopping: snapshot.live().filter(|s| s.state.is_stopping()).count(),
             scoreboard: snapshot.scoreboard_string(),
             total_accesses: totals.requests,
             total_bytes: totals.bytes,

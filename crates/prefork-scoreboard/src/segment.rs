@@ -65,10 +65,9 @@ impl Scoreboard {
         // From here on, dropping `shmem` (owner) unlinks the segment on any error.
         let path = shm_path(&os_id);
         let liveness = File::open(&path).map_err(|source| io_error(&os_id, source))?;
-        liveness.try_lock().map_err(|e| match e {
-            TryLockError::Error(source) => io_error(&os_id, source),
-            TryLockError::WouldBlock => ScoreboardError::InUse(os_id.clone()),
-        })?;
+        // Blocking: a server starting in parallel may be holding it for a moment while it
+        // checks whether this (brand-new, still unlocked) segment is stale.
+        liveness.lock().map_err(|source| io_error(&os_id, source))?;
         let base = NonNull::new(shmem.as_ptr()).ok_or_else(|| ScoreboardError::Layout("null mapping".into()))?;
         // SAFETY: shared_memory mapped `segment_size(slot_count)` fresh (zeroed, page-aligned)
         // bytes that stay mapped while `shmem` lives, which is as long as `board` does.

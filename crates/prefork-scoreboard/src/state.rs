@@ -95,16 +95,14 @@ impl WorkerState {
         matches!(self, WorkerState::Idle)
     }
 
-    /// Holding a connection (reading, writing, keep-alive, closing) or finishing one.
+    /// Holding a connection: reading, writing, keep-alive or closing.
     pub const fn is_busy(self) -> bool {
-        matches!(
-            self,
-            WorkerState::Reading
-                | WorkerState::Writing
-                | WorkerState::KeepAlive
-                | WorkerState::Closing
-                | WorkerState::Graceful
-        )
+        matches!(self, WorkerState::Reading | WorkerState::Writing | WorkerState::KeepAlive | WorkerState::Closing)
+    }
+
+    /// Told to stop and finishing (`G`) or leaving (`I`).
+    pub const fn is_stopping(self) -> bool {
+        matches!(self, WorkerState::Graceful | WorkerState::IdleKill)
     }
 }
 
@@ -139,7 +137,8 @@ mod tests {
     #[test]
     fn idle_and_busy_do_not_overlap() {
         for state in WorkerState::ALL {
-            assert!(!(state.is_idle() && state.is_busy()), "{state:?}");
+            let classes = [state.is_idle(), state.is_busy(), state.is_stopping()];
+            assert!(classes.iter().filter(|c| **c).count() <= 1, "{state:?}");
         }
         assert!(!WorkerState::Starting.is_idle() && !WorkerState::Starting.is_busy());
     }

@@ -50,6 +50,11 @@ pub enum SupervisorError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Scoreboard(#[from] prefork_scoreboard::ScoreboardError),
+    #[error(
+        "the supervisor must run in a single-threaded process (it forks), but this one has {0} threads; \
+         start the server before any runtime or thread"
+    )]
+    Threaded(usize),
     #[error("{what}: {errno}")]
     Sys { what: &'static str, errno: nix::errno::Errno },
 }

@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::SupervisorError;
@@ -30,10 +30,15 @@ pub(crate) struct SignalInbox {
 
 impl SignalInbox {
     /// Blocks [`HANDLED`] in this (single) thread and opens the signalfd.
+    ///
+    /// Dispositions inherited from whoever started us are reset first: with SIGCHLD ignored,
+    /// for one, the kernel would reap workers itself and the supervisor would never see them
+    /// die.
     pub(crate) fn open() -> Result<SignalInbox, SupervisorError> {
-        let mut set = SigSet::empty();
-        for signal in HANDLED {
-            set.add(signal);
+        let set = handled_set();
+        for handled in HANDLED {
+            // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+            unsafe { signal(handled, SigHandler::SigDfl) }.map_err(|e| sys("reset signal disposition", e))?;
         }
         let saved_mask = set.thread_swap_mask(SigmaskHow::SIG_BLOCK).map_err(|e| sys("block signals", e))?;
         match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
@@ -68,10 +73,15 @@ impl SignalInbox {
     }
 
     /// In a freshly forked worker: closes the signalfd and restores the mask the parent had
-    /// before it blocked anything, so the worker receives signals normally.
+    /// before it blocked anything, minus the signals the supervisor uses (a worker must get
+    /// its SIGTERM even if whoever started the server had blocked it).
     pub(crate) fn release_in_child(&mut self) {
         drop(self.fd.take());
-        let _ = self.saved_mask.thread_set_mask();
+        let mut mask = self.saved_mask;
+        for handled in HANDLED {
+            mask.remove(handled);
+        }
+        let _ = mask.thread_set_mask();
     }
 }
 
@@ -81,6 +91,14 @@ impl Drop for SignalInbox {
             let _ = self.saved_mask.thread_set_mask();
         }
     }
+}
+
+fn handled_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for handled in HANDLED {
+        set.add(handled);
+    }
+    set
 }
 
 pub(crate) fn sys(what: &'static str, errno: Errno) -> SupervisorError {

@@ -80,6 +80,11 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
         if let Some(hook) = self.on_started {
             hook(scoreboard.name(), scoreboard.board());
         }
+        // A fork copies only the calling thread: with another thread alive (a runtime, a log
+        // writer, anything holding a lock) the workers would start from a broken copy.
+        if let Some(threads) = thread_count().filter(|n| *n != 1) {
+            return Err(SupervisorError::Threaded(threads));
+        }
         let mut pool = Pool {
             children: ChildTable::new(self.config.pool.max_clients),
             config: self.config,
@@ -193,8 +198,12 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
     fn wait_for_signals(&mut self, deadline: Micros, watch_doorbell: bool) -> Result<Vec<Signal>, SupervisorError> {
         let now = monotonic_micros();
         let doorbell_open_at = self.last_doorbell_round + DOORBELL_GAP;
+        let deadline = match (watch_doorbell, now >= doorbell_open_at) {
+            // Still inside the coalescing gap: wake when it ends, to look at the doorbell then.
+            (true, false) => deadline.min(doorbell_open_at),
+            _ => deadline,
+        };
         let watch_doorbell = watch_doorbell && now >= doorbell_open_at;
-        let deadline = if watch_doorbell { deadline } else { deadline.min(doorbell_open_at.max(now)) };
         let wait = Duration::from_micros(deadline.saturating_sub(now));
         // Round up so a wait for 0.4 ms does not become a busy loop of 0 ms polls.
         let millis = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
@@ -242,7 +251,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
             if let Some(child) = self.children.by_slot_mut(slot) {
                 child.retiring = true;
                 let pid = child.pid;
-                tracing::debug!(pid = pid.as_raw(), slot, "retiring worker");
+                tracing::info!(pid = pid.as_raw(), slot, "retiring worker (surplus idle, or old generation)");
                 signal_child(pid, Signal::SIGTERM);
             }
         }
@@ -350,7 +359,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
         let requests = if claimed { slot.requests } else { 0 };
         board.clear_slot(record.slot);
 
-        let never_ready = last_state == WorkerState::Starting;
+        // A worker that exits, or crashes, before it ever became ready failed to boot. One
+        // SIGKILLed meanwhile (an operator, the OOM killer) says nothing about booting.
+        let never_ready = last_state == WorkerState::Starting && signal != Some(Signal::SIGKILL);
         let boot_failure = !record.retiring && !stopping && (code == Some(exit_code::BOOT_FAILED) || never_ready);
         let now = monotonic_micros();
         let kind = if boot_failure { ExitKind::BootFailure } else { ExitKind::AfterReady };
@@ -472,6 +483,12 @@ fn view_of(child: &ChildRecord, board: &Board) -> WorkerView {
         forked_at: child.forked_at,
         retiring: child.retiring,
     }
+}
+
+/// Threads of this process, from `/proc/self/status`.
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
 fn signal_child(pid: Pid, signal: Signal) {

@@ -1,0 +1,176 @@
+//! `cargo xtask bench`: throughput against a bare hyper server measured in the same run, and
+//! the accept calls each connection costs (the thundering-herd figure).
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use prefork_tests::{ServerProcess, count, http_get, server_command, wait_for};
+
+use crate::load::{self, LoadSpec};
+use crate::{cargo_build, target_dir};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Length of each measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Alternating rounds (prefork, hyper, prefork, hyper, ...).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// New connections made to count accept calls.
+    #[arg(long, default_value_t = 2000)]
+    accept_connections: usize,
+}
+
+/// Builds everything in release mode and runs the measurements from the release xtask.
+pub fn run(options: &Options) -> Result<()> {
+    let release = cargo_build(
+        true,
+        &["-p", "simplehttp-prefork", "--bin", "simplehttp-prefork", "-p", "xtask", "--bin", "xtask"],
+    )?;
+    let status = Command::new(release.join("xtask"))
+        .arg("bench-run")
+        .arg("--duration")
+        .arg(humantime::format_duration(options.duration).to_string())
+        .args(["--connections", &options.connections.to_string()])
+        .args(["--rounds", &options.rounds.to_string()])
+        .args(["--accept-connections", &options.accept_connections.to_string()])
+        .status()?;
+    ensure!(status.success(), "bench failed: {status}");
+    Ok(())
+}
+
+/// The measurements (run from the release build).
+pub fn measure(options: &Options) -> Result<()> {
+    let binary = target_dir().join("release").join("simplehttp-prefork");
+    ensure!(binary.exists(), "{} not built; run `cargo xtask bench`", binary.display());
+
+    println!(
+        "bench: {} connections, {:?} per measurement, {} rounds",
+        options.connections, options.duration, options.rounds
+    );
+    let workers = (options.connections + 8).to_string();
+    let prefork = start(
+        &binary,
+        &[
+            "--start-servers",
+            &workers,
+            "--min-spare-servers",
+            "8",
+            "--max-spare-servers",
+            &workers,
+            "--max-clients",
+            "256",
+        ],
+    )?;
+    let bare = BareHyper::start()?;
+    wait_for("prefork workers", Duration::from_secs(20), || {
+        Ok((count(&prefork.status()?, "processes") >= options.connections as u64).then_some(()))
+    })?;
+
+    println!("{:<10} {:<11} {:>12} {:>8}", "server", "mode", "req/s", "errors");
+    let mut table: Vec<(&str, bool, f64)> = Vec::new();
+    for _ in 0..options.rounds {
+        for keepalive in [true, false] {
+            for (name, addr) in [("prefork", prefork.addr()), ("hyper", bare.addr)] {
+                let spec = LoadSpec {
+                    addr,
+                    connections: options.connections,
+                    duration: options.duration,
+                    path: "/".into(),
+                    keepalive,
+                };
+                let result = load::run(&spec)?;
+                let mode = if keepalive { "keep-alive" } else { "close" };
+                println!(
+                    "{name:<10} {mode:<11} {:>12.0} {:>8}",
+                    result.requests_per_second(),
+                    result.failures.len() as u64 + result.bad_status
+                );
+                table.push((name, keepalive, result.requests_per_second()));
+            }
+        }
+    }
+    for keepalive in [true, false] {
+        let mean = |server: &str| {
+            let runs: Vec<f64> =
+                table.iter().filter(|(n, k, _)| *n == server && *k == keepalive).map(|r| r.2).collect();
+            runs.iter().sum::<f64>() / runs.len().max(1) as f64
+        };
+        let (ours, theirs) = (mean("prefork"), mean("hyper"));
+        println!(
+            "{}: prefork {ours:.0} req/s vs bare hyper {theirs:.0} req/s = {:.2}x",
+            if keepalive { "keep-alive" } else { "close" },
+            ours / theirs.max(1.0)
+        );
+    }
+    drop(prefork);
+    drop(bare);
+    accept_calls(&binary, options)
+}
+
+/// The release server, logging warnings only (the measurement should not pay for logs).
+fn start(binary: &Path, args: &[&str]) -> Result<ServerProcess> {
+    let mut command = server_command(binary, args);
+    command.env("RUST_LOG", "warn");
+    ServerProcess::spawn(command)
+}
+
+/// Sequential new connections against 16 idle workers: how many accept4 calls each costs.
+fn accept_calls(binary: &Path, options: &Options) -> Result<()> {
+    let server = start(binary, &["--start-servers", "16", "--min-spare-servers", "16", "--max-spare-servers", "32"])?;
+    wait_for("16 ready workers", Duration::from_secs(20), || {
+        let status = server.status()?;
+        Ok((count(&status, "idle") + count(&status, "busy") == 16).then_some(()))
+    })?;
+    let before = server.status()?;
+    for _ in 0..options.accept_connections {
+        let response = http_get(server.addr(), "/")?;
+        ensure!(response.status == 200, "GET / answered {}", response.status);
+    }
+    let after = server.status()?;
+    let connections = count(&after, "total_connections") - count(&before, "total_connections");
+    let calls = count(&after, "total_accept_calls") - count(&before, "total_accept_calls");
+    println!(
+        "accept: 16 idle workers, {connections} sequential connections, {calls} accept4 calls = {:.3} per connection",
+        calls as f64 / connections.max(1) as f64
+    );
+    Ok(())
+}
+
+/// The baseline server, run as `xtask bare-hyper` from the same release build.
+struct BareHyper {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl BareHyper {
+    fn start() -> Result<BareHyper> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["bare-hyper", "--port", "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the bare hyper server")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
+            let _ = child.kill();
+            bail!("bare hyper printed {line:?}");
+        };
+        Ok(BareHyper { addr: addr.parse()?, child })
+    }
+}
+
+impl Drop for BareHyper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

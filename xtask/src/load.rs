@@ -1,0 +1,155 @@
+//! A small HTTP/1.1 load generator on hyper's client: N connections, each sending requests
+//! back to back for a fixed time, recording every failure and which worker it hit.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::Request;
+use hyper::client::conn::http1;
+use hyper::header::{CONNECTION, HOST};
+use hyper_util::rt::TokioIo;
+
+/// What to send.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub duration: Duration,
+    pub path: String,
+    /// Reuse connections (otherwise `Connection: close`, one request per connection).
+    pub keepalive: bool,
+}
+
+/// A request that got no response.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// When, since the load started.
+    pub at: Duration,
+    /// The worker that served this connection's previous response, if any.
+    pub worker_pid: Option<u32>,
+    pub error: String,
+}
+
+/// What happened.
+#[derive(Clone, Debug, Default)]
+pub struct LoadResult {
+    pub ok: u64,
+    pub bad_status: u64,
+    pub failures: Vec<Failure>,
+    pub elapsed: Duration,
+}
+
+impl LoadResult {
+    pub fn requests_per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs the load on a single-threaded runtime (like `wrk -t1`) and returns when it is done.
+pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let start = Instant::now();
+        let deadline = start + spec.duration;
+        let clients: Vec<_> =
+            (0..spec.connections).map(|_| tokio::spawn(client(spec.clone(), start, deadline))).collect();
+        let mut total = LoadResult::default();
+        for client in clients {
+            let result = client.await?;
+            total.ok += result.ok;
+            total.bad_status += result.bad_status;
+            total.failures.extend(result.failures);
+        }
+        total.elapsed = start.elapsed();
+        total.failures.sort_by_key(|f| f.at);
+        Ok(total)
+    })
+}
+
+async fn client(spec: LoadSpec, start: Instant, deadline: Instant) -> LoadResult {
+    let mut result = LoadResult::default();
+    let host = spec.addr.to_string();
+    'connections: while Instant::now() < deadline {
+        let stream = match tokio::net::TcpStream::connect(spec.addr).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                result.failures.push(Failure {
+                    at: start.elapsed(),
+                    worker_pid: None,
+                    error: format!("connect: {error}"),
+                });
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = match http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                result.failures.push(Failure {
+                    at: start.elapsed(),
+                    worker_pid: None,
+                    error: format!("handshake: {error}"),
+                });
+                continue;
+            }
+        };
+        tokio::spawn(connection);
+        let mut worker_pid = None;
+        while Instant::now() < deadline {
+            // A connection the server closed between requests is not a failed request.
+            if sender.ready().await.is_err() {
+                continue 'connections;
+            }
+            let request = Request::get(spec.path.as_str())
+                .header(HOST, &host)
+                .header(CONNECTION, if spec.keepalive { "keep-alive" } else { "close" })
+                .body(Empty::new())
+                .expect("valid request");
+            let response = match sender.send_request(request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    result.failures.push(Failure { at: start.elapsed(), worker_pid, error: error.to_string() });
+                    continue 'connections;
+                }
+            };
+            let status = response.status();
+            let closing =
+                response.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            match response.into_body().collect().await {
+                Ok(body) => {
+                    let body = body.to_bytes();
+                    worker_pid = worker_pid_of(&body).or(worker_pid);
+                    if status.is_success() {
+                        result.ok += 1;
+                    } else {
+                        result.bad_status += 1;
+                    }
+                }
+                Err(error) => {
+                    result.failures.push(Failure { at: start.elapsed(), worker_pid, error: format!("body: {error}") });
+                    continue 'connections;
+                }
+            }
+            if !spec.keepalive || closing {
+                continue 'connections;
+            }
+        }
+        break;
+    }
+    result
+}
+
+/// The pid in "Hello from simplehttp-prefork worker <pid> ...".
+fn worker_pid_of(body: &[u8]) -> Option<u32> {
+    std::str::from_utf8(body)
+        .ok()?
+        .strip_prefix("Hello from simplehttp-prefork worker ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
