@@ -158,3 +158,46 @@ fn a_worker_retires_after_max_requests_per_child_and_is_replaced() -> Result<()>
     })?;
     Ok(())
 }
+
+#[test]
+fn sighup_replaces_every_worker_with_a_new_generation() -> Result<()> {
+    let server =
+        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "2", "--max-spare-servers", "4"])?;
+    let old = wait_for("3 ready workers", DEADLINE, || {
+        let status = server.status()?;
+        Ok((count(&status, "starting") == 0 && count(&status, "processes") == 3).then(|| status_pids(&status)))
+    })?;
+    server.signal(Sig::SIGHUP)?;
+    let status = wait_for("only generation-2 workers", DEADLINE, || {
+        let status = server.status()?;
+        let workers = status["workers"].as_array().cloned().unwrap_or_default();
+        let all_new = !workers.is_empty() && workers.iter().all(|w| w["generation"] == 2);
+        Ok((all_new && status_pids(&status) == server.children()).then_some(status))
+    })?;
+    ensure!(status["server"]["generation"] == 2, "{status}");
+    ensure!(status_pids(&status).iter().all(|pid| !old.contains(pid)), "old workers {old:?} survived: {status}");
+    ensure!(server.get("/")?.status == 200, "the new generation serves");
+    Ok(())
+}
+
+#[test]
+fn ttin_and_ttou_move_the_spare_bounds() -> Result<()> {
+    let server =
+        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "2"])?;
+    // Standard signals do not queue: send the second only once the first has been handled.
+    server.signal(Sig::SIGTTIN)?;
+    wait_for("the change to be logged", DEADLINE, || {
+        Ok(server.stderr().contains("min_spare_servers=2 max_spare_servers=3").then_some(()))
+    })?;
+    server.signal(Sig::SIGTTIN)?;
+    wait_for("the change to be logged", DEADLINE, || {
+        Ok(server.stderr().contains("min_spare_servers=3 max_spare_servers=4").then_some(()))
+    })?;
+    // min_spare_servers is now 3: three idle besides the worker answering the status page.
+    wait_for("3 idle workers", DEADLINE, || Ok((count(&server.status()?, "idle") >= 3).then_some(())))?;
+    server.signal(Sig::SIGTTOU)?;
+    wait_for("the change to be logged", DEADLINE, || {
+        Ok((server.stderr().matches("min_spare_servers=2 max_spare_servers=3").count() == 2).then_some(()))
+    })?;
+    Ok(())
+}

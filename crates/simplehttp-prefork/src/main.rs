@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long, overrides_with = "no_keepalive")]
     keepalive: bool,
     /// Close every connection after its response (SimpleHTTP's default).
-    #[arg(long)]
+    #[arg(long, overrides_with = "keepalive")]
     no_keepalive: bool,
     /// Idle keep-alive connections, and clients slow to send headers, are closed after this.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
