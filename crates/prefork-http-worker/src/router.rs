@@ -1,5 +1,7 @@
 //! SimpleHTTP's dispatch: an ordered list of (DIR regex, handler); the first unanchored match wins.
 
+use std::rc::Rc;
+
 use regex::Regex;
 
 use crate::handler::Handler;
@@ -16,7 +18,8 @@ pub struct BadDir {
 /// The handlers in the order they were given.
 #[derive(Clone, Debug, Default)]
 pub struct Router {
-    routes: Vec<(Regex, Handler)>,
+    /// The compiled DIR, the DIR as given (handed to handlers), the handler.
+    routes: Vec<(Regex, Rc<str>, Handler)>,
 }
 
 impl Router {
@@ -28,13 +31,13 @@ impl Router {
     /// Adds a handler after the existing ones.
     pub fn add(&mut self, dir: &str, handler: Handler) -> Result<(), BadDir> {
         let regex = Regex::new(dir).map_err(|source| BadDir { dir: dir.to_owned(), source })?;
-        self.routes.push((regex, handler));
+        self.routes.push((regex, Rc::from(dir), handler));
         Ok(())
     }
 
     /// The first handler whose DIR matches anywhere in `target`, and that DIR.
-    pub fn find(&self, target: &str) -> Option<(&str, &Handler)> {
-        self.routes.iter().find(|(dir, _)| dir.is_match(target)).map(|(dir, handler)| (dir.as_str(), handler))
+    pub fn find(&self, target: &str) -> Option<(&Rc<str>, &Handler)> {
+        self.routes.iter().find(|(regex, _, _)| regex.is_match(target)).map(|(_, dir, handler)| (dir, handler))
     }
 
     /// Number of routes.
@@ -64,9 +67,9 @@ mod tests {
     #[test]
     fn the_first_match_in_order_wins() {
         let r = router(&["^/bonk/zip", "^/bonk/", "^/"]);
-        assert_eq!(r.find("/bonk/zip.html").unwrap().0, "^/bonk/zip");
-        assert_eq!(r.find("/bonk/other").unwrap().0, "^/bonk/");
-        assert_eq!(r.find("/honk").unwrap().0, "^/");
+        assert_eq!(&**r.find("/bonk/zip.html").unwrap().0, "^/bonk/zip");
+        assert_eq!(&**r.find("/bonk/other").unwrap().0, "^/bonk/");
+        assert_eq!(&**r.find("/honk").unwrap().0, "^/");
     }
 
     #[test]

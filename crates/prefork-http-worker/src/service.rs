@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -54,8 +54,12 @@ async fn dispatch(
 ) -> Result<Response, ClosedByHandler> {
     let worker = &scope.worker;
     let config = &worker.config;
-    let target = if config.proxy_mode { parts.uri.to_string() } else { parts.uri.path().to_owned() };
-    let Some((dir, handler)) = worker.router.find(&target) else {
+    let route = if config.proxy_mode {
+        worker.router.find(&parts.uri.to_string())
+    } else {
+        worker.router.find(parts.uri.path())
+    };
+    let Some((dir, handler)) = route else {
         return Ok(text(StatusCode::NOT_FOUND, "404 Not Found"));
     };
     let body = match Limited::new(body, config.max_body_size).collect().await {
@@ -68,12 +72,12 @@ async fn dispatch(
             return Ok(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
         }
     };
-    if !config.proxy_mode {
-        parts.uri = absolute_uri(&parts.uri, &config.hostname, config.port);
+    if let (false, Some(authority)) = (config.proxy_mode, &worker.authority) {
+        parts.uri = absolute_uri(&parts.uri, authority);
     }
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let request = Request::from_parts(parts, body);
-    let context = RequestContext { dir: Rc::from(dir), connection: Rc::clone(&scope.info) };
-    let method_and_path = format!("{} {}", request.method(), request.uri());
+    let context = RequestContext { dir: Rc::clone(dir), connection: Rc::clone(&scope.info) };
     // A handler panic, whether while being called or while its future runs, costs this
     // request a 500 and nothing more: the worker lives on.
     let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request, context))) {
@@ -89,7 +93,7 @@ async fn dispatch(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(request = %method_and_path, panic = %message, "handler panicked; answered 500");
+            tracing::error!(%method, %uri, panic = %message, "handler panicked; answered 500");
             Ok(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
         }
     }
@@ -97,17 +101,27 @@ async fn dispatch(
 
 /// `http://HOSTNAME:PORT/path?query`, as SimpleHTTP hands requests to handlers. A URI that is
 /// already absolute stays as it is.
-pub(crate) fn absolute_uri(uri: &Uri, hostname: &str, port: u16) -> Uri {
+pub(crate) fn absolute_uri(uri: &Uri, authority: &Authority) -> Uri {
     if uri.scheme().is_some() {
         return uri.clone();
     }
-    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::builder()
-        .scheme("http")
-        .authority(format!("{hostname}:{port}"))
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| uri.clone())
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query.get_or_insert_with(|| PathAndQuery::from_static("/"));
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// `HOSTNAME:PORT` as a URI authority, or `None` (URIs are then left relative) if the host
+/// name cannot be one.
+pub(crate) fn authority(hostname: &str, port: u16) -> Option<Authority> {
+    match Authority::try_from(format!("{hostname}:{port}")) {
+        Ok(authority) => Some(authority),
+        Err(_) => {
+            tracing::warn!(hostname, "host name cannot be part of a URI; handlers get relative URIs");
+            None
+        }
+    }
 }
 
 /// SimpleHTTP's response rules: default headers, `text/plain` unless told otherwise, and
@@ -140,18 +154,18 @@ mod tests {
     #[test]
     fn relative_uris_become_absolute_with_hostname_and_port() {
         let uri: Uri = "/a/b?c=d".parse().unwrap();
-        assert_eq!(absolute_uri(&uri, "example.org", 8080).to_string(), "http://example.org:8080/a/b?c=d");
+        let authority = authority("example.org", 8080).unwrap();
+        assert_eq!(absolute_uri(&uri, &authority).to_string(), "http://example.org:8080/a/b?c=d");
     }
 
     #[test]
     fn absolute_uris_are_kept() {
         let uri: Uri = "http://other:1/x".parse().unwrap();
-        assert_eq!(absolute_uri(&uri, "example.org", 8080), uri);
+        assert_eq!(absolute_uri(&uri, &authority("example.org", 8080).unwrap()), uri);
     }
 
     #[test]
-    fn a_hostname_that_cannot_be_an_authority_leaves_the_uri_alone() {
-        let uri: Uri = "/x".parse().unwrap();
-        assert_eq!(absolute_uri(&uri, "bad host", 80), uri);
+    fn a_hostname_that_cannot_be_an_authority_is_refused() {
+        assert!(authority("bad host", 80).is_none());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 
+use http::uri::Authority;
 use prefork_scoreboard::{Board, SlotWriter, WorkerState};
 
 use crate::config::WorkerConfig;
@@ -15,6 +16,8 @@ pub(crate) struct WorkerShared {
     pub scoreboard_name: String,
     pub router: Router,
     pub config: WorkerConfig,
+    /// `HOSTNAME:PORT` for absolute request URIs, parsed once.
+    pub authority: Option<Authority>,
     /// Told to stop: the slot shows `G`/`I` from now on, whatever the connection does.
     stopping: Cell<bool>,
     /// Requests handed to the service, for `max_requests_per_child`.
@@ -32,6 +35,7 @@ impl WorkerShared {
         config: WorkerConfig,
     ) -> WorkerShared {
         WorkerShared {
+            authority: crate::service::authority(&config.hostname, config.port),
             slot,
             board,
             scoreboard_name,
