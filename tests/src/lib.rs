@@ -52,6 +52,52 @@ fn build_server_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Runs `simplehttp-prefork args...` (a subcommand such as `status`) to completion, with a
+/// generous deadline, and returns its output.
+pub fn run_command(args: &[&str]) -> Result<std::process::Output> {
+    let mut child = Command::new(server_binary()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + DEADLINE;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("simplehttp-prefork {args:?} did not finish within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// A path in the temporary directory, unique to this process and call, removed on drop.
+#[derive(Debug)]
+pub struct TempPath(PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> TempPath {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempPath(std::env::temp_dir().join(format!("prefork-test-{}-{n}-{name}", std::process::id())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `binary --address 127.0.0.1 --port 0 args...`.
 pub fn server_command(binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(binary);

@@ -27,6 +27,9 @@ pub struct Options {
     /// New connections made to count accept calls.
     #[arg(long, default_value_t = 2000)]
     accept_connections: usize,
+    /// Skip the scoreboard's criterion benchmarks.
+    #[arg(long)]
+    no_criterion: bool,
 }
 
 /// Builds everything in release mode and runs the measurements from the release xtask.
@@ -44,6 +47,15 @@ pub fn run(options: &Options) -> Result<()> {
         .args(["--accept-connections", &options.accept_connections.to_string()])
         .status()?;
     ensure!(status.success(), "bench failed: {status}");
+    if !options.no_criterion {
+        // Transition cost (target ≤ 20 ns) and a 256-slot snapshot (target ≤ 10 µs).
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .current_dir(crate::project_root())
+            .args(["bench", "-p", "prefork-scoreboard", "--bench", "scoreboard"])
+            .status()?;
+        ensure!(status.success(), "scoreboard benchmarks failed: {status}");
+    }
     Ok(())
 }
 

@@ -3,12 +3,15 @@
 //! - `test-cluster`: start a real cluster, load it, kill a worker under load, check the
 //!   pool's invariants, stop it, and report. Exits non-zero on any violated invariant.
 //! - `bench`: release-build the server, compare it with a bare hyper server under the same
-//!   load generator in one run, and measure accept calls per connection.
+//!   load generator in one run, measure accept calls per connection, and run the scoreboard's
+//!   criterion benchmarks.
+//! - `status-screenshot`: render the HTML status page of a busy server in headless Chromium.
 
 mod bare;
 mod bench;
 mod cluster;
 mod load;
+mod screenshot;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -30,6 +33,8 @@ enum Task {
     TestCluster(cluster::Options),
     /// Compare keep-alive and close throughput with a bare hyper server; count accepts.
     Bench(bench::Options),
+    /// Render the HTML status page of a busy server in headless Chromium to a PNG.
+    StatusScreenshot(screenshot::Options),
     /// (internal) The measuring half of `bench`, run from a release build.
     #[command(hide = true)]
     BenchRun(bench::Options),
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Task::TestCluster(options) => cluster::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::BenchRun(options) => bench::measure(&options),
+        Task::StatusScreenshot(options) => screenshot::run(&options),
         Task::BareHyper { port } => bare::serve(port),
     };
     match result {

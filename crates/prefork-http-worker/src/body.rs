@@ -53,7 +53,20 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.worker.slot.record_request(self.sent);
+        let slot = &self.worker.slot;
+        let duration = slot.finish_request(self.sent);
+        let slow_after = slot.slow_request_micros();
+        if slow_after > 0 && duration > slow_after {
+            // Like php-fpm's slowlog: say which request, from whom, and how long it took.
+            let request = self.worker.board.slot_snapshot(slot.index()).request;
+            tracing::warn!(
+                duration_ms = duration / 1000,
+                request = %request.as_ref().map(|r| r.line().to_string_lossy()).unwrap_or_default(),
+                client = %request.as_ref().map(|r| r.client().to_string_lossy()).unwrap_or_default(),
+                "slow request"
+            );
+        }
+        self.worker.sample_usage_if_due();
         self.worker.set_state(WorkerState::KeepAlive);
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::HeaderMap;
+use ipnet::IpNet;
 
 /// Per-worker HTTP settings.
 #[derive(Clone, Debug)]
@@ -27,6 +28,13 @@ pub struct WorkerConfig {
     pub default_headers: HeaderMap,
     /// Path of the built-in status page, `None` to switch it off.
     pub status_path: Option<String>,
+    /// Client networks allowed to read the status page (default: loopback only).
+    pub status_allow: Vec<IpNet>,
+}
+
+/// `127.0.0.0/8` and `::1/128`.
+pub fn loopback_networks() -> Vec<IpNet> {
+    vec!["127.0.0.0/8".parse().expect("valid network"), "::1/128".parse().expect("valid network")]
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +49,7 @@ impl Default for WorkerConfig {
             proxy_mode: false,
             default_headers: HeaderMap::new(),
             status_path: Some("/server-status".to_owned()),
+            status_allow: loopback_networks(),
         }
     }
 }

@@ -22,7 +22,7 @@ pub(crate) async fn serve(
     worker: &Rc<WorkerShared>,
     stop: &StopWatch<'_>,
 ) {
-    let scope = Rc::new(ConnectionScope { worker: Rc::clone(worker), info: Rc::new(info) });
+    let scope = Rc::new(ConnectionScope::new(Rc::clone(worker), info));
     let service = service_fn(move |request| serve_request(request, Rc::clone(&scope)));
     let config = &worker.config;
     let mut builder = http1::Builder::new();

@@ -27,7 +27,7 @@ mod status;
 mod stop;
 mod worker;
 
-pub use config::WorkerConfig;
+pub use config::{WorkerConfig, loopback_networks};
 pub use handler::{ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext, Response};
 pub use listener::{DEFAULT_BACKLOG, bind_tcp};
 pub use router::{BadDir, Router};

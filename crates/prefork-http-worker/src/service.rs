@@ -1,15 +1,17 @@
 //! One request: status page or route lookup, body collection, the handler, response defaults.
 
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, StatusCode, Uri, header};
+use http::{HeaderValue, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use prefork_scoreboard::WorkerState;
+use prefork_scoreboard::{REQUEST_LINE_BYTES, RequestInfo, WorkerState};
 
 use crate::body::ResponseBody;
 use crate::handler::{ConnectionInfo, Reply, Request, RequestContext, Response};
@@ -27,6 +29,15 @@ pub(crate) struct ClosedByHandler;
 pub(crate) struct ConnectionScope {
     pub worker: Rc<WorkerShared>,
     pub info: Rc<ConnectionInfo>,
+    /// `address:port` of the client, formatted once per connection for the scoreboard.
+    pub client: String,
+}
+
+impl ConnectionScope {
+    pub(crate) fn new(worker: Rc<WorkerShared>, info: ConnectionInfo) -> ConnectionScope {
+        let client = SocketAddr::new(info.remote_ip, info.remote_port).to_string();
+        ConnectionScope { worker, info: Rc::new(info), client }
+    }
 }
 
 /// hyper's service function for one request.
@@ -36,15 +47,81 @@ pub(crate) async fn serve_request(
 ) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
     let worker = &scope.worker;
     worker.set_state(WorkerState::Writing);
+    publish_request(&request, &scope);
     let last_request = worker.dispatch();
     let (parts, body) = request.into_parts();
     let mut response = if status::is_status_request(parts.uri.path(), worker) {
-        status::respond(parts.uri.query(), &scope.info, worker)
+        status::respond(parts.uri.query(), &parts.headers, &scope.info, worker)
     } else {
-        dispatch(parts, body, &scope).await?
+        match dispatch(parts, body, &scope).await {
+            Ok(response) => response,
+            Err(closed) => {
+                worker.slot.finish_request(0);
+                return Err(closed);
+            }
+        }
     };
     apply_defaults(&mut response, worker, last_request);
     Ok(response.map(|bytes| ResponseBody::new(bytes, Rc::clone(worker))))
+}
+
+/// Shows the request in the scoreboard: line, client, protocol, virtual host, start time.
+/// Built on the stack: no allocation per request.
+fn publish_request(request: &hyper::Request<Incoming>, scope: &ConnectionScope) {
+    let mut line = LineBuffer::default();
+    let protocol = protocol_name(request.version());
+    let _ = write!(line, "{} {} {protocol}", request.method(), request.uri());
+    let vhost = request
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    scope.worker.slot.begin_request(&RequestInfo {
+        line: line.as_bytes(),
+        client: scope.client.as_bytes(),
+        protocol: protocol.as_bytes(),
+        vhost,
+    });
+}
+
+/// `HTTP/1.1` and friends.
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// A request line cut at the scoreboard's field size, formatted without allocating.
+struct LineBuffer {
+    bytes: [u8; REQUEST_LINE_BYTES],
+    len: usize,
+}
+
+impl Default for LineBuffer {
+    fn default() -> Self {
+        LineBuffer { bytes: [0; REQUEST_LINE_BYTES], len: 0 }
+    }
+}
+
+impl LineBuffer {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Write for LineBuffer {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let n = s.len().min(REQUEST_LINE_BYTES - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }
 
 async fn dispatch(
@@ -162,6 +239,14 @@ mod tests {
     fn absolute_uris_are_kept() {
         let uri: Uri = "http://other:1/x".parse().unwrap();
         assert_eq!(absolute_uri(&uri, &authority("example.org", 8080).unwrap()), uri);
+    }
+
+    #[test]
+    fn the_request_line_buffer_cuts_at_the_field_size() {
+        let mut line = LineBuffer::default();
+        let _ = write!(line, "GET /{} HTTP/1.1", "x".repeat(500));
+        assert_eq!(line.as_bytes().len(), REQUEST_LINE_BYTES);
+        assert!(line.as_bytes().starts_with(b"GET /xxx"));
     }
 
     #[test]

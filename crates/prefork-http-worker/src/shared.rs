@@ -3,7 +3,10 @@
 use std::cell::Cell;
 
 use http::uri::Authority;
-use prefork_scoreboard::{Board, SlotWriter, WorkerState};
+use prefork_scoreboard::clock::coarse_monotonic_micros;
+use prefork_scoreboard::{Board, SlotWriter, WorkerState, usage};
+
+const USAGE_SAMPLE_INTERVAL_MICROS: u64 = 1_000_000;
 
 use crate::config::WorkerConfig;
 use crate::router::Router;
@@ -51,6 +54,15 @@ impl WorkerShared {
     pub(crate) fn set_state(&self, state: WorkerState) {
         if !self.stopping.get() {
             self.slot.set_state(state);
+        }
+    }
+
+    /// Samples this process's CPU time and resident memory into the slot, at most once a
+    /// second (reading `/proc` per request would cost more than the request).
+    pub(crate) fn sample_usage_if_due(&self) {
+        let last = self.slot.usage_sampled_micros();
+        if last == 0 || coarse_monotonic_micros().saturating_sub(last) >= USAGE_SAMPLE_INTERVAL_MICROS {
+            self.slot.record_usage(usage::cpu_micros(), usage::rss_bytes());
         }
     }
 

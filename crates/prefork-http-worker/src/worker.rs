@@ -81,6 +81,7 @@ impl<'l> HttpWorker<'l> {
 
         let PoolLink { slot, board, scoreboard_name, doorbell } = link;
         let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, self.router, self.config));
+        worker.sample_usage_if_due();
         let mut events = [EpollEvent::empty(); 2];
         loop {
             if stop.requested() {

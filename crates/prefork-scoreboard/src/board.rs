@@ -1,12 +1,36 @@
 //! A typed view of a mapped segment: the header, the slots, the single-writer slot handle.
 
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::clock::{monotonic_micros, unix_micros};
+use crate::clock::{coarse_monotonic_micros, monotonic_micros, unix_micros};
 use crate::layout::{Header, LAYOUT_VERSION, MAGIC, MAX_SLOTS, Slot, segment_size, slots_offset};
+use crate::record::{self, RecordRead, RequestInfo};
 use crate::snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot};
 use crate::{ScoreboardError, WorkerState};
+
+/// Bits of a slot's `flags`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotFlags;
+
+impl SlotFlags {
+    /// The worker has reached a recycling limit and asks the parent to replace it.
+    pub const RETIRE_REQUESTED: u8 = 1;
+}
+
+/// The configuration in force, as published in the header for status readers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BoardConfig {
+    pub start_servers: u64,
+    pub min_spare_servers: u64,
+    pub max_spare_servers: u64,
+    pub max_clients: u64,
+    /// 0: no limit.
+    pub max_requests_per_child: u64,
+    /// 0: slow requests are not counted.
+    pub slow_request_micros: u64,
+}
 
 /// The header and slots of one mapped segment.
 ///
@@ -30,8 +54,7 @@ impl Board {
     ///
     /// # Safety
     /// `base` must point to at least `segment_size(slot_count)` zeroed, writable bytes aligned
-    /// to 64, which stay mapped for as long as the returned `Board` (or any copy of its
-    /// pointers) is used.
+    /// to 64, which stay mapped for as long as the returned `Board` is used.
     pub(crate) unsafe fn initialise(base: NonNull<u8>, slot_count: usize, parent_pid: u32) -> Board {
         // SAFETY: the caller guarantees the size and alignment of the memory.
         let board = unsafe { Board::from_raw(base, slot_count) };
@@ -44,6 +67,7 @@ impl Board {
         h.generation.store(1, Relaxed);
         h.start_unix_micros.store(unix_micros(), Relaxed);
         h.start_monotonic_micros.store(monotonic_micros(), Relaxed);
+        h.max_clients.store(slot_count as u64, Relaxed);
         // Published last: a reader that sees the magic sees the whole header.
         h.magic.store(MAGIC, Release);
         board
@@ -52,8 +76,9 @@ impl Board {
     /// Validates the header of an existing segment of `len` bytes and returns the view.
     ///
     /// # Safety
-    /// `base` must point to `len` readable and writable bytes aligned to 64 that stay mapped
-    /// for as long as the returned `Board` is used.
+    /// `base` must point to `len` readable bytes aligned to 64 that stay mapped for as long as
+    /// the returned `Board` is used. If the memory is mapped read-only, only reading methods
+    /// (`snapshot`, `slot_snapshot`, the getters) may be called.
     pub(crate) unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<Board, ScoreboardError> {
         if len < slots_offset() {
             return Err(ScoreboardError::Layout(format!("segment of {len} bytes is too small for a header")));
@@ -123,11 +148,6 @@ impl Board {
         self.header().generation.load(Acquire)
     }
 
-    /// Parent only: starts a new worker generation (graceful reload) and returns it.
-    pub fn bump_generation(&self) -> u64 {
-        self.header().generation.fetch_add(1, Release) + 1
-    }
-
     /// The state stored in a slot.
     pub fn slot_state(&self, index: usize) -> WorkerState {
         WorkerState::from_u8(self.slot(index).state.load(Acquire))
@@ -138,22 +158,57 @@ impl Board {
         self.slot(index).pid.load(Acquire)
     }
 
-    /// Worker only, once, right after fork: takes ownership of slot `index`, resets its
-    /// per-process counters and marks it [`WorkerState::Starting`].
-    ///
-    /// The returned writer is the only handle that writes the slot afterwards.
-    pub fn claim_slot(&self, index: usize, pid: u32, generation: u64) -> SlotWriter<'_> {
-        let slot = self.slot(index);
-        slot.requests.store(0, Relaxed);
-        slot.bytes.store(0, Relaxed);
-        slot.connections.store(0, Relaxed);
-        slot.accept_calls.store(0, Relaxed);
-        slot.generation.store(generation, Relaxed);
-        slot.started_unix_micros.store(unix_micros(), Relaxed);
-        let writer = SlotWriter { slot, index };
-        writer.set_state(WorkerState::Starting);
-        slot.pid.store(pid, Release);
-        writer
+    // ----- Parent only -----
+
+    /// Parent only: starts a new worker generation (graceful reload) and returns it.
+    pub fn bump_generation(&self) -> u64 {
+        self.header().reloads.fetch_add(1, Relaxed);
+        self.header().generation.fetch_add(1, Release) + 1
+    }
+
+    /// Parent only: publishes the configuration in force.
+    pub fn publish_config(&self, config: &BoardConfig) {
+        let h = self.header();
+        h.start_servers.store(config.start_servers, Relaxed);
+        h.min_spare_servers.store(config.min_spare_servers, Relaxed);
+        h.max_spare_servers.store(config.max_spare_servers, Relaxed);
+        h.max_clients.store(config.max_clients, Relaxed);
+        h.max_requests_per_child.store(config.max_requests_per_child, Relaxed);
+        h.slow_request_micros.store(config.slow_request_micros, Relaxed);
+    }
+
+    /// Parent only: a worker was forked.
+    pub fn count_fork(&self) {
+        self.header().workers_forked.fetch_add(1, Relaxed);
+    }
+
+    /// Parent only: a needed fork was refused at `max_clients`.
+    pub fn count_max_clients_reached(&self) {
+        self.header().max_clients_reached.fetch_add(1, Relaxed);
+    }
+
+    /// Parent only: a worker was killed for running a request past `request_timeout`.
+    pub fn count_stuck_kill(&self) {
+        self.header().stuck_kills.fetch_add(1, Relaxed);
+    }
+
+    /// Parent only: a reload did not complete.
+    pub fn count_reload_failure(&self) {
+        self.header().reload_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Parent only: boot failures in a row, and whether forking is halted because of them.
+    pub fn set_boot_failures(&self, in_a_row: u64, spawning_halted: bool) {
+        self.header().boot_failures.store(in_a_row, Relaxed);
+        self.header().spawning_halted.store(u64::from(spawning_halted), Relaxed);
+    }
+
+    /// Parent only: a listen-queue sample (connections waiting, and the queue's limit).
+    pub fn record_listen_queue(&self, queued: u64, backlog: u64) {
+        let h = self.header();
+        h.listen_queue.store(queued, Relaxed);
+        h.listen_backlog.store(backlog, Relaxed);
+        h.listen_queue_max.fetch_max(queued, Relaxed);
     }
 
     /// Parent only, after `waitpid` has reaped the slot's worker: marks the slot empty and
@@ -167,48 +222,142 @@ impl Board {
             return; // never claimed, or already cleared: nothing to fold in twice
         }
         slot.state.store(WorkerState::Dead as u8, Release);
+        slot.flags.store(0, Relaxed);
         slot.last_change_micros.store(monotonic_micros(), Relaxed);
+        record::clear(slot);
         let h = self.header();
-        h.retired_requests.fetch_add(slot.requests.load(Relaxed), Relaxed);
-        h.retired_bytes.fetch_add(slot.bytes.load(Relaxed), Relaxed);
+        h.retired_requests.fetch_add(slot.requests_child.load(Relaxed), Relaxed);
+        h.retired_bytes.fetch_add(slot.bytes_child.load(Relaxed), Relaxed);
         h.retired_connections.fetch_add(slot.connections.load(Relaxed), Relaxed);
         h.retired_accept_calls.fetch_add(slot.accept_calls.load(Relaxed), Relaxed);
+        h.retired_slow_requests.fetch_add(slot.slow_requests.load(Relaxed), Relaxed);
     }
 
-    /// Reads one slot's fields without locking.
-    pub fn slot_snapshot(&self, index: usize) -> SlotSnapshot {
-        let s = self.slot(index);
-        SlotSnapshot {
-            index,
-            pid: s.pid.load(Acquire),
-            state: WorkerState::from_u8(s.state.load(Acquire)),
-            generation: s.generation.load(Relaxed),
-            requests: s.requests.load(Relaxed),
-            bytes: s.bytes.load(Relaxed),
-            connections: s.connections.load(Relaxed),
-            accept_calls: s.accept_calls.load(Relaxed),
-            started_unix_micros: s.started_unix_micros.load(Relaxed),
-            last_change_micros: s.last_change_micros.load(Relaxed),
+    // ----- Worker only -----
+
+    /// Worker only, once, right after fork: takes ownership of slot `index`, resets its
+    /// per-process counters (the per-slot ones go on) and marks it [`WorkerState::Starting`].
+    ///
+    /// The returned writer is the only handle that writes the slot afterwards.
+    pub fn claim_slot(&self, index: usize, pid: u32, generation: u64) -> SlotWriter<'_> {
+        let slot = self.slot(index);
+        for counter in [
+            &slot.requests_child,
+            &slot.requests_connection,
+            &slot.bytes_child,
+            &slot.connections,
+            &slot.accept_calls,
+            &slot.slow_requests,
+            &slot.last_duration_micros,
+            &slot.cpu_micros,
+            &slot.rss_bytes,
+            &slot.usage_sampled_micros,
+        ] {
+            counter.store(0, Relaxed);
         }
+        slot.flags.store(0, Relaxed);
+        slot.generation.store(generation, Relaxed);
+        slot.started_unix_micros.store(unix_micros(), Relaxed);
+        let writer = SlotWriter { slot, header: self.header(), index };
+        writer.set_state(WorkerState::Starting);
+        slot.pid.store(pid, Release);
+        writer
     }
 
-    /// Reads every field without locking. Fields of one slot are read one by one, so a slot
-    /// that changes during the read may mix two moments; each field is always whole.
-    pub fn snapshot(&self) -> Snapshot {
+    // ----- Anyone -----
+
+    /// Reads one slot without locking; its request record is a consistent copy.
+    pub fn slot_snapshot(&self, index: usize) -> SlotSnapshot {
+        let mut snapshot = SlotSnapshot::EMPTY;
+        self.fill_slot_snapshot(index, &mut snapshot);
+        snapshot
+    }
+
+    /// Reads one slot into `out` in place (no allocation, no copy of the record).
+    fn fill_slot_snapshot(&self, index: usize, out: &mut SlotSnapshot) {
+        let s = self.slot(index);
+        out.index = index;
+        out.pid = s.pid.load(Acquire);
+        out.state = WorkerState::from_u8(s.state.load(Acquire));
+        out.flags = s.flags.load(Relaxed);
+        out.generation = s.generation.load(Relaxed);
+        out.started_unix_micros = s.started_unix_micros.load(Relaxed);
+        out.last_change_micros = s.last_change_micros.load(Relaxed);
+        out.requests_child = s.requests_child.load(Relaxed);
+        out.requests_slot = s.requests_slot.load(Relaxed);
+        out.requests_connection = s.requests_connection.load(Relaxed);
+        out.bytes_child = s.bytes_child.load(Relaxed);
+        out.bytes_slot = s.bytes_slot.load(Relaxed);
+        out.connections = s.connections.load(Relaxed);
+        out.accept_calls = s.accept_calls.load(Relaxed);
+        out.slow_requests = s.slow_requests.load(Relaxed);
+        out.last_duration_micros = s.last_duration_micros.load(Relaxed);
+        out.cpu_micros = s.cpu_micros.load(Relaxed);
+        out.rss_bytes = s.rss_bytes.load(Relaxed);
+        out.usage_sampled_micros = s.usage_sampled_micros.load(Relaxed);
+        // An empty slot's record was cleared with it: skip the copy.
+        out.request_unreadable = if out.pid == 0 {
+            out.request = None;
+            false
+        } else {
+            record::read_into(s, &mut out.request) == RecordRead::Unreadable
+        };
+    }
+
+    /// The header's fields.
+    pub fn header_snapshot(&self) -> HeaderSnapshot {
         let h = self.header();
-        let header = HeaderSnapshot {
+        let get = |field: &AtomicU64| field.load(Relaxed);
+        HeaderSnapshot {
             parent_pid: h.parent_pid.load(Relaxed),
             generation: h.generation.load(Acquire),
             slot_count: self.slot_count,
-            start_unix_micros: h.start_unix_micros.load(Relaxed),
-            start_monotonic_micros: h.start_monotonic_micros.load(Relaxed),
-            retired_requests: h.retired_requests.load(Relaxed),
-            retired_bytes: h.retired_bytes.load(Relaxed),
-            retired_connections: h.retired_connections.load(Relaxed),
-            retired_accept_calls: h.retired_accept_calls.load(Relaxed),
-        };
-        let slots = (0..self.slot_count).map(|index| self.slot_snapshot(index)).collect();
-        Snapshot { taken_unix_micros: unix_micros(), taken_monotonic_micros: monotonic_micros(), header, slots }
+            start_unix_micros: get(&h.start_unix_micros),
+            start_monotonic_micros: get(&h.start_monotonic_micros),
+            config: BoardConfig {
+                start_servers: get(&h.start_servers),
+                min_spare_servers: get(&h.min_spare_servers),
+                max_spare_servers: get(&h.max_spare_servers),
+                max_clients: get(&h.max_clients),
+                max_requests_per_child: get(&h.max_requests_per_child),
+                slow_request_micros: get(&h.slow_request_micros),
+            },
+            retired_requests: get(&h.retired_requests),
+            retired_bytes: get(&h.retired_bytes),
+            retired_connections: get(&h.retired_connections),
+            retired_accept_calls: get(&h.retired_accept_calls),
+            retired_slow_requests: get(&h.retired_slow_requests),
+            workers_forked: get(&h.workers_forked),
+            max_clients_reached: get(&h.max_clients_reached),
+            listen_queue: get(&h.listen_queue),
+            listen_queue_max: get(&h.listen_queue_max),
+            listen_backlog: get(&h.listen_backlog),
+            stuck_kills: get(&h.stuck_kills),
+            boot_failures: get(&h.boot_failures),
+            spawning_halted: get(&h.spawning_halted) != 0,
+            reloads: get(&h.reloads),
+            reload_failures: get(&h.reload_failures),
+        }
+    }
+
+    /// Reads the whole board without locking. Fields of one slot are read one by one, so a
+    /// slot that changes during the read may mix two moments; each field is always whole,
+    /// and each request record is one consistent copy.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::empty();
+        self.snapshot_into(&mut snapshot);
+        snapshot
+    }
+
+    /// As [`snapshot`](Self::snapshot), reusing `into`'s allocation.
+    pub fn snapshot_into(&self, into: &mut Snapshot) {
+        into.taken_unix_micros = unix_micros();
+        into.taken_monotonic_micros = monotonic_micros();
+        into.header = self.header_snapshot();
+        into.slots.resize(self.slot_count, SlotSnapshot::EMPTY);
+        for (index, slot) in into.slots.iter_mut().enumerate() {
+            self.fill_slot_snapshot(index, slot);
+        }
     }
 }
 
@@ -216,6 +365,7 @@ impl Board {
 #[derive(Debug)]
 pub struct SlotWriter<'a> {
     slot: &'a Slot,
+    header: &'a Header,
     index: usize,
 }
 
@@ -230,14 +380,16 @@ impl SlotWriter<'_> {
         WorkerState::from_u8(self.slot.state.load(Relaxed))
     }
 
-    /// Publishes a state change and its time.
+    /// Publishes a state change and its time (to the kernel tick: this runs several times per
+    /// request, and the time is only ever shown in seconds).
     pub fn set_state(&self, state: WorkerState) {
-        self.slot.last_change_micros.store(monotonic_micros(), Relaxed);
+        self.slot.last_change_micros.store(coarse_monotonic_micros(), Relaxed);
         self.slot.state.store(state as u8, Release);
     }
 
-    /// Counts one accepted connection.
+    /// Counts one accepted connection (and starts its per-connection count).
     pub fn record_connection(&self) {
+        self.slot.requests_connection.store(0, Relaxed);
         self.slot.connections.fetch_add(1, Relaxed);
     }
 
@@ -246,121 +398,56 @@ impl SlotWriter<'_> {
         self.slot.accept_calls.fetch_add(1, Relaxed);
     }
 
-    /// Counts one finished request and the body bytes it sent.
-    pub fn record_request(&self, body_bytes: u64) {
-        self.slot.bytes.fetch_add(body_bytes, Relaxed);
-        self.slot.requests.fetch_add(1, Release);
+    /// Publishes the request that begins now.
+    pub fn begin_request(&self, info: &RequestInfo<'_>) {
+        record::publish(self.slot, monotonic_micros(), info);
+    }
+
+    /// Counts the request that ends now, with the body bytes it sent; returns its duration
+    /// in µs (0 if no request was begun).
+    pub fn finish_request(&self, body_bytes: u64) -> u64 {
+        let started = self.slot.request_started_micros.load(Relaxed);
+        let duration = if started == 0 { 0 } else { monotonic_micros().saturating_sub(started) };
+        let slow_after = self.header.slow_request_micros.load(Relaxed);
+        self.slot.last_duration_micros.store(duration, Relaxed);
+        if slow_after > 0 && duration > slow_after {
+            self.slot.slow_requests.fetch_add(1, Relaxed);
+        }
+        self.slot.bytes_child.fetch_add(body_bytes, Relaxed);
+        self.slot.bytes_slot.fetch_add(body_bytes, Relaxed);
+        self.slot.requests_connection.fetch_add(1, Relaxed);
+        self.slot.requests_slot.fetch_add(1, Relaxed);
+        self.slot.requests_child.fetch_add(1, Release);
+        duration
+    }
+
+    /// Publishes a sample of the process's CPU time (µs) and resident memory (bytes).
+    pub fn record_usage(&self, cpu_micros: u64, rss_bytes: u64) {
+        self.slot.cpu_micros.store(cpu_micros, Relaxed);
+        self.slot.rss_bytes.store(rss_bytes, Relaxed);
+        self.slot.usage_sampled_micros.store(monotonic_micros(), Relaxed);
+    }
+
+    /// When usage was last sampled (`CLOCK_MONOTONIC` µs, 0: never).
+    pub fn usage_sampled_micros(&self) -> u64 {
+        self.slot.usage_sampled_micros.load(Relaxed)
+    }
+
+    /// Asks the parent to replace this worker (a recycling limit was reached).
+    pub fn request_retirement(&self) {
+        self.slot.flags.fetch_or(SlotFlags::RETIRE_REQUESTED, Release);
     }
 
     /// Requests this worker has finished.
     pub fn requests(&self) -> u64 {
-        self.slot.requests.load(Relaxed)
+        self.slot.requests_child.load(Relaxed)
+    }
+
+    /// The slow-request threshold in force (µs, 0: none).
+    pub fn slow_request_micros(&self) -> u64 {
+        self.header.slow_request_micros.load(Relaxed)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layout::segment_size;
-
-    /// A heap buffer standing in for a mapping (same layout, no shared memory needed).
-    struct Memory(Vec<Slot>);
-
-    impl Memory {
-        fn board(&mut self, slots: usize) -> Board {
-            // Two extra Slot-sized elements hold the 128-byte header.
-            assert_eq!(segment_size(slots), (slots + 2) * size_of::<Slot>());
-            let base = NonNull::new(self.0.as_mut_ptr().cast::<u8>()).unwrap();
-            // SAFETY: the Vec is zeroed (all-zero atomics), 64-aligned and large enough.
-            unsafe { Board::initialise(base, slots, 4242) }
-        }
-    }
-
-    fn memory(slots: usize) -> Memory {
-        Memory((0..slots + 2).map(|_| zeroed_slot()).collect())
-    }
-
-    fn zeroed_slot() -> Slot {
-        // SAFETY: a Slot is only atomics, for which all-zero bytes are valid.
-        unsafe { std::mem::zeroed() }
-    }
-
-    #[test]
-    fn a_fresh_board_is_all_dead_slots_at_generation_one() {
-        let mut mem = memory(4);
-        let board = mem.board(4);
-        let snap = board.snapshot();
-        assert_eq!(snap.header.parent_pid, 4242);
-        assert_eq!(snap.header.generation, 1);
-        assert_eq!(snap.scoreboard_string(), "....");
-        assert_eq!(snap.processes(), 0);
-    }
-
-    #[test]
-    fn attach_validates_the_header_written_by_initialise() {
-        let mut mem = memory(3);
-        let board = mem.board(3);
-        let base = board.header.cast::<u8>();
-        // SAFETY: same memory, same length.
-        let again = unsafe { Board::attach(base, segment_size(3)) }.unwrap();
-        assert_eq!(again.slot_count(), 3);
-        // SAFETY: as above, but a length too short for the slots.
-        let short = unsafe { Board::attach(base, segment_size(2)) };
-        assert!(matches!(short, Err(ScoreboardError::Layout(_))));
-    }
-
-    #[test]
-    fn attach_refuses_memory_without_the_magic() {
-        let mut mem = memory(1);
-        let base = NonNull::new(mem.0.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: zeroed, aligned memory of the right size.
-        let err = unsafe { Board::attach(base, segment_size(1)) }.unwrap_err();
-        assert!(err.to_string().contains("magic"), "{err}");
-    }
-
-    #[test]
-    fn a_claimed_slot_records_state_and_counters_and_clear_empties_it() {
-        let mut mem = memory(2);
-        let board = mem.board(2);
-        let w = board.claim_slot(1, 777, 1);
-        assert_eq!(board.slot_state(1), WorkerState::Starting);
-        w.set_state(WorkerState::Idle);
-        w.record_accept_call();
-        w.record_accept_call();
-        w.record_connection();
-        w.set_state(WorkerState::Writing);
-        w.record_request(12);
-        w.record_request(30);
-        let snap = board.snapshot();
-        assert_eq!(snap.scoreboard_string(), ".W");
-        let s = &snap.slots[1];
-        assert_eq!((s.pid, s.requests, s.bytes, s.connections, s.accept_calls), (777, 2, 42, 1, 2));
-        board.clear_slot(1);
-        let snap = board.snapshot();
-        assert_eq!(snap.scoreboard_string(), "..");
-        assert_eq!(board.slot_pid(1), 0);
-        // The dead worker's work still counts, once, even if the parent clears twice.
-        board.clear_slot(1);
-        let totals = board.snapshot().totals();
-        assert_eq!((totals.requests, totals.bytes, totals.connections, totals.accept_calls), (2, 42, 1, 2));
-    }
-
-    #[test]
-    fn claiming_a_slot_again_resets_the_previous_workers_counters() {
-        let mut mem = memory(1);
-        let board = mem.board(1);
-        board.claim_slot(0, 1, 1).record_request(5);
-        board.clear_slot(0);
-        let w = board.claim_slot(0, 2, 2);
-        assert_eq!(w.requests(), 0);
-        assert_eq!(board.snapshot().slots[0].generation, 2);
-    }
-
-    #[test]
-    fn bump_generation_counts_up() {
-        let mut mem = memory(1);
-        let board = mem.board(1);
-        assert_eq!(board.bump_generation(), 2);
-        assert_eq!(board.generation(), 2);
-    }
-}
+mod tests;

@@ -1,8 +1,10 @@
 //! The `#[repr(C)]` memory layout of the segment: one header, then one slot per possible worker.
 //!
 //! Every field is an atomic, so any process may read any field at any time without a lock and
-//! a process killed mid-update leaves every field whole. The slot is 64 bytes and 64-byte
-//! aligned: each worker writes its own cache line and never slows its neighbours.
+//! a process killed mid-update leaves every field whole. Fields that only make sense together
+//! (the current request's line, client, protocol, virtual host and start time) are published
+//! under a per-slot sequence counter (see [`crate::record`]). Slots are cache-line aligned:
+//! each worker writes its own lines and never slows a neighbour.
 
 use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
@@ -12,11 +14,21 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHPFSCBD");
 
 /// Bumped whenever the layout changes, so that a status tool built from another version
 /// refuses to read a segment it would misinterpret.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
-/// Upper bound on slots, far beyond Apache's default ServerLimit of 256: the segment is
-/// 64 bytes per slot, but a pool this large on one host is a configuration mistake.
+/// Upper bound on slots, far beyond Apache's default ServerLimit of 256.
 pub const MAX_SLOTS: usize = 65_536;
+
+/// Bytes kept of the request line (`GET /path HTTP/1.1`), as php-fpm keeps 128 of the URI.
+pub const REQUEST_LINE_BYTES: usize = 128;
+/// Bytes kept of the client address (`[v6 address]:port` fits).
+pub const CLIENT_BYTES: usize = 48;
+/// Bytes kept of the protocol (`HTTP/1.1`, `HTTP/2.0`).
+pub const PROTOCOL_BYTES: usize = 16;
+/// Bytes kept of the virtual host (the `Host` header).
+pub const VHOST_BYTES: usize = 64;
+/// The four texts, packed into words.
+pub(crate) const TEXT_WORDS: usize = (REQUEST_LINE_BYTES + CLIENT_BYTES + PROTOCOL_BYTES + VHOST_BYTES) / 8;
 
 /// The segment header. Written by the parent only.
 #[repr(C, align(64))]
@@ -34,12 +46,40 @@ pub struct Header {
     pub(crate) generation: AtomicU64,
     pub(crate) start_unix_micros: AtomicU64,
     pub(crate) start_monotonic_micros: AtomicU64,
-    /// Counters of workers that have exited, folded in by the parent when it clears their
-    /// slot, so that totals survive recycling.
+
+    // The configuration in force (TTIN/TTOU change the spare bounds at run time).
+    pub(crate) start_servers: AtomicU64,
+    pub(crate) min_spare_servers: AtomicU64,
+    pub(crate) max_spare_servers: AtomicU64,
+    pub(crate) max_clients: AtomicU64,
+    /// 0: no limit.
+    pub(crate) max_requests_per_child: AtomicU64,
+    /// Requests longer than this count as slow (0: not counted).
+    pub(crate) slow_request_micros: AtomicU64,
+
+    // Counters of workers that have exited, folded in when the parent clears their slot.
     pub(crate) retired_requests: AtomicU64,
     pub(crate) retired_bytes: AtomicU64,
     pub(crate) retired_connections: AtomicU64,
     pub(crate) retired_accept_calls: AtomicU64,
+    pub(crate) retired_slow_requests: AtomicU64,
+
+    // What the parent saw.
+    pub(crate) workers_forked: AtomicU64,
+    /// Times a needed fork was refused because `max_clients` workers were running.
+    pub(crate) max_clients_reached: AtomicU64,
+    /// Connections waiting in the listen queue at the last sample, the most seen, the limit.
+    pub(crate) listen_queue: AtomicU64,
+    pub(crate) listen_queue_max: AtomicU64,
+    pub(crate) listen_backlog: AtomicU64,
+    /// Workers killed because a request ran past `request_timeout`.
+    pub(crate) stuck_kills: AtomicU64,
+    /// Workers that failed to boot, in a row (0 once one boots).
+    pub(crate) boot_failures: AtomicU64,
+    /// 1 while the parent has stopped forking because workers keep failing to boot.
+    pub(crate) spawning_halted: AtomicU64,
+    pub(crate) reloads: AtomicU64,
+    pub(crate) reload_failures: AtomicU64,
 }
 
 /// One worker's slot. Written only by the worker that owns it, and reset by the parent after
@@ -50,22 +90,47 @@ pub struct Slot {
     pub(crate) pid: AtomicU32,
     /// A [`crate::WorkerState`] discriminant.
     pub(crate) state: AtomicU8,
-    pub(crate) _pad: [AtomicU8; 3],
+    /// [`crate::SlotFlags`] bits.
+    pub(crate) flags: AtomicU8,
+    pub(crate) _pad: [AtomicU8; 2],
     /// The generation the worker was forked into.
     pub(crate) generation: AtomicU64,
-    /// Requests answered by this worker (responses finished or abandoned).
-    pub(crate) requests: AtomicU64,
-    /// Response body bytes sent by this worker.
-    pub(crate) bytes: AtomicU64,
-    /// Connections accepted by this worker.
-    pub(crate) connections: AtomicU64,
-    /// `accept4` calls made by this worker, including those that found nothing (`EAGAIN`):
-    /// `accept_calls / connections` is the thundering-herd cost.
-    pub(crate) accept_calls: AtomicU64,
     /// When the worker process started (Unix epoch µs).
     pub(crate) started_unix_micros: AtomicU64,
     /// When `state` last changed (`CLOCK_MONOTONIC` µs).
     pub(crate) last_change_micros: AtomicU64,
+
+    /// Requests finished by this worker process, by any process in this slot, and on the
+    /// current connection (Apache's `Acc` triple).
+    pub(crate) requests_child: AtomicU64,
+    pub(crate) requests_slot: AtomicU64,
+    pub(crate) requests_connection: AtomicU64,
+    /// Response body bytes sent by this process and by this slot.
+    pub(crate) bytes_child: AtomicU64,
+    pub(crate) bytes_slot: AtomicU64,
+    /// Connections accepted by this process.
+    pub(crate) connections: AtomicU64,
+    /// `accept4` calls, `EAGAIN` included: `accept_calls / connections` is the herd cost.
+    pub(crate) accept_calls: AtomicU64,
+    /// Requests of this process that took longer than the slow threshold.
+    pub(crate) slow_requests: AtomicU64,
+    /// Duration of the last finished request, µs.
+    pub(crate) last_duration_micros: AtomicU64,
+    /// CPU time used by the process (user + system), µs, sampled.
+    pub(crate) cpu_micros: AtomicU64,
+    /// Resident memory of the process, bytes, sampled.
+    pub(crate) rss_bytes: AtomicU64,
+    /// When `cpu_micros` and `rss_bytes` were sampled (`CLOCK_MONOTONIC` µs).
+    pub(crate) usage_sampled_micros: AtomicU64,
+
+    /// Sequence counter of the request record below: odd while the owner writes it.
+    pub(crate) seq: AtomicU64,
+    /// When the current (or last) request began (`CLOCK_MONOTONIC` µs); 0: none yet.
+    pub(crate) request_started_micros: AtomicU64,
+    /// Lengths of the four texts, one byte each.
+    pub(crate) text_lengths: AtomicU64,
+    /// Request line, client, protocol, virtual host, back to back.
+    pub(crate) text: [AtomicU64; TEXT_WORDS],
 }
 
 /// Bytes needed for a segment with `slot_count` slots.
@@ -78,8 +143,10 @@ pub const fn slots_offset() -> usize {
     size_of::<Header>()
 }
 
-const _: () = assert!(size_of::<Slot>() == 64 && align_of::<Slot>() == 64);
-const _: () = assert!(size_of::<Header>() == 128 && align_of::<Header>() == 64);
+const _: () = assert!(size_of::<Header>() == 256 && align_of::<Header>() == 64);
+const _: () = assert!(size_of::<Slot>() == 448 && align_of::<Slot>() == 64);
+const _: () = assert!(TEXT_WORDS * 8 == REQUEST_LINE_BYTES + CLIENT_BYTES + PROTOCOL_BYTES + VHOST_BYTES);
+const _: () = assert!(REQUEST_LINE_BYTES <= 255 && VHOST_BYTES <= 255);
 
 #[cfg(test)]
 mod tests {
@@ -91,34 +158,34 @@ mod tests {
         // A status tool of the same LAYOUT_VERSION reads these offsets; moving one is a layout change.
         assert_eq!(offset_of!(Header, magic), 0);
         assert_eq!(offset_of!(Header, layout_version), 8);
-        assert_eq!(offset_of!(Header, header_size), 12);
-        assert_eq!(offset_of!(Header, slot_size), 16);
         assert_eq!(offset_of!(Header, slot_count), 20);
         assert_eq!(offset_of!(Header, parent_pid), 24);
         assert_eq!(offset_of!(Header, generation), 32);
         assert_eq!(offset_of!(Header, start_unix_micros), 40);
-        assert_eq!(offset_of!(Header, start_monotonic_micros), 48);
-        assert_eq!(offset_of!(Header, retired_requests), 56);
-        assert_eq!(offset_of!(Header, retired_accept_calls), 80);
+        assert_eq!(offset_of!(Header, start_servers), 56);
+        assert_eq!(offset_of!(Header, slow_request_micros), 96);
+        assert_eq!(offset_of!(Header, retired_requests), 104);
+        assert_eq!(offset_of!(Header, workers_forked), 144);
+        assert_eq!(offset_of!(Header, reload_failures), 216);
     }
 
     #[test]
-    fn slot_fields_sit_at_fixed_offsets_within_one_cache_line() {
+    fn slot_fields_sit_at_fixed_offsets() {
         assert_eq!(offset_of!(Slot, pid), 0);
         assert_eq!(offset_of!(Slot, state), 4);
+        assert_eq!(offset_of!(Slot, flags), 5);
         assert_eq!(offset_of!(Slot, generation), 8);
-        assert_eq!(offset_of!(Slot, requests), 16);
-        assert_eq!(offset_of!(Slot, bytes), 24);
-        assert_eq!(offset_of!(Slot, connections), 32);
-        assert_eq!(offset_of!(Slot, accept_calls), 40);
-        assert_eq!(offset_of!(Slot, started_unix_micros), 48);
-        assert_eq!(offset_of!(Slot, last_change_micros), 56);
+        assert_eq!(offset_of!(Slot, requests_child), 32);
+        assert_eq!(offset_of!(Slot, accept_calls), 80);
+        assert_eq!(offset_of!(Slot, usage_sampled_micros), 120);
+        assert_eq!(offset_of!(Slot, seq), 128);
+        assert_eq!(offset_of!(Slot, text), 152);
     }
 
     #[test]
     fn segment_size_is_header_plus_slots() {
-        assert_eq!(segment_size(0), 128);
-        assert_eq!(segment_size(256), 128 + 256 * 64);
+        assert_eq!(segment_size(0), 256);
+        assert_eq!(segment_size(256), 256 + 256 * 448);
         assert_eq!(slots_offset() % align_of::<Slot>(), 0);
     }
 

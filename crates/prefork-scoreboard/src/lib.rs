@@ -1,11 +1,14 @@
 //! Apache-style scoreboard for a preforking server, in named POSIX shared memory.
 //!
 //! The parent creates one segment per server instance ([`Scoreboard::create`]) before it forks;
-//! it holds a header and one 64-byte slot per possible worker. Each slot is written only by
+//! it holds a header (configuration in force, totals, what the parent saw) and one 448-byte
+//! slot per possible worker (state, counters per request, connection, process and slot, CPU
+//! and memory samples, and the current request's line, client, protocol and virtual host). Each slot is written only by
 //! the worker that owns it ([`Board::claim_slot`] returns the single [`SlotWriter`]), and
 //! reset by the parent after it has reaped that worker ([`Board::clear_slot`]). Every field is
 //! an atomic, so readers take a [`Snapshot`] without locking, and a worker killed at any
-//! instant cannot wedge or corrupt anyone else's view. No cross-process lock is used; the
+//! instant cannot wedge or corrupt anyone else's view; the multi-field request record is
+//! published under a per-slot sequence counter, so it is never read torn either. No cross-process lock is used; the
 //! only lock is an `flock` that marks the segment as in use, which the kernel releases when
 //! the last process of the server dies.
 //!
@@ -25,14 +28,19 @@ mod board;
 pub mod clock;
 mod doorbell;
 mod layout;
+mod record;
 pub mod report;
 mod segment;
 mod snapshot;
 mod state;
+pub mod usage;
 
-pub use board::{Board, SlotWriter};
+pub use board::{Board, BoardConfig, SlotFlags, SlotWriter};
 pub use doorbell::Doorbell;
-pub use layout::{LAYOUT_VERSION, MAX_SLOTS, segment_size};
+pub use layout::{
+    CLIENT_BYTES, LAYOUT_VERSION, MAX_SLOTS, PROTOCOL_BYTES, REQUEST_LINE_BYTES, VHOST_BYTES, segment_size,
+};
+pub use record::{RecordRead, RequestInfo, RequestRecord, Text};
 pub use report::StatusReport;
 pub use segment::{
     AttachedScoreboard, DEFAULT_PREFIX, SHM_DIR, Scoreboard, is_segment_live, remove_stale_segments, shm_path,

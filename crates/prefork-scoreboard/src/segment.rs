@@ -10,13 +10,18 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::{Duration, SystemTime};
 
+use std::num::NonZeroUsize;
+
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use nix::sys::signal::kill;
+use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use shared_memory::{Shmem, ShmemConf};
 
 use crate::layout::{MAX_SLOTS, segment_size};
-use crate::{Board, ScoreboardError};
+use crate::{Board, ScoreboardError, Snapshot};
 
 /// Where Linux exposes POSIX shared-memory objects.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -102,42 +107,67 @@ impl Scoreboard {
     }
 }
 
-/// A segment opened by a process that did not create it (status tools): never unlinks.
+/// A segment opened read-only by a process that did not create it (status tools). It maps
+/// the memory without write permission, so it can neither change nor unlink anything.
 pub struct AttachedScoreboard {
-    shmem: Shmem,
+    name: String,
+    mapping: NonNull<std::ffi::c_void>,
+    len: usize,
     board: Board,
 }
 
 impl std::fmt::Debug for AttachedScoreboard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AttachedScoreboard").field("name", &self.shmem.get_os_id()).finish()
+        f.debug_struct("AttachedScoreboard").field("name", &self.name).field("len", &self.len).finish()
     }
 }
 
 impl AttachedScoreboard {
-    /// Opens an existing segment by name (`/prefix.pid` or `prefix.pid`) and checks its layout.
+    /// Opens an existing segment by name (`/prefix.pid` or `prefix.pid`), maps it read-only,
+    /// and checks its layout.
     pub fn open(name: &str) -> Result<AttachedScoreboard, ScoreboardError> {
         let os_id = if name.starts_with('/') { name.to_owned() } else { format!("/{name}") };
-        let mut shmem = ShmemConf::new()
-            .os_id(&os_id)
-            .open()
-            .map_err(|source| ScoreboardError::Shmem { name: os_id.clone(), source })?;
-        shmem.set_owner(false);
-        let base = NonNull::new(shmem.as_ptr()).ok_or_else(|| ScoreboardError::Layout("null mapping".into()))?;
-        // SAFETY: the mapping is `shmem.len()` bytes, page-aligned, and lives as long as `shmem`,
-        // which this struct keeps beside the board.
-        let board = unsafe { Board::attach(base, shmem.len()) }?;
-        Ok(AttachedScoreboard { shmem, board })
-    }
-
-    /// The board inside the segment.
-    pub fn board(&self) -> &Board {
-        &self.board
+        let errno = |e: Errno| io_error(&os_id, std::io::Error::from(e));
+        let fd = nix::sys::mman::shm_open(os_id.as_str(), OFlag::O_RDONLY, Mode::empty()).map_err(errno)?;
+        let file = File::from(fd);
+        let len = file.metadata().map_err(|source| io_error(&os_id, source))?.len() as usize;
+        let length = NonZeroUsize::new(len).ok_or_else(|| ScoreboardError::Layout(format!("{os_id} is empty")))?;
+        // SAFETY: a fresh shared, read-only mapping of the whole object; nothing else in this
+        // process refers to it, and it is unmapped only when this struct is dropped.
+        let mapping =
+            unsafe { mmap(None, length, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, &file, 0) }.map_err(errno)?;
+        // SAFETY: `len` readable bytes, page-aligned, mapped until drop; Board::attach only
+        // reads, and this type exposes only reading methods of the board.
+        match unsafe { Board::attach(mapping.cast::<u8>(), len) } {
+            Ok(board) => Ok(AttachedScoreboard { name: os_id, mapping, len, board }),
+            Err(error) => {
+                // SAFETY: unmapping the mapping made above, never used again.
+                let _ = unsafe { munmap(mapping, len) };
+                Err(error)
+            }
+        }
     }
 
     /// The segment's POSIX name.
     pub fn name(&self) -> &str {
-        self.shmem.get_os_id()
+        &self.name
+    }
+
+    /// Reads the whole board.
+    pub fn snapshot(&self) -> Snapshot {
+        self.board.snapshot()
+    }
+
+    /// Whether the server that owns the segment is still running.
+    pub fn is_live(&self) -> Result<bool, ScoreboardError> {
+        is_segment_live(&self.name)
+    }
+}
+
+impl Drop for AttachedScoreboard {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`; the board pointing into it is dropped with us.
+        let _ = unsafe { munmap(self.mapping, self.len) };
     }
 }
 
@@ -238,14 +268,29 @@ mod tests {
     }
 
     #[test]
-    fn a_status_reader_sees_what_the_owner_writes_and_never_unlinks() {
+    fn a_read_only_reader_sees_what_the_owner_writes_and_never_unlinks() {
         let prefix = prefix("attach");
         let owner = Scoreboard::create(&prefix, 2).unwrap();
-        owner.board().claim_slot(1, 99, 1).set_state(WorkerState::Writing);
+        let writer = owner.board().claim_slot(1, 99, 1);
+        writer.set_state(WorkerState::Writing);
         let reader = AttachedScoreboard::open(owner.name()).unwrap();
-        assert_eq!(reader.board().snapshot().scoreboard_string(), ".W");
+        assert_eq!(reader.snapshot().scoreboard_string(), ".W");
+        assert!(reader.is_live().unwrap());
+        writer.set_state(WorkerState::Idle);
+        assert_eq!(reader.snapshot().scoreboard_string(), "._", "the mapping is shared, not a copy");
         drop(reader);
         assert!(shm_path(owner.name()).exists());
+    }
+
+    #[test]
+    fn attaching_to_a_missing_or_foreign_segment_is_a_clear_error() {
+        let missing = AttachedScoreboard::open(&format!("/{}.1", prefix("missing"))).unwrap_err();
+        assert!(missing.to_string().contains("No such file"), "{missing}");
+        let os_id = format!("/{}.1", prefix("foreign"));
+        let mut foreign = ShmemConf::new().size(4096).os_id(&os_id).create().unwrap();
+        let err = AttachedScoreboard::open(&os_id).unwrap_err();
+        assert!(err.to_string().contains("magic"), "{err}");
+        foreign.set_owner(true);
     }
 
     #[test]

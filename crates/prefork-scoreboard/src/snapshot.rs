@@ -1,48 +1,106 @@
 //! Plain copies of the board taken without locking, and the counts derived from them.
 
-use serde::Serialize;
-
 use crate::WorkerState;
+use crate::board::{BoardConfig, SlotFlags};
+use crate::record::RequestRecord;
 
 /// The header fields at the moment of a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderSnapshot {
     pub parent_pid: u32,
     pub generation: u64,
     pub slot_count: usize,
     pub start_unix_micros: u64,
     pub start_monotonic_micros: u64,
+    pub config: BoardConfig,
     pub retired_requests: u64,
     pub retired_bytes: u64,
     pub retired_connections: u64,
     pub retired_accept_calls: u64,
+    pub retired_slow_requests: u64,
+    pub workers_forked: u64,
+    pub max_clients_reached: u64,
+    pub listen_queue: u64,
+    pub listen_queue_max: u64,
+    pub listen_backlog: u64,
+    pub stuck_kills: u64,
+    pub boot_failures: u64,
+    pub spawning_halted: bool,
+    pub reloads: u64,
+    pub reload_failures: u64,
 }
 
-/// One slot at the moment of a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a snapshot
+/// allocates nothing per slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotSnapshot {
     pub index: usize,
     /// 0 when the slot is empty.
     pub pid: u32,
     pub state: WorkerState,
+    /// [`SlotFlags`] bits.
+    pub flags: u8,
     pub generation: u64,
-    pub requests: u64,
-    pub bytes: u64,
-    pub connections: u64,
-    pub accept_calls: u64,
     pub started_unix_micros: u64,
     pub last_change_micros: u64,
+    pub requests_child: u64,
+    pub requests_slot: u64,
+    pub requests_connection: u64,
+    pub bytes_child: u64,
+    pub bytes_slot: u64,
+    pub connections: u64,
+    pub accept_calls: u64,
+    pub slow_requests: u64,
+    pub last_duration_micros: u64,
+    pub cpu_micros: u64,
+    pub rss_bytes: u64,
+    pub usage_sampled_micros: u64,
+    /// The current or last request, if any was published since the slot was cleared.
+    pub request: Option<RequestRecord>,
+    /// The request record was being rewritten on every read attempt (or its writer died
+    /// mid-update and has not been reaped yet).
+    pub request_unreadable: bool,
 }
 
 impl SlotSnapshot {
+    /// An empty slot.
+    pub const EMPTY: SlotSnapshot = SlotSnapshot {
+        index: 0,
+        pid: 0,
+        state: WorkerState::Dead,
+        flags: 0,
+        generation: 0,
+        started_unix_micros: 0,
+        last_change_micros: 0,
+        requests_child: 0,
+        requests_slot: 0,
+        requests_connection: 0,
+        bytes_child: 0,
+        bytes_slot: 0,
+        connections: 0,
+        accept_calls: 0,
+        slow_requests: 0,
+        last_duration_micros: 0,
+        cpu_micros: 0,
+        rss_bytes: 0,
+        usage_sampled_micros: 0,
+        request: None,
+        request_unreadable: false,
+    };
+
     /// A worker process owns the slot.
     pub fn is_live(&self) -> bool {
         self.pid != 0 && self.state != WorkerState::Dead
     }
+
+    /// The worker has asked to be replaced.
+    pub fn retire_requested(&self) -> bool {
+        self.flags & SlotFlags::RETIRE_REQUESTED != 0
+    }
 }
 
 /// A whole board at one moment (each field read atomically, the whole not atomically).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub taken_unix_micros: u64,
     pub taken_monotonic_micros: u64,
@@ -51,15 +109,26 @@ pub struct Snapshot {
 }
 
 /// Work done by all workers, past and present.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub requests: u64,
     pub bytes: u64,
     pub connections: u64,
     pub accept_calls: u64,
+    pub slow_requests: u64,
 }
 
 impl Snapshot {
+    /// A snapshot of nothing, to be filled by [`crate::Board::snapshot_into`].
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            taken_unix_micros: 0,
+            taken_monotonic_micros: 0,
+            header: HeaderSnapshot::default(),
+            slots: Vec::new(),
+        }
+    }
+
     /// Slots owned by a live worker.
     pub fn live(&self) -> impl Iterator<Item = &SlotSnapshot> {
         self.slots.iter().filter(|s| s.is_live())
@@ -75,9 +144,14 @@ impl Snapshot {
         self.live().filter(|s| s.state.is_idle()).count()
     }
 
-    /// Workers holding or finishing a connection.
+    /// Workers holding a connection.
     pub fn busy(&self) -> usize {
         self.live().filter(|s| s.state.is_busy()).count()
+    }
+
+    /// Workers told to stop and finishing.
+    pub fn stopping(&self) -> usize {
+        self.live().filter(|s| s.state.is_stopping()).count()
     }
 
     /// Workers in a given state.
@@ -100,6 +174,12 @@ impl Snapshot {
         self.taken_monotonic_micros.saturating_sub(slot.last_change_micros) as f64 / 1e6
     }
 
+    /// Seconds since the slot's current or last request began.
+    pub fn seconds_since_request(&self, slot: &SlotSnapshot) -> Option<f64> {
+        let request = slot.request?;
+        Some(self.taken_monotonic_micros.saturating_sub(request.started_micros) as f64 / 1e6)
+    }
+
     /// Counters of exited workers plus those of live ones.
     pub fn totals(&self) -> Totals {
         let h = &self.header;
@@ -109,12 +189,14 @@ impl Snapshot {
                 bytes: h.retired_bytes,
                 connections: h.retired_connections,
                 accept_calls: h.retired_accept_calls,
+                slow_requests: h.retired_slow_requests,
             },
             |t, s| Totals {
-                requests: t.requests + s.requests,
-                bytes: t.bytes + s.bytes,
+                requests: t.requests + s.requests_child,
+                bytes: t.bytes + s.bytes_child,
                 connections: t.connections + s.connections,
                 accept_calls: t.accept_calls + s.accept_calls,
+                slow_requests: t.slow_requests + s.slow_requests,
             },
         )
     }

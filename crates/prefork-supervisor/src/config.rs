@@ -107,6 +107,11 @@ pub struct SupervisorConfig {
     pub maintenance_interval: Duration,
     /// The scoreboard segment is `/dev/shm/<prefix>.<parent pid>`.
     pub scoreboard_prefix: String,
+    /// Workers recycle after this many requests (published in the scoreboard).
+    pub max_requests_per_child: Option<u64>,
+    /// Requests longer than this are counted (and logged) as slow; workers read it from the
+    /// scoreboard header.
+    pub slow_request_threshold: Option<Duration>,
 }
 
 impl Default for SupervisorConfig {
@@ -116,6 +121,8 @@ impl Default for SupervisorConfig {
             graceful_timeout: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             scoreboard_prefix: prefork_scoreboard::DEFAULT_PREFIX.to_owned(),
+            max_requests_per_child: None,
+            slow_request_threshold: None,
         }
     }
 }
@@ -127,7 +134,22 @@ impl SupervisorConfig {
         if self.maintenance_interval.is_zero() {
             return Err(ConfigError::ZeroDuration("maintenance_interval"));
         }
+        if self.slow_request_threshold.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::ZeroDuration("slow_request_threshold"));
+        }
         Ok(())
+    }
+
+    /// The configuration in force, as status readers see it in the scoreboard header.
+    pub fn board_config(&self) -> prefork_scoreboard::BoardConfig {
+        prefork_scoreboard::BoardConfig {
+            start_servers: self.pool.start_servers as u64,
+            min_spare_servers: self.pool.min_spare_servers as u64,
+            max_spare_servers: self.pool.max_spare_servers as u64,
+            max_clients: self.pool.max_clients as u64,
+            max_requests_per_child: self.max_requests_per_child.unwrap_or(0),
+            slow_request_micros: self.slow_request_threshold.map_or(0, |t| t.as_micros().max(1) as u64),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! next maintenance round.
 
 use std::io::Write as _;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ pub struct Supervisor<'a, W> {
     config: SupervisorConfig,
     worker: W,
     on_started: Option<StartedHook<'a>>,
+    listen_socket: Option<BorrowedFd<'a>>,
 }
 
 impl<W> std::fmt::Debug for Supervisor<'_, W> {
@@ -59,7 +60,14 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     /// fork, in the child only, and its return value becomes the child's exit code.
     pub fn new(config: SupervisorConfig, worker: W) -> Result<Self, SupervisorError> {
         config.validate()?;
-        Ok(Supervisor { config, worker, on_started: None })
+        Ok(Supervisor { config, worker, on_started: None, listen_socket: None })
+    }
+
+    /// Samples this TCP listening socket's accept queue every maintenance round, into the
+    /// scoreboard (`listen_queue`, its maximum, the backlog limit).
+    pub fn watch_listen_queue(mut self, socket: BorrowedFd<'a>) -> Self {
+        self.listen_socket = Some(socket);
+        self
     }
 
     /// Called once in the parent, after the scoreboard exists and before the first fork.
@@ -77,6 +85,7 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
         let signals = SignalInbox::open()?;
         let doorbell = Doorbell::new().map_err(|e| sys("eventfd", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         let scoreboard = Scoreboard::create(&self.config.scoreboard_prefix, self.config.pool.max_clients)?;
+        scoreboard.board().publish_config(&self.config.board_config());
         if let Some(hook) = self.on_started {
             hook(scoreboard.name(), scoreboard.board());
         }
@@ -97,6 +106,7 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             parent_pid: std::process::id(),
             forked: 0,
             recheck_at: None,
+            listen_socket: self.listen_socket,
         };
         pool.run()
     }
@@ -111,7 +121,7 @@ enum StopMode {
 
 /// The running supervisor's state. Dropping it (normal end, error or panic) kills and reaps
 /// any remaining worker before the scoreboard it owns is unlinked.
-struct Pool<W> {
+struct Pool<'a, W> {
     config: SupervisorConfig,
     worker: W,
     scoreboard: Scoreboard,
@@ -124,9 +134,10 @@ struct Pool<W> {
     parent_pid: u32,
     forked: u64,
     recheck_at: Option<Micros>,
+    listen_socket: Option<BorrowedFd<'a>>,
 }
 
-impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
+impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     fn run(&mut self) -> Result<StopReport, SupervisorError> {
         let pool = &self.config.pool;
         tracing::info!(
@@ -162,11 +173,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
                     }
                     Signal::SIGTTIN => {
                         self.config.pool.raise_spares();
-                        self.log_spares("TTIN");
+                        self.spares_changed("TTIN");
                     }
                     Signal::SIGTTOU => {
                         self.config.pool.lower_spares();
-                        self.log_spares("TTOU");
+                        self.spares_changed("TTOU");
                     }
                     Signal::SIGCHLD => {}
                     other => tracing::info!(signal = %other, "signal has no meaning for the supervisor yet; ignored"),
@@ -176,7 +187,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
         }
     }
 
-    fn log_spares(&self, signal: &str) {
+    fn spares_changed(&self, signal: &str) {
+        self.scoreboard.board().publish_config(&self.config.board_config());
         let pool = &self.config.pool;
         tracing::info!(
             signal,
@@ -228,6 +240,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
     /// One maintenance round: ask the policy, carry out its decision.
     fn maintain(&mut self) -> Result<(), SupervisorError> {
         let board = self.scoreboard.board();
+        if let Some((queued, backlog)) = self.listen_socket.and_then(listen_queue) {
+            board.record_listen_queue(queued, backlog);
+        }
         let now = monotonic_micros();
         let workers: Vec<WorkerView> = self.children.iter().map(|c| view_of(c, board)).collect();
         let view = PoolView { now, generation: board.generation(), workers: &workers };
@@ -236,12 +251,15 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
         self.recheck_at = decision.recheck_at;
         for notice in &decision.notices {
             match notice {
-                Notice::MaxClientsReached { processes, idle } => tracing::warn!(
-                    processes,
-                    idle,
-                    max_clients = self.config.pool.max_clients,
-                    "server reached max_clients: no more workers can be forked; consider raising max_clients"
-                ),
+                Notice::MaxClientsReached { processes, idle } => {
+                    board.count_max_clients_reached();
+                    tracing::warn!(
+                        processes,
+                        idle,
+                        max_clients = self.config.pool.max_clients,
+                        "server reached max_clients: no more workers can be forked; consider raising max_clients"
+                    )
+                }
                 Notice::BootBackoff { failures, wait_micros } => {
                     tracing::debug!(failures, wait_ms = wait_micros / 1000, "spawning waits for boot-failure backoff")
                 }
@@ -286,6 +304,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
             }
             Ok(ForkResult::Parent { child }) => {
                 self.forked += 1;
+                self.scoreboard.board().count_fork();
                 let record =
                     ChildRecord { pid: child, slot, generation, forked_at: monotonic_micros(), retiring: false };
                 self.children.insert(record);
@@ -356,7 +375,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
         let slot = board.slot_snapshot(record.slot);
         let claimed = slot.pid == pid.as_raw() as u32;
         let last_state = if claimed { slot.state } else { WorkerState::Starting };
-        let requests = if claimed { slot.requests } else { 0 };
+        let requests = if claimed { slot.requests_child } else { 0 };
         board.clear_slot(record.slot);
 
         // A worker that exits, or crashes, before it ever became ready failed to boot. One
@@ -366,6 +385,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
         let now = monotonic_micros();
         let kind = if boot_failure { ExitKind::BootFailure } else { ExitKind::AfterReady };
         self.memory.worker_exited(kind, now, &self.config.pool);
+        board.set_boot_failures(u64::from(self.memory.boot_failures), false);
 
         let (pid, slot) = (pid.as_raw(), record.slot);
         let expected = record.retiring || stopping;
@@ -456,7 +476,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<W> {
     }
 }
 
-impl<W> Drop for Pool<W> {
+impl<W> Drop for Pool<'_, W> {
     fn drop(&mut self) {
         // Normal stops have emptied the table already; this is the error/panic path. Never
         // leave workers serving without a parent, and reap them before the segment goes.
@@ -483,6 +503,22 @@ fn view_of(child: &ChildRecord, board: &Board) -> WorkerView {
         forked_at: child.forked_at,
         retiring: child.retiring,
     }
+}
+
+/// Connections waiting in a TCP listening socket's accept queue, and the queue's limit
+/// (Linux reports both through `TCP_INFO` for a socket in LISTEN state). `None` for other
+/// sockets.
+fn listen_queue(socket: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the buffer and its length describe `info`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len)
+    };
+    // TCP_LISTEN in the kernel's tcp_states.h (libc does not export it).
+    const TCP_LISTEN: u8 = 10;
+    (rc == 0 && info.tcpi_state == TCP_LISTEN).then(|| (u64::from(info.tcpi_unacked), u64::from(info.tcpi_sacked)))
 }
 
 /// Threads of this process, from `/proc/self/status`.

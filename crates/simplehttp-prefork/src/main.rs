@@ -1,26 +1,45 @@
-//! The `simplehttp-prefork` command: runs a preforked demo server on built-in defaults.
+//! The `simplehttp-prefork` command: runs a preforked demo server on built-in defaults, or
+//! (`status`) shows a running server's scoreboard without going through HTTP.
 
 mod demo;
+mod status_command;
 
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use simplehttp_prefork::Server;
 
 /// A preforking HTTP server: one listening socket, a pool of worker processes kept between
 /// a minimum and a maximum of idle ones, a scoreboard in shared memory.
 ///
 /// Built-in routes: `/` says hello and names the worker; `/sleep/<ms>` keeps a worker busy
-/// (at most 60000 ms); `/server-status` shows the scoreboard (`?json`, `?auto`).
-/// Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload workers, TTIN/TTOU
-/// raise/lower the spare bounds. Logs go to stderr; set RUST_LOG (default `info`).
+/// (at most 60000 ms); `/server-status` shows the scoreboard (HTML, `?json`, `?auto`,
+/// `?openmetrics`, `?text`). Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload
+/// workers, TTIN/TTOU raise/lower the spare bounds. Logs go to stderr; set RUST_LOG (default
+/// `info`).
 #[derive(Debug, Parser)]
-#[command(name = "simplehttp-prefork", version)]
+#[command(name = "simplehttp-prefork", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a running server's scoreboard (read-only, works even when every worker is busy).
+    Status(status_command::StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
     /// Address to listen on (IPv4 or IPv6).
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
@@ -63,12 +82,21 @@ struct Cli {
     /// On TERM/INT, busy workers get this long to finish before they are killed.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     graceful_timeout: Duration,
+    /// Requests taking longer than this are counted and logged as slow (e.g. 2s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slow_request_threshold: Option<Duration>,
     /// Path of the status page.
     #[arg(long, default_value = "/server-status")]
     status_path: String,
     /// Do not serve a status page.
     #[arg(long)]
     no_status: bool,
+    /// Client networks allowed to read the status page (repeatable; default loopback only).
+    #[arg(long = "status-allow", value_name = "CIDR")]
+    status_allow: Vec<IpNet>,
+    /// Write the supervisor's pid here while running (removed at exit).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -81,7 +109,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli) {
+    let result = match cli.command {
+        Some(Command::Status(args)) => status_command::run(&args),
+        None => serve(cli.serve),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -90,24 +122,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = Server::builder()
-        .address(cli.address)
-        .port(cli.port)
+        .address(args.address)
+        .port(args.port)
         .handlers(demo::routes())
-        .start_servers(cli.start_servers)
-        .min_spare_servers(cli.min_spare_servers)
-        .max_spare_servers(cli.max_spare_servers)
-        .max_clients(cli.max_clients)
-        .max_requests_per_child(cli.max_requests_per_child)
-        .max_spawn_rate(cli.max_spawn_rate)
-        .idle_retire_interval(cli.idle_retire_interval)
-        .keepalive(!cli.no_keepalive)
-        .keepalive_timeout(cli.keepalive_timeout)
-        .graceful_timeout(cli.graceful_timeout)
-        .status_path((!cli.no_status).then_some(cli.status_path));
-    if let Some(hostname) = cli.hostname {
+        .start_servers(args.start_servers)
+        .min_spare_servers(args.min_spare_servers)
+        .max_spare_servers(args.max_spare_servers)
+        .max_clients(args.max_clients)
+        .max_requests_per_child(args.max_requests_per_child)
+        .max_spawn_rate(args.max_spawn_rate)
+        .idle_retire_interval(args.idle_retire_interval)
+        .keepalive(!args.no_keepalive)
+        .keepalive_timeout(args.keepalive_timeout)
+        .graceful_timeout(args.graceful_timeout)
+        .slow_request_threshold(args.slow_request_threshold)
+        .status_path((!args.no_status).then_some(args.status_path));
+    if !args.status_allow.is_empty() {
+        builder = builder.status_allow(args.status_allow);
+    }
+    if let Some(hostname) = args.hostname {
         builder = builder.hostname(hostname);
+    }
+    if let Some(pid_file) = args.pid_file {
+        builder = builder.pid_file(pid_file);
     }
     let server = builder.build().context("invalid configuration")?;
     let bound = server.bind()?;

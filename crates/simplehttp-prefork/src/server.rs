@@ -1,10 +1,13 @@
 //! The facade's builder (SimpleHTTP/PreFork option names), its validation, and the run.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsFd as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
 use prefork_http_worker::{BadDir, DEFAULT_BACKLOG, Handler, HttpWorker, PoolLink, Router, WorkerConfig, bind_tcp};
 use prefork_supervisor::{
     ConfigError, PoolConfig, StopReport, Supervisor, SupervisorConfig, SupervisorError, WorkerExit,
@@ -32,6 +35,14 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    #[error("pid file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pid file {path} names process {pid}, a server that is still running")]
+    AlreadyRunning { path: PathBuf, pid: u32 },
 }
 
 /// Builds a [`Server`]. Option names follow SimpleHTTP and SimpleHTTP::PreFork.
@@ -46,10 +57,13 @@ pub struct ServerBuilder {
     proxy_mode: bool,
     max_body_size: usize,
     status_path: Option<String>,
+    status_allow: Vec<IpNet>,
     pool: PoolConfig,
     max_requests_per_child: Option<u64>,
+    slow_request_threshold: Option<Duration>,
     graceful_timeout: Duration,
     scoreboard_prefix: String,
+    pid_file: Option<PathBuf>,
     fork_handlers: Vec<ForkHandler>,
 }
 
@@ -79,10 +93,13 @@ impl Default for ServerBuilder {
             proxy_mode: worker.proxy_mode,
             max_body_size: worker.max_body_size,
             status_path: worker.status_path,
+            status_allow: worker.status_allow,
             pool: supervisor.pool,
             max_requests_per_child: None,
+            slow_request_threshold: None,
             graceful_timeout: supervisor.graceful_timeout,
             scoreboard_prefix: supervisor.scoreboard_prefix,
+            pid_file: None,
             fork_handlers: Vec::new(),
         }
     }
@@ -154,6 +171,26 @@ impl ServerBuilder {
     /// Path of the built-in status page (default `/server-status`), `None` to switch it off.
     pub fn status_path(mut self, path: Option<String>) -> Self {
         self.status_path = path;
+        self
+    }
+
+    /// Client networks allowed to read the status page (default: loopback only).
+    pub fn status_allow(mut self, networks: Vec<IpNet>) -> Self {
+        self.status_allow = networks;
+        self
+    }
+
+    /// Requests longer than this are counted as slow in the scoreboard and logged with their
+    /// request line (default: not counted).
+    pub fn slow_request_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_request_threshold = threshold;
+        self
+    }
+
+    /// Write the supervisor's pid to this file while the server runs (removed at exit); the
+    /// `status` command finds the scoreboard through it.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
         self
     }
 
@@ -249,6 +286,8 @@ impl ServerBuilder {
             pool: self.pool,
             graceful_timeout: self.graceful_timeout,
             scoreboard_prefix: self.scoreboard_prefix,
+            max_requests_per_child: self.max_requests_per_child,
+            slow_request_threshold: self.slow_request_threshold,
             ..SupervisorConfig::default()
         };
         supervisor.validate()?;
@@ -283,12 +322,14 @@ impl ServerBuilder {
             proxy_mode: self.proxy_mode,
             default_headers,
             status_path: self.status_path,
+            status_allow: self.status_allow,
         };
         Ok(Server {
             address: SocketAddr::new(self.address, self.port),
             router,
             worker,
             supervisor,
+            pid_file: self.pid_file,
             fork_handlers: self.fork_handlers,
         })
     }
@@ -300,6 +341,7 @@ pub struct Server {
     router: Router,
     worker: WorkerConfig,
     supervisor: SupervisorConfig,
+    pid_file: Option<PathBuf>,
     fork_handlers: Vec<ForkHandler>,
 }
 
@@ -370,7 +412,8 @@ impl BoundServer {
     /// and just before the first worker is forked (stale segments are gone by then).
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
         let BoundServer { server, listener, local_addr } = self;
-        let Server { router, mut worker, supervisor, mut fork_handlers, .. } = server;
+        let Server { router, mut worker, supervisor, mut fork_handlers, pid_file, .. } = server;
+        let pid_file = pid_file.map(|path| PidFile::check(path, &supervisor.scoreboard_prefix)).transpose()?;
         worker.port = local_addr.port();
         let listener = &listener;
         let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
@@ -393,10 +436,55 @@ impl BoundServer {
                 Err(error) => WorkerExit::Failed(error.to_string()),
             }
         };
-        let report = Supervisor::new(supervisor, run_worker)?
-            .on_started(|scoreboard_name, _board| on_started(&Started { local_addr, scoreboard_name }))
-            .run()?;
-        Ok(report)
+        let mut pid_file_error = None;
+        let result = Supervisor::new(supervisor, run_worker)?
+            .watch_listen_queue(listener.as_fd())
+            .on_started(|scoreboard_name, _board| {
+                if let Some(pid_file) = &pid_file {
+                    pid_file_error = pid_file.write().err();
+                }
+                on_started(&Started { local_addr, scoreboard_name })
+            })
+            .run();
+        if let Some(error) = pid_file_error {
+            tracing::error!(%error, "could not write the pid file");
+        }
+        drop(pid_file);
+        Ok(result?)
+    }
+}
+
+/// The pid file, removed when dropped (the server's whole run is inside its lifetime).
+struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Refuses a pid file that names a running server (one whose scoreboard is still held).
+    fn check(path: PathBuf, scoreboard_prefix: &str) -> Result<PidFile, ServerError> {
+        let recorded = std::fs::read_to_string(&path).ok().and_then(|text| text.trim().parse::<u32>().ok());
+        if let Some(pid) = recorded.filter(|pid| *pid != std::process::id()) {
+            let name = format!("/{scoreboard_prefix}.{pid}");
+            if prefork_scoreboard::is_segment_live(&name).unwrap_or(false) {
+                return Err(ServerError::AlreadyRunning { path, pid });
+            }
+        }
+        Ok(PidFile { path })
+    }
+
+    fn write(&self) -> Result<(), ServerError> {
+        std::fs::write(&self.path, format!("{}\n", std::process::id()))
+            .map_err(|source| ServerError::PidFile { path: self.path.clone(), source })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Only our own: a file rewritten by another server since is not ours to remove.
+        let ours = std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

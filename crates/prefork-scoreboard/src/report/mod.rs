@@ -1,0 +1,221 @@
+//! The status document and its renderings: JSON, Apache `?auto`, text, HTML, OpenMetrics.
+//!
+//! One [`StatusReport`] is built from a [`Snapshot`]; every format renders that same report, so
+//! the formats cannot disagree. The JSON field names are a stable interface:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `server.parent_pid`, `server.generation`, `server.scoreboard` | supervisor pid, worker generation, segment name |
+//! | `server.uptime_seconds`, `server.start_time_unix` | since the supervisor started |
+//! | `config.start_servers`, `.min_spare_servers`, `.max_spare_servers`, `.max_clients`, `.max_requests_per_child`, `.slow_request_seconds` | configuration in force (`null`: no limit) |
+//! | `max_clients` | slots in the scoreboard |
+//! | `processes`, `idle`, `busy`, `starting`, `stopping` | live workers: `_`; `R W K C`; `S`; `G I` (they add up to `processes`) |
+//! | `scoreboard` | one Apache status letter per slot |
+//! | `total_accesses`, `total_bytes`, `total_connections`, `total_accept_calls`, `slow_requests` | all workers, past and present |
+//! | `requests_per_second`, `bytes_per_second` | averages since start |
+//! | `workers_forked`, `max_clients_reached`, `stuck_kills`, `reloads`, `reload_failures` | event counts |
+//! | `listen_queue`, `listen_queue_max`, `listen_queue_len` | connections waiting to be accepted now, the most seen, the backlog limit |
+//! | `boot_failures`, `spawning_halted` | workers that failed to boot in a row; forking stopped because of them |
+//! | `workers[]` | one per live worker, below |
+//!
+//! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `started_unix`,
+//! `seconds_in_state`, `requests` (this process), `requests_slot`, `requests_connection`, `bytes`
+//! (this process), `bytes_slot`, `connections`, `accept_calls`, `slow_requests`,
+//! `last_request_micros` (duration of the last finished request), `cpu_seconds`, `rss_bytes`,
+//! `request` (`null`, or `line`, `client`, `protocol`, `vhost`, `seconds_since_start`: the
+//! current request while busy, the last one while idle), `request_unreadable`.
+
+mod html;
+mod openmetrics;
+mod text;
+
+pub use openmetrics::OPENMETRICS_CONTENT_TYPE;
+
+use serde::Serialize;
+
+use crate::{Snapshot, WorkerState};
+
+/// The status document.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub server: ServerInfo,
+    pub config: ConfigInfo,
+    pub max_clients: usize,
+    pub processes: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub starting: usize,
+    pub stopping: usize,
+    pub scoreboard: String,
+    pub total_accesses: u64,
+    pub total_bytes: u64,
+    pub total_connections: u64,
+    pub total_accept_calls: u64,
+    pub slow_requests: u64,
+    pub requests_per_second: f64,
+    pub bytes_per_second: f64,
+    pub workers_forked: u64,
+    pub max_clients_reached: u64,
+    pub stuck_kills: u64,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub listen_queue: u64,
+    pub listen_queue_max: u64,
+    pub listen_queue_len: u64,
+    pub boot_failures: u64,
+    pub spawning_halted: bool,
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// Server-wide facts.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerInfo {
+    pub parent_pid: u32,
+    pub generation: u64,
+    pub scoreboard: String,
+    pub uptime_seconds: f64,
+    pub start_time_unix: f64,
+}
+
+/// The configuration in force.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigInfo {
+    pub start_servers: u64,
+    pub min_spare_servers: u64,
+    pub max_spare_servers: u64,
+    pub max_clients: u64,
+    pub max_requests_per_child: Option<u64>,
+    pub slow_request_seconds: Option<f64>,
+}
+
+/// One live worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerInfo {
+    pub slot: usize,
+    pub pid: u32,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub retire_requested: bool,
+    pub started_unix: f64,
+    pub seconds_in_state: f64,
+    pub requests: u64,
+    pub requests_slot: u64,
+    pub requests_connection: u64,
+    pub bytes: u64,
+    pub bytes_slot: u64,
+    pub connections: u64,
+    pub accept_calls: u64,
+    pub slow_requests: u64,
+    pub last_request_micros: u64,
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub request: Option<RequestInfoReport>,
+    pub request_unreadable: bool,
+}
+
+/// A worker's current or last request.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestInfoReport {
+    pub line: String,
+    pub client: String,
+    pub protocol: String,
+    pub vhost: String,
+    pub seconds_since_start: f64,
+}
+
+impl StatusReport {
+    /// Builds the report of `snapshot`, naming the segment `scoreboard_name`.
+    pub fn new(snapshot: &Snapshot, scoreboard_name: &str) -> StatusReport {
+        let totals = snapshot.totals();
+        let h = &snapshot.header;
+        let uptime = snapshot.uptime_seconds();
+        let per_second = |n: u64| round3(n as f64 / uptime.max(0.001));
+        StatusReport {
+            server: ServerInfo {
+                parent_pid: h.parent_pid,
+                generation: h.generation,
+                scoreboard: scoreboard_name.to_owned(),
+                uptime_seconds: round3(uptime),
+                start_time_unix: round3(h.start_unix_micros as f64 / 1e6),
+            },
+            config: ConfigInfo {
+                start_servers: h.config.start_servers,
+                min_spare_servers: h.config.min_spare_servers,
+                max_spare_servers: h.config.max_spare_servers,
+                max_clients: h.config.max_clients,
+                max_requests_per_child: (h.config.max_requests_per_child > 0)
+                    .then_some(h.config.max_requests_per_child),
+                slow_request_seconds: (h.config.slow_request_micros > 0)
+                    .then(|| h.config.slow_request_micros as f64 / 1e6),
+            },
+            max_clients: h.slot_count,
+            processes: snapshot.processes(),
+            idle: snapshot.idle(),
+            busy: snapshot.busy(),
+            starting: snapshot.count(WorkerState::Starting),
+            stopping: snapshot.stopping(),
+            scoreboard: snapshot.scoreboard_string(),
+            total_accesses: totals.requests,
+            total_bytes: totals.bytes,
+            total_connections: totals.connections,
+            total_accept_calls: totals.accept_calls,
+            slow_requests: totals.slow_requests,
+            requests_per_second: per_second(totals.requests),
+            bytes_per_second: per_second(totals.bytes),
+            workers_forked: h.workers_forked,
+            max_clients_reached: h.max_clients_reached,
+            stuck_kills: h.stuck_kills,
+            reloads: h.reloads,
+            reload_failures: h.reload_failures,
+            listen_queue: h.listen_queue,
+            listen_queue_max: h.listen_queue_max,
+            listen_queue_len: h.listen_backlog,
+            boot_failures: h.boot_failures,
+            spawning_halted: h.spawning_halted,
+            workers: snapshot
+                .live()
+                .map(|s| WorkerInfo {
+                    slot: s.index,
+                    pid: s.pid,
+                    generation: s.generation,
+                    state: s.state,
+                    retire_requested: s.retire_requested(),
+                    started_unix: round3(s.started_unix_micros as f64 / 1e6),
+                    seconds_in_state: round3(snapshot.seconds_in_state(s)),
+                    requests: s.requests_child,
+                    requests_slot: s.requests_slot,
+                    requests_connection: s.requests_connection,
+                    bytes: s.bytes_child,
+                    bytes_slot: s.bytes_slot,
+                    connections: s.connections,
+                    accept_calls: s.accept_calls,
+                    slow_requests: s.slow_requests,
+                    last_request_micros: s.last_duration_micros,
+                    cpu_seconds: round3(s.cpu_micros as f64 / 1e6),
+                    rss_bytes: s.rss_bytes,
+                    request: s.request.map(|r| RequestInfoReport {
+                        line: r.line().to_string_lossy().into_owned(),
+                        client: r.client().to_string_lossy().into_owned(),
+                        protocol: r.protocol().to_string_lossy().into_owned(),
+                        vhost: r.vhost().to_string_lossy().into_owned(),
+                        seconds_since_start: round3(snapshot.seconds_since_request(s).unwrap_or(0.0)),
+                    }),
+                    request_unreadable: s.request_unreadable,
+                })
+                .collect(),
+        }
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> String {
+        // Serialising plain numbers and strings cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
