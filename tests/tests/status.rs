@@ -241,3 +241,37 @@ fn per_worker_counters_follow_connections_processes_and_slots() -> Result<()> {
     ensure!(status["config"]["max_clients"] == 1 && status["max_clients"] == 1, "{status}");
     Ok(())
 }
+
+#[test]
+fn status_watch_redraws_until_the_server_stops() -> Result<()> {
+    use std::io::Read as _;
+    let pid_file = TempPath::new("watch.pid");
+    let mut server =
+        ServerProcess::start(&["--start-servers", "1", "--min-spare-servers", "1", "--pid-file", pid_file.as_str()])?;
+    let mut watch = Command::new(prefork_tests::server_binary()?)
+        .args(["status", "--pid-file", pid_file.as_str(), "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = watch.stdout.take().context("stdout")?;
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&output);
+    thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    let redraws = || output.lock().unwrap().matches("\x1b[H\x1b[2J").count();
+    wait_for("two redraws", DEADLINE, || Ok((redraws() >= 2).then_some(())))?;
+    // Stop the server: the watch must notice and end.
+    server.signal(Sig::SIGTERM)?;
+    ensure!(server.wait_exit(DEADLINE)?.success());
+    let ended = wait_for("status --watch to end", DEADLINE, || Ok(watch.try_wait()?))?;
+    ensure!(ended.success(), "watch exited with {ended}");
+    wait_for("the last words", DEADLINE, || {
+        Ok(output.lock().unwrap().ends_with("the server has stopped\n").then_some(()))
+    })?;
+    ensure!(output.lock().unwrap().contains("processes"));
+    Ok(())
+}
