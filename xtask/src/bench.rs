@@ -1,11 +1,16 @@
-//! `cargo xtask bench`: throughput against a bare hyper server measured in the same run, and
-//! the accept calls each connection costs (the thundering-herd figure).
+//! `cargo xtask bench`: throughput against a bare hyper server measured in the same run, the
+//! accept calls each connection costs (the thundering-herd figure), how fast a burst is
+//! answered with new spares, and the scoreboard's criterion benchmarks.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use prefork_scoreboard::{AttachedScoreboard, WorkerState};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use prefork_tests::{ServerProcess, count, http_get, server_command, wait_for};
@@ -125,7 +130,70 @@ pub fn measure(options: &Options) -> Result<()> {
     }
     drop(prefork);
     drop(bare);
-    accept_calls(&binary, options)
+    accept_calls(&binary, options)?;
+    burst(&binary)
+}
+
+/// 20 idle workers all taken at once: how long until 20 new spares are ready (target 50 ms).
+fn burst(binary: &Path) -> Result<()> {
+    const BURST: usize = 20;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let server = start(
+            binary,
+            &[
+                "--start-servers",
+                "20",
+                "--min-spare-servers",
+                "20",
+                "--max-spare-servers",
+                "60",
+                "--max-clients",
+                "100",
+            ],
+        )?;
+        let scoreboard = AttachedScoreboard::open(&format!("/simplehttp-prefork.{}", server.pid()))?;
+        wait_for("20 idle workers", Duration::from_secs(20), || {
+            let snapshot = scoreboard.snapshot();
+            Ok((snapshot.idle() == BURST && snapshot.count(WorkerState::Starting) == 0).then_some(()))
+        })?;
+        let addr = server.addr();
+        let barrier = Arc::new(Barrier::new(BURST + 1));
+        let clients: Vec<_> = (0..BURST)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                thread::spawn(move || {
+                    barrier.wait();
+                    http_get(addr, "/sleep/3000")
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let ready = loop {
+            let snapshot = scoreboard.snapshot();
+            if snapshot.busy() >= BURST && snapshot.idle() >= BURST {
+                break started.elapsed();
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("no 20 new spares within 10 s: {}", snapshot.scoreboard_string());
+            }
+            thread::sleep(Duration::from_micros(200));
+        };
+        times.push(ready);
+        drop(server);
+        for client in clients {
+            let _ = client.join();
+        }
+    }
+    times.sort();
+    println!(
+        "burst: 20 idle workers taken at once; 20 new spares ready after {:.1} ms median, {:.1} ms worst of {} (target 50 ms)",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        times.len()
+    );
+    Ok(())
 }
 
 /// The release server, logging warnings only (the measurement should not pay for logs).

@@ -1,16 +1,25 @@
-//! `cargo xtask test-cluster`: a real cluster under load, a worker killed in the middle, and
-//! the invariants checked from outside. Prints a report; fails on any violation.
+//! `cargo xtask test-cluster`: real clusters under load, disturbed in the ways production
+//! disturbs them, checked from outside. Each scenario reports its failed-request count; the
+//! task fails on any violated invariant.
+//!
+//! - **kill**: one busy worker SIGKILLed mid-load: at most its one in-flight request fails.
+//! - **reload**: SIGHUP mid-load: a new generation takes over with no failed request.
+//! - **recycle**: `--max-requests-per-child 50` under constant load: workers are replaced all
+//!   along (over a hundred a second), no request fails, and the workers able to serve never
+//!   fall below the clients.
+//! - **chaos**: a busy worker SIGKILLed every 250 ms: only the requests those workers held fail.
 
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use prefork_scoreboard::AttachedScoreboard;
 use prefork_tests::{ServerProcess, count, is_alive, server_command, status_pids, wait_for};
 
-use crate::load::{self, LoadSpec};
+use crate::load::{self, LoadResult, LoadSpec};
 use crate::{cargo_build, secs};
 
 #[derive(Debug, clap::Args)]
@@ -18,8 +27,8 @@ pub struct Options {
     /// Build and test the release binary.
     #[arg(long)]
     release: bool,
-    /// How long the load runs.
-    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    /// How long the load runs in each scenario.
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Concurrent keep-alive client connections.
     #[arg(long, default_value_t = 12)]
@@ -28,23 +37,41 @@ pub struct Options {
 
 const MIN_SPARE: u64 = 2;
 const MAX_SPARE: u64 = 6;
-const MAX_CLIENTS: u64 = 24;
 const SETTLE: Duration = Duration::from_secs(40);
+
+type Scenario = fn(&Path, &Options, &mut Report) -> Result<()>;
 
 /// One line of the report.
 struct Check {
+    scenario: &'static str,
     name: &'static str,
     value: String,
     ok: bool,
 }
 
+struct Report(Vec<Check>);
+
+impl Report {
+    fn check(&mut self, scenario: &'static str, name: &'static str, ok: bool, value: String) {
+        self.0.push(Check { scenario, name, value, ok });
+    }
+}
+
 pub fn run(options: &Options) -> Result<()> {
-    let profile = cargo_build(options.release, &["-p", "simplehttp-prefork", "--bin", "simplehttp-prefork"])?;
-    let mut checks = Vec::new();
-    let outcome = exercise(&profile.join("simplehttp-prefork"), options, &mut checks);
-    print_report(options, &checks);
-    outcome?;
-    let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let binary = cargo_build(options.release, &["-p", "simplehttp-prefork", "--bin", "simplehttp-prefork"])?
+        .join("simplehttp-prefork");
+    let mut report = Report(Vec::new());
+    let scenarios: [(&str, Scenario); 4] =
+        [("kill", kill_one), ("reload", reload), ("recycle", recycle), ("chaos", chaos)];
+    let mut errors = Vec::new();
+    for (name, scenario) in scenarios {
+        if let Err(error) = scenario(&binary, options, &mut report) {
+            report.check("-", "scenario ran", false, format!("{name}: {error:#}"));
+            errors.push(name);
+        }
+    }
+    print_report(options, &report);
+    let failed: Vec<String> = report.0.iter().filter(|c| !c.ok).map(|c| format!("{}/{}", c.scenario, c.name)).collect();
     if !failed.is_empty() {
         bail!("violated: {}", failed.join(", "));
     }
@@ -52,12 +79,15 @@ pub fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn exercise(binary: &Path, options: &Options, checks: &mut Vec<Check>) -> Result<()> {
-    let (min, max, clients) = (MIN_SPARE.to_string(), MAX_SPARE.to_string(), MAX_CLIENTS.to_string());
-    let mut server = ServerProcess::spawn(server_command(
-        binary,
-        &["--start-servers", "4", "--min-spare-servers", &min, "--max-spare-servers", &max, "--max-clients", &clients],
-    ))?;
+fn start(binary: &Path, extra: &[&str]) -> Result<ServerProcess> {
+    let (min, max) = (MIN_SPARE.to_string(), MAX_SPARE.to_string());
+    let mut args =
+        vec!["--start-servers", "4", "--min-spare-servers", &min, "--max-spare-servers", &max, "--max-clients", "32"];
+    args.extend_from_slice(extra);
+    ServerProcess::spawn(server_command(binary, &args))
+}
+
+fn start_load(server: &ServerProcess, options: &Options) -> thread::JoinHandle<Result<LoadResult>> {
     let spec = LoadSpec {
         addr: server.addr(),
         connections: options.clients,
@@ -65,73 +95,58 @@ fn exercise(binary: &Path, options: &Options, checks: &mut Vec<Check>) -> Result
         path: "/".to_owned(),
         keepalive: true,
     };
-    let load_thread = thread::spawn(move || load::run(&spec));
+    thread::spawn(move || load::run(&spec))
+}
 
-    // Halfway through, SIGKILL a worker that holds a client connection.
-    thread::sleep(options.duration / 2);
+fn join(load: thread::JoinHandle<Result<LoadResult>>) -> Result<LoadResult> {
+    load.join().map_err(|_| anyhow!("load thread panicked"))?
+}
+
+/// A busy worker holding a client connection, from the status page.
+fn busy_worker(server: &ServerProcess) -> Result<u32> {
     let status = server.status()?;
-    let victim = status["workers"]
+    status["workers"]
         .as_array()
         .and_then(|ws| {
-            ws.iter().find(|w| matches!(w["state"].as_str(), Some("K" | "R" | "W")) && w["requests"].as_u64() > Some(0))
+            ws.iter()
+                .filter(|w| matches!(w["state"].as_str(), Some("K" | "R" | "W")) && w["requests"].as_u64() > Some(1))
+                .filter_map(|w| w["pid"].as_u64())
+                .find(|pid| *pid as u32 != std::process::id())
         })
-        .and_then(|w| w["pid"].as_u64())
-        .context("no busy worker to kill under load")? as u32;
-    let killed_at = Instant::now();
-    kill(Pid::from_raw(victim as i32), Signal::SIGKILL)?;
-    let replaced = wait_for("the killed worker to be reaped", SETTLE, || {
-        let status = server.status()?;
-        Ok((!status_pids(&status).contains(&victim) && !server.children().contains(&victim))
-            .then(|| killed_at.elapsed()))
-    })?;
+        .map(|pid| pid as u32)
+        .context("no busy worker under load")
+}
 
-    let result = load_thread.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
-    let unexpected: Vec<_> = result.failures.iter().filter(|f| f.worker_pid != Some(victim)).collect();
-    checks.push(Check {
-        name: "requests answered",
-        value: format!("{} ok, {:.0} req/s, {} non-2xx", result.ok, result.requests_per_second(), result.bad_status),
-        ok: result.ok > 0 && result.bad_status == 0,
-    });
-    checks.push(Check {
-        name: "failed requests",
-        value: format!(
-            "{} (on the killed worker {victim}: {}; elsewhere: {}{})",
-            result.failures.len(),
-            result.failures.len() - unexpected.len(),
-            unexpected.len(),
-            unexpected.first().map(|f| format!(", first: {}", f.error)).unwrap_or_default()
-        ),
-        // A worker serves one connection at a time: at most its one in-flight request is lost.
-        ok: unexpected.is_empty() && result.failures.len() <= 1,
-    });
-    checks.push(Check {
-        name: "killed worker reaped",
-        value: format!("pid {victim} after {}", secs(replaced)),
-        ok: !is_alive(victim),
-    });
-
+/// The shared checks after a scenario's load: answers, scoreboard = ps, bounds, clean stop.
+fn after_load(
+    scenario: &'static str,
+    mut server: ServerProcess,
+    result: &LoadResult,
+    report: &mut Report,
+) -> Result<()> {
+    report.check(
+        scenario,
+        "requests answered",
+        result.ok > 0 && result.bad_status == 0,
+        format!("{} ok, {:.0} req/s, {} non-2xx", result.ok, result.requests_per_second(), result.bad_status),
+    );
     let consistent = wait_for("scoreboard processes to equal the real children", SETTLE, || {
         let status = server.status()?;
-        let children = server.children();
-        Ok((status_pids(&status) == children).then_some((count(&status, "processes"), children.len(), status)))
+        Ok((status_pids(&status) == server.children()).then_some(status))
     });
     match &consistent {
-        Ok((processes, children, _)) => checks.push(Check {
-            name: "scoreboard = ps",
-            value: format!("{processes} processes, {children} children"),
-            ok: true,
-        }),
-        Err(e) => checks.push(Check { name: "scoreboard = ps", value: format!("{e:#}"), ok: false }),
+        Ok(status) => {
+            report.check(scenario, "scoreboard = ps", true, format!("{} processes", count(status, "processes")));
+            let accesses = count(status, "total_accesses");
+            report.check(
+                scenario,
+                "scoreboard counted the work",
+                accesses >= result.ok,
+                format!("{accesses} accesses for {} client responses", result.ok),
+            );
+        }
+        Err(e) => report.check(scenario, "scoreboard = ps", false, format!("{e:#}")),
     }
-    if let Ok((_, _, status)) = &consistent {
-        let accesses = count(status, "total_accesses");
-        checks.push(Check {
-            name: "scoreboard counted the work",
-            value: format!("{accesses} accesses for {} client responses", result.ok),
-            ok: accesses >= result.ok,
-        });
-    }
-
     let settled_from = Instant::now();
     let bounds = wait_for("idle workers back within the spare bounds", SETTLE, || {
         let status = server.status()?;
@@ -139,53 +154,186 @@ fn exercise(binary: &Path, options: &Options, checks: &mut Vec<Check>) -> Result
         let idle = count(&status, "idle");
         Ok((count(&status, "busy") == 1 && (MIN_SPARE..=MAX_SPARE).contains(&idle)).then_some(status))
     });
-    checks.push(match &bounds {
-        Ok(status) => Check {
-            name: "pool back within bounds",
-            value: format!(
-                "{} idle in {MIN_SPARE}..={MAX_SPARE}, {} processes, after {}",
+    match &bounds {
+        Ok(status) => report.check(
+            scenario,
+            "pool back within bounds",
+            true,
+            format!(
+                "{} idle in {MIN_SPARE}..={MAX_SPARE} after {}",
                 count(status, "idle"),
-                count(status, "processes"),
                 secs(settled_from.elapsed())
             ),
-            ok: true,
-        },
-        Err(e) => Check { name: "pool back within bounds", value: format!("{e:#}"), ok: false },
-    });
-
+        ),
+        Err(e) => report.check(scenario, "pool back within bounds", false, format!("{e:#}")),
+    }
     let workers = server.children();
     let segment = server.segment_path();
     let stop_from = Instant::now();
     server.signal(Signal::SIGTERM)?;
     let exit = server.wait_exit(SETTLE)?;
     let gone = wait_for("every worker to exit", SETTLE, || Ok(workers.iter().all(|p| !is_alive(*p)).then_some(())));
-    checks.push(Check {
-        name: "graceful stop",
-        value: format!("exit {exit} after {}, {} workers gone", secs(stop_from.elapsed()), workers.len()),
-        ok: exit.success() && gone.is_ok(),
-    });
-    checks.push(Check {
-        name: "nothing left behind",
-        value: if segment.exists() {
-            format!("{} still exists", segment.display())
-        } else {
-            "no segment, no process".into()
-        },
-        ok: !segment.exists() && gone.is_ok(),
-    });
+    report.check(
+        scenario,
+        "graceful stop, nothing left",
+        exit.success() && gone.is_ok() && !segment.exists(),
+        format!(
+            "{exit} after {}, segment {}",
+            secs(stop_from.elapsed()),
+            if segment.exists() { "LEFT" } else { "removed" }
+        ),
+    );
     Ok(())
 }
 
-fn print_report(options: &Options, checks: &[Check]) {
+fn kill_one(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
+    let server = start(binary, &[])?;
+    let load = start_load(&server, options);
+    thread::sleep(options.duration / 2);
+    let victim = busy_worker(&server)?;
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL)?;
+    let reaped = wait_for("the killed worker to be reaped", SETTLE, || {
+        let status = server.status()?;
+        Ok((!status_pids(&status).contains(&victim) && !server.children().contains(&victim))
+            .then(|| killed_at.elapsed()))
+    })?;
+    let result = join(load)?;
+    let elsewhere = result.failures.iter().filter(|f| f.worker_pid != Some(victim)).count();
+    report.check(
+        "kill",
+        "failed requests",
+        elsewhere == 0 && result.failures.len() <= 1,
+        format!(
+            "{} (on the killed worker: {}, elsewhere: {elsewhere}); reaped after {}",
+            result.failures.len(),
+            result.failures.len() - elsewhere,
+            secs(reaped)
+        ),
+    );
+    after_load("kill", server, &result, report)
+}
+
+fn reload(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
+    let server = start(binary, &[])?;
+    let old = wait_for("the first generation", SETTLE, || {
+        let children = server.children();
+        Ok((children.len() >= 4).then_some(children))
+    })?;
+    let load = start_load(&server, options);
+    thread::sleep(options.duration / 2);
+    server.signal(Signal::SIGHUP)?;
+    let result = join(load)?;
+    report.check(
+        "reload",
+        "failed requests",
+        result.failures.is_empty(),
+        format!(
+            "{}{}",
+            result.failures.len(),
+            result.failures.first().map(|f| format!(", first: {}", f.error)).unwrap_or_default()
+        ),
+    );
+    let taken_over = wait_for("only generation-2 workers", SETTLE, || {
+        let status = server.status()?;
+        let workers = status["workers"].as_array().cloned().unwrap_or_default();
+        Ok((!workers.is_empty() && workers.iter().all(|w| w["generation"] == 2)).then_some(()))
+    });
+    report.check(
+        "reload",
+        "new generation took over",
+        taken_over.is_ok() && server.children().iter().all(|pid| !old.contains(pid)),
+        format!("{} old workers replaced", old.len()),
+    );
+    after_load("reload", server, &result, report)
+}
+
+fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
+    let server = start(binary, &["--max-requests-per-child", "50", "--max-requests-jitter", "10"])?;
+    let forked_before = count(&server.status()?, "workers_forked");
+    let scoreboard = AttachedScoreboard::open(&format!("/simplehttp-prefork.{}", server.pid()))?;
+    let load = start_load(&server, options);
+    // Watch the pool through shared memory all along (the status page needs a worker).
+    let (mut min_spare, mut min_capacity, mut samples) = (u64::MAX, u64::MAX, 0u64);
+    thread::sleep(Duration::from_millis(500)); // the pool grows to the load first
+    while !load.is_finished() {
+        let snapshot = scoreboard.snapshot();
+        // Workers able to take work: idle or holding a client, not starting, not stopping.
+        let capacity = (snapshot.idle() + snapshot.busy()) as u64;
+        min_capacity = min_capacity.min(capacity);
+        min_spare = min_spare.min(snapshot.idle() as u64);
+        samples += 1;
+        thread::sleep(Duration::from_millis(5));
+    }
+    let result = join(load)?;
+    let forked = count(&server.status()?, "workers_forked") - forked_before;
+    report.check(
+        "recycle",
+        "failed requests",
+        result.failures.is_empty(),
+        format!(
+            "{}{}",
+            result.failures.len(),
+            result.failures.first().map(|f| format!(", first: {}", f.error)).unwrap_or_default()
+        ),
+    );
+    report.check("recycle", "workers recycled", forked >= 10, format!("{forked} forked for {} requests", result.ok));
+    // A client moving from a recycled worker is in flight between the two for a moment, so
+    // the spares can be momentarily spoken for; the workers able to serve never fall below
+    // the clients.
+    report.check(
+        "recycle",
+        "capacity never below the load",
+        min_capacity >= options.clients as u64,
+        format!(
+            "fewest workers able to serve: {min_capacity} for {} clients; fewest idle: {min_spare}; {samples} samples",
+            options.clients
+        ),
+    );
+    drop(scoreboard);
+    after_load("recycle", server, &result, report)
+}
+
+fn chaos(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
+    let server = start(binary, &[])?;
+    let load = start_load(&server, options);
+    thread::sleep(Duration::from_millis(500));
+    let mut killed = Vec::new();
+    while !load.is_finished() {
+        if let Ok(victim) = busy_worker(&server)
+            && kill(Pid::from_raw(victim as i32), Signal::SIGKILL).is_ok()
+        {
+            killed.push(victim);
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let result = join(load)?;
+    let unexplained = result.failures.iter().filter(|f| f.worker_pid.is_some_and(|pid| !killed.contains(&pid))).count();
+    report.check(
+        "chaos",
+        "failed requests",
+        unexplained == 0 && result.failures.len() <= killed.len(),
+        format!("{} for {} workers killed ({unexplained} on workers not killed)", result.failures.len(), killed.len()),
+    );
+    after_load("chaos", server, &result, report)
+}
+
+fn print_report(options: &Options, report: &Report) {
     println!();
     println!(
-        "test-cluster: {} keep-alive clients for {}, pool start 4, spare {MIN_SPARE}..{MAX_SPARE}, max clients {MAX_CLIENTS}",
+        "test-cluster: {} keep-alive clients for {} per scenario; pool start 4, spare {MIN_SPARE}..{MAX_SPARE}, max clients 32",
         options.clients,
         secs(options.duration)
     );
-    println!("{:<30} {:<6} detail", "invariant", "result");
-    for check in checks {
-        println!("{:<30} {:<6} {}", check.name, if check.ok { "ok" } else { "FAIL" }, check.value);
+    println!("{:<9} {:<30} {:<6} detail", "scenario", "invariant", "result");
+    for check in &report.0 {
+        println!(
+            "{:<9} {:<30} {:<6} {}",
+            check.scenario,
+            check.name,
+            if check.ok { "ok" } else { "FAIL" },
+            check.value
+        );
     }
     println!();
 }

@@ -67,6 +67,7 @@ impl Drop for ResponseBody {
             );
         }
         self.worker.sample_usage_if_due();
+        self.worker.check_recycle_limits();
         self.worker.set_state(WorkerState::KeepAlive);
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use ipnet::IpNet;
+use prefork_scoreboard::RecycleLimits;
 
 /// Per-worker HTTP settings.
 #[derive(Clone, Debug)]
@@ -14,8 +15,10 @@ pub struct WorkerConfig {
     /// keep-alive connection is kept. One timer does both (hyper's `header_read_timeout`):
     /// a prefork worker held by an idle or slow client serves nobody else.
     pub keepalive_timeout: Duration,
-    /// The worker exits after answering this many requests (it is then replaced).
-    pub max_requests_per_child: Option<u64>,
+    /// When this worker asks to be replaced (requests, connections, lifetime, memory). It asks
+    /// a little before the limit and keeps serving until the supervisor has a replacement
+    /// ready and sends SIGTERM (see `WorkerShared::check_recycle_limits`).
+    pub recycle: RecycleLimits,
     /// Request bodies larger than this get `413 Payload Too Large`.
     pub max_body_size: usize,
     /// Host name used to make request URIs absolute (SimpleHTTP's HOSTNAME).
@@ -42,7 +45,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             keepalive: false,
             keepalive_timeout: Duration::from_secs(5),
-            max_requests_per_child: None,
+            recycle: RecycleLimits::default(),
             max_body_size: 16 * 1024 * 1024,
             hostname: "localhost".to_owned(),
             port: 80,

@@ -13,9 +13,13 @@ use crate::service::{ConnectionScope, serve_request};
 use crate::shared::WorkerShared;
 use crate::stop::StopWatch;
 
-/// Serves HTTP/1.1 on `stream` until the client or hyper closes it. On a stop request the
-/// request in hand is finished (a fresh connection still gets its first request answered,
-/// bounded by the header timeout) and keep-alive ends.
+/// Serves HTTP/1.1 on `stream` until the client or hyper closes it.
+///
+/// On a stop request the connection is drained, not cut: the request in hand is finished, and
+/// so is the next one if the client is between requests (a fresh connection gets its first
+/// one), each answered with `Connection: close`. Closing an idle keep-alive connection instead
+/// would race with a request the client may be sending at that moment, and fail it. An idle
+/// client that sends nothing is closed at the keep-alive timeout, as always.
 pub(crate) async fn serve(
     stream: tokio::net::TcpStream,
     info: ConnectionInfo,
@@ -30,16 +34,13 @@ pub(crate) async fn serve(
     let connection = builder.serve_connection(TokioIo::new(ObservedIo::new(stream, Rc::clone(worker))), service);
     tokio::pin!(connection);
     let mut stopping = worker.is_stopping();
-    if stopping {
-        connection.as_mut().graceful_shutdown();
-    }
     let result = loop {
         tokio::select! {
             result = connection.as_mut() => break result,
+            // Only to show `G` at once: responses learn of the stop in `dispatch`.
             () = stop.requested(), if !stopping => {
                 stopping = true;
                 worker.enter_stopping(WorkerState::Graceful);
-                connection.as_mut().graceful_shutdown();
             }
         }
     };

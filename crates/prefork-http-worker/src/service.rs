@@ -48,7 +48,7 @@ pub(crate) async fn serve_request(
     let worker = &scope.worker;
     worker.set_state(WorkerState::Writing);
     publish_request(&request, &scope);
-    let last_request = worker.dispatch();
+    let close_after = worker.dispatch();
     let (parts, body) = request.into_parts();
     let mut response = if status::is_status_request(parts.uri.path(), worker) {
         status::respond(parts.uri.query(), &parts.headers, &scope.info, worker)
@@ -61,7 +61,7 @@ pub(crate) async fn serve_request(
             }
         }
     };
-    apply_defaults(&mut response, worker, last_request);
+    apply_defaults(&mut response, worker, close_after);
     Ok(response.map(|bytes| ResponseBody::new(bytes, Rc::clone(worker))))
 }
 
@@ -202,8 +202,8 @@ pub(crate) fn authority(hostname: &str, port: u16) -> Option<Authority> {
 }
 
 /// SimpleHTTP's response rules: default headers, `text/plain` unless told otherwise, and
-/// `Connection: close` after an error status (and after the worker's last request).
-fn apply_defaults(response: &mut Response, worker: &WorkerShared, last_request: bool) {
+/// `Connection: close` after an error status (and while the worker drains towards recycling).
+fn apply_defaults(response: &mut Response, worker: &WorkerShared, close_after: bool) {
     let headers = response.headers_mut();
     for (name, value) in &worker.config.default_headers {
         if !headers.contains_key(name) {
@@ -213,7 +213,7 @@ fn apply_defaults(response: &mut Response, worker: &WorkerShared, last_request: 
     if !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
-    if response.status().as_u16() >= 400 || last_request {
+    if response.status().as_u16() >= 400 || close_after {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }

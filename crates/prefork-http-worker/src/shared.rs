@@ -1,10 +1,11 @@
 //! State one worker process shares among its connection, service, body and I/O wrappers.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use http::uri::Authority;
 use prefork_scoreboard::clock::coarse_monotonic_micros;
-use prefork_scoreboard::{Board, SlotWriter, WorkerState, usage};
+use prefork_scoreboard::{Board, Doorbell, SlotWriter, WorkerState, usage};
 
 const USAGE_SAMPLE_INTERVAL_MICROS: u64 = 1_000_000;
 
@@ -23,10 +24,20 @@ pub(crate) struct WorkerShared {
     pub authority: Option<Authority>,
     /// Told to stop: the slot shows `G`/`I` from now on, whatever the connection does.
     stopping: Cell<bool>,
-    /// Requests handed to the service, for `max_requests_per_child`.
+    /// Close to a recycling limit: the supervisor was asked for a replacement.
+    replacement_requested: Cell<bool>,
+    /// Well past a recycling limit without being replaced: every response closes its
+    /// connection, so that the worker becomes idle and can go.
+    draining: Cell<bool>,
+    /// The parent's doorbell, rung when this worker becomes ready and when it asks for a
+    /// replacement.
+    doorbell: Option<Doorbell>,
+    /// Requests handed to the service, for the request limit.
     dispatched: Cell<u64>,
-    /// Connections accepted, for connection ids.
+    /// Connections accepted, for connection ids and the connection limit.
     connections: Cell<u64>,
+    /// When this process started, for the lifetime limit.
+    started: Instant,
 }
 
 impl WorkerShared {
@@ -34,6 +45,7 @@ impl WorkerShared {
         slot: SlotWriter<'static>,
         board: &'static Board,
         scoreboard_name: String,
+        doorbell: Option<Doorbell>,
         router: Router,
         config: WorkerConfig,
     ) -> WorkerShared {
@@ -45,8 +57,12 @@ impl WorkerShared {
             router,
             config,
             stopping: Cell::new(false),
+            replacement_requested: Cell::new(false),
+            draining: Cell::new(false),
+            doorbell,
             dispatched: Cell::new(0),
             connections: Cell::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -76,16 +92,15 @@ impl WorkerShared {
         self.stopping.get()
     }
 
-    /// Counts a request handed to a handler; true if it is the last this worker may take.
+    /// Counts a request handed to a handler. True if the response must close its
+    /// connection: this worker is draining towards its replacement, or told to stop.
     pub(crate) fn dispatch(&self) -> bool {
-        let n = self.dispatched.get() + 1;
-        self.dispatched.set(n);
-        self.config.max_requests_per_child.is_some_and(|max| n >= max)
-    }
-
-    /// The worker has reached `max_requests_per_child`.
-    pub(crate) fn recycle_due(&self) -> bool {
-        self.config.max_requests_per_child.is_some_and(|max| self.dispatched.get() >= max)
+        self.dispatched.set(self.dispatched.get() + 1);
+        self.check_recycle_limits();
+        if crate::stop::stop_requested() && !self.stopping.get() {
+            self.enter_stopping(WorkerState::Graceful);
+        }
+        self.draining.get() || self.stopping.get()
     }
 
     /// Counts an accepted connection and returns its id.
@@ -93,6 +108,47 @@ impl WorkerShared {
         let id = self.connections.get() + 1;
         self.connections.set(id);
         self.slot.record_connection();
+        self.check_recycle_limits();
         id
+    }
+
+    /// Wakes the supervisor.
+    pub(crate) fn ring(&self) {
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring();
+        }
+    }
+
+    /// Near a recycling limit, asks the supervisor for a replacement, which it forks at once and
+    /// lets this worker go (SIGTERM) once it is ready: only then do this worker's clients move,
+    /// so the spare pool never pays for a recycling. If no SIGTERM has come by well past the
+    /// limit (the pool is at `max_clients`), it drains anyway: every response closes its
+    /// connection, so that the supervisor can let it go when it is idle.
+    pub(crate) fn check_recycle_limits(&self) {
+        let limits = &self.config.recycle;
+        if self.draining.get() || limits.is_unlimited() {
+            return;
+        }
+        let rss = self.board.slot_snapshot(self.slot.index()).rss_bytes;
+        let (requests, connections, age) = (self.dispatched.get(), self.connections.get(), self.started.elapsed());
+        if let Some(reason) =
+            limits.early().reached(requests, connections, age, rss).filter(|_| !self.replacement_requested.get())
+        {
+            self.replacement_requested.set(true);
+            self.slot.request_retirement();
+            self.ring();
+            tracing::info!(%reason, "approaching a recycling limit: asking the supervisor for a replacement");
+        }
+        if let Some(reason) = limits.hard().reached(requests, connections, age, rss) {
+            self.draining.set(true);
+            tracing::warn!(%reason, "well past a recycling limit and not yet replaced: closing connections");
+        }
+    }
+
+    /// How long the idle worker may wait for a connection before it must look at its
+    /// lifetime and memory again (`None`: no such limit).
+    pub(crate) fn idle_check_interval(&self) -> Option<std::time::Duration> {
+        let limits = &self.config.recycle;
+        (limits.max_lifetime.is_some() || limits.max_rss_bytes.is_some()).then(|| std::time::Duration::from_secs(1))
     }
 }

@@ -28,6 +28,11 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     }
 }
 
+/// SIGTERM has arrived in this process.
+pub(crate) fn stop_requested() -> bool {
+    STOP_REQUESTED.load(SeqCst)
+}
+
 /// The worker's stop request. One per worker process.
 #[derive(Debug)]
 pub(crate) struct StopSignal {

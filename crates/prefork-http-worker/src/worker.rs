@@ -24,10 +24,9 @@ const STOP: u64 = 1;
 /// Why a worker's loop ended normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerOutcome {
-    /// SIGTERM: stopped after finishing the request in hand.
+    /// SIGTERM: stopped after finishing the request in hand (retired, recycled, reloaded or
+    /// the server stopping).
     Stopped,
-    /// Reached `max_requests_per_child`; the supervisor forks a replacement.
-    Recycled,
 }
 
 /// What ties a worker to its pool: its scoreboard slot, the board, the parent's doorbell.
@@ -80,20 +79,23 @@ impl<'l> HttpWorker<'l> {
         epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(sys("epoll_ctl eventfd"))?;
 
         let PoolLink { slot, board, scoreboard_name, doorbell } = link;
-        let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, self.router, self.config));
+        let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, doorbell, self.router, self.config));
         worker.sample_usage_if_due();
+        // Ready: tell the supervisor at once, so a reload or a recycling replacement that was
+        // waiting for this worker completes now rather than at the next maintenance tick.
+        worker.ring();
         let mut events = [EpollEvent::empty(); 2];
         loop {
             if stop.requested() {
                 worker.enter_stopping(WorkerState::IdleKill);
                 return Ok(WorkerOutcome::Stopped);
             }
-            if worker.recycle_due() {
-                worker.enter_stopping(WorkerState::IdleKill);
-                return Ok(WorkerOutcome::Recycled);
-            }
             worker.set_state(WorkerState::Idle);
-            let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            let timeout = match worker.idle_check_interval() {
+                Some(interval) => EpollTimeout::try_from(interval).unwrap_or(EpollTimeout::NONE),
+                None => EpollTimeout::NONE,
+            };
+            let ready = match epoll.wait(&mut events, timeout) {
                 Ok(n) => &events[..n],
                 Err(Errno::EINTR) => &[][..],
                 Err(errno) => return Err(WorkerError::Sys { what: "epoll_wait", errno }),
@@ -103,6 +105,11 @@ impl<'l> HttpWorker<'l> {
             // here, or it would wait in the backlog until some later connection wakes a
             // sibling. It is then served with keep-alive off, as any request in hand.
             if !ready.iter().any(|e| e.data() == LISTENER) {
+                if ready.is_empty() {
+                    // Timed out: an idle worker ages and its memory may grow too.
+                    worker.sample_usage_if_due();
+                    worker.check_recycle_limits();
+                }
                 continue;
             }
             worker.slot.record_accept_call();
@@ -134,9 +141,7 @@ impl<'l> HttpWorker<'l> {
                 Err(errno) => return Err(WorkerError::Sys { what: "accept4", errno }),
             };
             worker.set_state(WorkerState::Reading);
-            if let Some(doorbell) = &doorbell {
-                doorbell.ring();
-            }
+            worker.ring();
             let stream = std::net::TcpStream::from(fd);
             let id = worker.next_connection_id();
             let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {

@@ -166,6 +166,17 @@ impl Board {
         self.header().generation.fetch_add(1, Release) + 1
     }
 
+    /// Parent only: goes back to an earlier generation (a reload whose new workers could not
+    /// boot is abandoned; the old workers are current again).
+    pub fn set_generation(&self, generation: u64) {
+        self.header().generation.store(generation, Release);
+    }
+
+    /// Parent only: why the last worker failed to boot.
+    pub fn publish_boot_error(&self, cause: &str) {
+        self.header().last_boot_error.publish(cause.as_bytes());
+    }
+
     /// Parent only: publishes the configuration in force.
     pub fn publish_config(&self, config: &BoardConfig) {
         let h = self.header();
@@ -264,6 +275,17 @@ impl Board {
         writer
     }
 
+    /// The owning worker only (after its worker function returned): publishes a note in place
+    /// of a request, such as why it could not get ready, for the parent to read after
+    /// reaping it.
+    pub fn publish_note(&self, index: usize, note: &str) {
+        record::publish(
+            self.slot(index),
+            monotonic_micros(),
+            &RequestInfo { line: note.as_bytes(), ..Default::default() },
+        );
+    }
+
     // ----- Anyone -----
 
     /// Reads one slot without locking; its request record is a consistent copy.
@@ -337,6 +359,7 @@ impl Board {
             spawning_halted: get(&h.spawning_halted) != 0,
             reloads: get(&h.reloads),
             reload_failures: get(&h.reload_failures),
+            last_boot_error: h.last_boot_error.read().unwrap_or_default(),
         }
     }
 

@@ -14,7 +14,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHPFSCBD");
 
 /// Bumped whenever the layout changes, so that a status tool built from another version
 /// refuses to read a segment it would misinterpret.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Upper bound on slots, far beyond Apache's default ServerLimit of 256.
 pub const MAX_SLOTS: usize = 65_536;
@@ -80,6 +80,22 @@ pub struct Header {
     pub(crate) spawning_halted: AtomicU64,
     pub(crate) reloads: AtomicU64,
     pub(crate) reload_failures: AtomicU64,
+    /// Why the last worker failed to boot, published under its own sequence counter.
+    pub(crate) last_boot_error: SeqText<BOOT_ERROR_WORDS>,
+}
+
+/// Bytes kept of the last boot failure's cause.
+pub const BOOT_ERROR_BYTES: usize = 128;
+pub(crate) const BOOT_ERROR_WORDS: usize = BOOT_ERROR_BYTES / 8;
+
+/// A text that one process rewrites while others read it, under a sequence counter (the
+/// same protocol as the slot's request record, see [`crate::record`]).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SeqText<const WORDS: usize> {
+    pub(crate) seq: AtomicU64,
+    pub(crate) len: AtomicU64,
+    pub(crate) words: [AtomicU64; WORDS],
 }
 
 /// One worker's slot. Written only by the worker that owns it, and reset by the parent after
@@ -143,7 +159,7 @@ pub const fn slots_offset() -> usize {
     size_of::<Header>()
 }
 
-const _: () = assert!(size_of::<Header>() == 256 && align_of::<Header>() == 64);
+const _: () = assert!(size_of::<Header>() == 384 && align_of::<Header>() == 64);
 const _: () = assert!(size_of::<Slot>() == 448 && align_of::<Slot>() == 64);
 const _: () = assert!(TEXT_WORDS * 8 == REQUEST_LINE_BYTES + CLIENT_BYTES + PROTOCOL_BYTES + VHOST_BYTES);
 const _: () = assert!(REQUEST_LINE_BYTES <= 255 && VHOST_BYTES <= 255);
@@ -167,6 +183,7 @@ mod tests {
         assert_eq!(offset_of!(Header, retired_requests), 104);
         assert_eq!(offset_of!(Header, workers_forked), 144);
         assert_eq!(offset_of!(Header, reload_failures), 216);
+        assert_eq!(offset_of!(Header, last_boot_error), 224);
     }
 
     #[test]
@@ -184,8 +201,8 @@ mod tests {
 
     #[test]
     fn segment_size_is_header_plus_slots() {
-        assert_eq!(segment_size(0), 256);
-        assert_eq!(segment_size(256), 256 + 256 * 448);
+        assert_eq!(segment_size(0), 384);
+        assert_eq!(segment_size(256), 384 + 256 * 448);
         assert_eq!(slots_offset() % align_of::<Slot>(), 0);
     }
 

@@ -28,6 +28,7 @@ mod board;
 pub mod clock;
 mod doorbell;
 mod layout;
+mod limits;
 mod record;
 pub mod report;
 mod segment;
@@ -38,8 +39,10 @@ pub mod usage;
 pub use board::{Board, BoardConfig, SlotFlags, SlotWriter};
 pub use doorbell::Doorbell;
 pub use layout::{
-    CLIENT_BYTES, LAYOUT_VERSION, MAX_SLOTS, PROTOCOL_BYTES, REQUEST_LINE_BYTES, VHOST_BYTES, segment_size,
+    BOOT_ERROR_BYTES, CLIENT_BYTES, LAYOUT_VERSION, MAX_SLOTS, PROTOCOL_BYTES, REQUEST_LINE_BYTES, VHOST_BYTES,
+    segment_size,
 };
+pub use limits::{RecycleLimits, RecycleReason};
 pub use record::{RecordRead, RequestInfo, RequestRecord, Text};
 pub use report::StatusReport;
 pub use segment::{

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::fence;
 
-use crate::layout::{CLIENT_BYTES, PROTOCOL_BYTES, REQUEST_LINE_BYTES, Slot, TEXT_WORDS};
+use crate::layout::{CLIENT_BYTES, PROTOCOL_BYTES, REQUEST_LINE_BYTES, SeqText, Slot, TEXT_WORDS};
 
 /// Reads of one record before a reader decides its writer is mid-update (or dead).
 const READ_ATTEMPTS: usize = 64;
@@ -198,10 +198,61 @@ pub(crate) fn read(slot: &Slot) -> (RecordRead, Option<RequestRecord>) {
     (outcome, out)
 }
 
+impl<const WORDS: usize> SeqText<WORDS> {
+    /// Writer only (one process): replaces the text, cut to the field size.
+    pub(crate) fn publish(&self, text: &[u8]) {
+        let len = text.len().min(WORDS * 8);
+        let odd = (self.seq.load(Relaxed) | 1) + 2;
+        self.seq.store(odd, Relaxed);
+        fence(Release);
+        self.len.store(len as u64, Relaxed);
+        for (i, word) in self.words.iter().enumerate() {
+            let mut chunk = [0u8; 8];
+            let start = (i * 8).min(len);
+            let end = (start + 8).min(len);
+            chunk[..end - start].copy_from_slice(&text[start..end]);
+            word.store(u64::from_ne_bytes(chunk), Relaxed);
+        }
+        self.seq.store(odd + 1, Release);
+    }
+
+    /// Any process: a consistent copy (lossy UTF-8), or `None` while the writer is mid-update.
+    pub(crate) fn read(&self) -> Option<String> {
+        for _ in 0..READ_ATTEMPTS {
+            let before = self.seq.load(Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let len = (self.len.load(Relaxed) as usize).min(WORDS * 8);
+            let mut words = [[0u8; 8]; WORDS];
+            for (word, chunk) in self.words.iter().zip(words.iter_mut()) {
+                *chunk = word.load(Relaxed).to_ne_bytes();
+            }
+            fence(Acquire);
+            if self.seq.load(Relaxed) == before {
+                return Some(String::from_utf8_lossy(&words.as_flattened()[..len]).into_owned());
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layout::VHOST_BYTES;
+
+    #[test]
+    fn a_sequenced_text_reads_back_what_was_published_last() {
+        // SAFETY: atomics only; all-zero is valid.
+        let text: Box<SeqText<2>> = Box::new(unsafe { std::mem::zeroed() });
+        assert_eq!(text.read().as_deref(), Some(""));
+        text.publish(b"database unreachable");
+        assert_eq!(text.read().as_deref(), Some("database unreach"), "cut to the field's 16 bytes");
+        text.publish(b"short");
+        assert_eq!(text.read().as_deref(), Some("short"));
+    }
 
     fn slot() -> Box<Slot> {
         // SAFETY: a Slot is only atomics, for which all-zero bytes are valid.

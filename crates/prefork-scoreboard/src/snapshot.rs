@@ -28,6 +28,8 @@ pub struct HeaderSnapshot {
     pub spawning_halted: bool,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// Why the last worker failed to boot (empty if none has).
+    pub last_boot_error: String,
 }
 
 /// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a snapshot

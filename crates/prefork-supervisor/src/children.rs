@@ -18,6 +18,8 @@ pub(crate) struct ChildRecord {
     pub forked_at: Micros,
     /// The parent has told it to stop (SIGTERM sent).
     pub retiring: bool,
+    /// When it was sent SIGTERM for running a request past `request_timeout`.
+    pub stuck_since: Option<Micros>,
 }
 
 /// Live children by pid, and slot occupancy.
@@ -76,7 +78,7 @@ mod tests {
     use super::*;
 
     fn record(pid: i32, slot: usize) -> ChildRecord {
-        ChildRecord { pid: Pid::from_raw(pid), slot, generation: 1, forked_at: 0, retiring: false }
+        ChildRecord { pid: Pid::from_raw(pid), slot, generation: 1, forked_at: 0, retiring: false, stuck_since: None }
     }
 
     #[test]

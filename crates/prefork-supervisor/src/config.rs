@@ -4,6 +4,18 @@ use std::time::Duration;
 
 use prefork_scoreboard::MAX_SLOTS;
 
+/// How the spawn batch grows while idle workers stay short.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpawnRamp {
+    /// Fork the whole deficit (up to `max_spawn_rate`) in one round: the default.
+    #[default]
+    Deficit,
+    /// Start at one fork per round and double each round the deficit lasts, up to
+    /// `max_spawn_rate`; back to one when it ends. `cap_at_deficit: false` is Apache prefork
+    /// (it forks the whole rate), `true` is php-fpm (never more than the deficit).
+    Doubling { cap_at_deficit: bool },
+}
+
 /// How many workers to keep, and how fast to change that.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -17,13 +29,29 @@ pub struct PoolConfig {
     pub max_clients: usize,
     /// At most this many forks in one maintenance round (php-fpm's `pm.max_spawn_rate`).
     pub max_spawn_rate: usize,
-    /// At most one idle worker is retired per interval, so a dip in load does not cause a
-    /// fork/kill storm.
+    /// How the batch grows while the deficit lasts.
+    pub spawn_ramp: SpawnRamp,
+    /// At most one idle worker is retired per interval, and only one that has been idle at
+    /// least this long, so an oscillating load does not cause fork/kill storms.
     pub idle_retire_interval: Duration,
-    /// First delay before respawning after a worker failed to boot; doubles per failure in a row.
+    /// First delay before respawning after a worker failed to boot; doubles per failure in a
+    /// row (with jitter).
     pub boot_backoff_initial: Duration,
     /// Longest delay between respawns of workers that keep failing to boot.
     pub boot_backoff_max: Duration,
+    /// After this many boot failures in a row, stop forking (but for one probe every
+    /// `boot_backoff_max`) and keep serving with the workers that run. 0: never stop.
+    pub max_boot_failures: u32,
+    /// After this many new-generation workers fail to boot in a row, a reload is abandoned and
+    /// the old generation stays current.
+    pub max_reload_boot_failures: u32,
+    /// At most this many workers are being replaced (recycled) at once.
+    pub max_recycling: usize,
+    /// A request running longer than this gets its worker SIGTERMed, then SIGKILLed after
+    /// `request_timeout_grace`. `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Time between the SIGTERM and the SIGKILL of a stuck worker.
+    pub request_timeout_grace: Duration,
 }
 
 impl Default for PoolConfig {
@@ -35,9 +63,15 @@ impl Default for PoolConfig {
             max_spare_servers: 10,
             max_clients: 256,
             max_spawn_rate: 32,
+            spawn_ramp: SpawnRamp::Deficit,
             idle_retire_interval: Duration::from_secs(1),
             boot_backoff_initial: Duration::from_millis(250),
             boot_backoff_max: Duration::from_secs(30),
+            max_boot_failures: 10,
+            max_reload_boot_failures: 3,
+            max_recycling: 2,
+            request_timeout: None,
+            request_timeout_grace: Duration::from_secs(5),
         }
     }
 }
@@ -51,6 +85,8 @@ pub enum ConfigError {
     Exceeds { name: &'static str, value: usize, limit_name: &'static str, limit: usize },
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("{shorter} cannot be longer than {longer}")]
+    Order { shorter: &'static str, longer: &'static str },
 }
 
 impl PoolConfig {
@@ -62,6 +98,8 @@ impl PoolConfig {
         at_least("min_spare_servers", self.min_spare_servers, 1)?;
         at_least("max_clients", self.max_clients, 1)?;
         at_least("max_spawn_rate", self.max_spawn_rate, 1)?;
+        at_least("max_recycling", self.max_recycling, 1)?;
+        at_least("max_reload_boot_failures", self.max_reload_boot_failures as usize, 1)?;
         let at_most = |name, value, limit_name, limit| {
             if value > limit { Err(ConfigError::Exceeds { name, value, limit_name, limit }) } else { Ok(()) }
         };
@@ -81,6 +119,12 @@ impl PoolConfig {
         if self.boot_backoff_initial.is_zero() {
             return Err(ConfigError::ZeroDuration("boot_backoff_initial"));
         }
+        if self.boot_backoff_max < self.boot_backoff_initial {
+            return Err(ConfigError::Order { shorter: "boot_backoff_initial", longer: "boot_backoff_max" });
+        }
+        if self.request_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::ZeroDuration("request_timeout"));
+        }
         Ok(())
     }
 
@@ -97,6 +141,55 @@ impl PoolConfig {
     }
 }
 
+/// Recycling limits, and the jitter that keeps workers started together from retiring together.
+/// Each worker gets its own limits: the value plus a random amount up to the jitter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecycleConfig {
+    /// Requests answered (SimpleHTTP's MAXREQUESTPERCHILD).
+    pub max_requests_per_child: Option<u64>,
+    /// Connections accepted (Apache's MaxConnectionsPerChild).
+    pub max_connections_per_child: Option<u64>,
+    /// Added to both counts above: up to this many more, per worker.
+    pub max_requests_jitter: u64,
+    /// Time since the worker was forked.
+    pub max_worker_lifetime: Option<Duration>,
+    pub max_worker_lifetime_jitter: Duration,
+    /// Resident memory.
+    pub max_worker_rss: Option<u64>,
+    pub max_worker_rss_jitter: u64,
+}
+
+impl RecycleConfig {
+    /// One worker's limits, with `random` (uniform in 0..=u64::MAX) choosing the jitter.
+    pub fn limits_for_worker(&self, mut random: impl FnMut() -> u64) -> prefork_scoreboard::RecycleLimits {
+        let mut jitter = |max: u64| if max == 0 { 0 } else { random() % (max + 1) };
+        prefork_scoreboard::RecycleLimits {
+            max_requests: self.max_requests_per_child.map(|n| n + jitter(self.max_requests_jitter)),
+            max_connections: self.max_connections_per_child.map(|n| n + jitter(self.max_requests_jitter)),
+            max_lifetime: self
+                .max_worker_lifetime
+                .map(|t| t + Duration::from_millis(jitter(self.max_worker_lifetime_jitter.as_millis() as u64))),
+            max_rss_bytes: self.max_worker_rss.map(|n| n + jitter(self.max_worker_rss_jitter)),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("max_requests_per_child", self.max_requests_per_child),
+            ("max_connections_per_child", self.max_connections_per_child),
+            ("max_worker_rss", self.max_worker_rss),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::TooSmall { name, value: 0, min: 1 });
+            }
+        }
+        if self.max_worker_lifetime.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::ZeroDuration("max_worker_lifetime"));
+        }
+        Ok(())
+    }
+}
+
 /// Everything the supervisor needs besides the worker itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SupervisorConfig {
@@ -107,8 +200,8 @@ pub struct SupervisorConfig {
     pub maintenance_interval: Duration,
     /// The scoreboard segment is `/dev/shm/<prefix>.<parent pid>`.
     pub scoreboard_prefix: String,
-    /// Workers recycle after this many requests (published in the scoreboard).
-    pub max_requests_per_child: Option<u64>,
+    /// When workers ask to be replaced, before jitter.
+    pub recycle: RecycleConfig,
     /// Requests longer than this are counted (and logged) as slow; workers read it from the
     /// scoreboard header.
     pub slow_request_threshold: Option<Duration>,
@@ -121,7 +214,7 @@ impl Default for SupervisorConfig {
             graceful_timeout: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             scoreboard_prefix: prefork_scoreboard::DEFAULT_PREFIX.to_owned(),
-            max_requests_per_child: None,
+            recycle: RecycleConfig::default(),
             slow_request_threshold: None,
         }
     }
@@ -131,6 +224,7 @@ impl SupervisorConfig {
     /// Checks the pool and the timings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
+        self.recycle.validate()?;
         if self.maintenance_interval.is_zero() {
             return Err(ConfigError::ZeroDuration("maintenance_interval"));
         }
@@ -147,7 +241,7 @@ impl SupervisorConfig {
             min_spare_servers: self.pool.min_spare_servers as u64,
             max_spare_servers: self.pool.max_spare_servers as u64,
             max_clients: self.pool.max_clients as u64,
-            max_requests_per_child: self.max_requests_per_child.unwrap_or(0),
+            max_requests_per_child: self.recycle.max_requests_per_child.unwrap_or(0),
             slow_request_micros: self.slow_request_threshold.map_or(0, |t| t.as_micros().max(1) as u64),
         }
     }
@@ -180,12 +274,52 @@ mod tests {
             (PoolConfig { max_clients: 0, start_servers: 0, ..base.clone() }, "start_servers"),
             (PoolConfig { max_clients: MAX_SLOTS + 1, ..base.clone() }, "scoreboard limit"),
             (PoolConfig { idle_retire_interval: Duration::ZERO, ..base.clone() }, "idle_retire_interval"),
+            (PoolConfig { max_recycling: 0, ..base.clone() }, "max_recycling"),
+            (PoolConfig { request_timeout: Some(Duration::ZERO), ..base.clone() }, "request_timeout"),
+            (
+                PoolConfig { boot_backoff_max: Duration::from_millis(1), ..base.clone() },
+                "boot_backoff_initial cannot be longer",
+            ),
         ];
         for (config, expected) in cases {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} does not mention {expected:?}");
         }
         base.validate().unwrap();
+    }
+
+    #[test]
+    fn recycling_limits_get_their_jitter_per_worker_and_zero_limits_are_refused() {
+        let config = RecycleConfig {
+            max_requests_per_child: Some(50),
+            max_connections_per_child: Some(10),
+            max_requests_jitter: 5,
+            max_worker_lifetime: Some(Duration::from_secs(60)),
+            max_worker_lifetime_jitter: Duration::from_secs(6),
+            max_worker_rss: Some(1000),
+            max_worker_rss_jitter: 0,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut state = 1u64;
+        for _ in 0..200 {
+            let limits = config.limits_for_worker(|| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state >> 11
+            });
+            let requests = limits.max_requests.unwrap();
+            assert!((50..=55).contains(&requests), "{requests}");
+            assert!((10..=15).contains(&limits.max_connections.unwrap()));
+            assert!((60..=66).contains(&limits.max_lifetime.unwrap().as_secs()));
+            assert_eq!(limits.max_rss_bytes, Some(1000));
+            seen.insert(requests);
+        }
+        assert_eq!(seen.len(), 6, "every jitter value occurs");
+        assert_eq!(RecycleConfig::default().limits_for_worker(|| 7), prefork_scoreboard::RecycleLimits::default());
+        let zero = SupervisorConfig {
+            recycle: RecycleConfig { max_requests_per_child: Some(0), ..config },
+            ..Default::default()
+        };
+        assert!(zero.validate().unwrap_err().to_string().contains("max_requests_per_child"));
     }
 
     #[test]

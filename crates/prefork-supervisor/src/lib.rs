@@ -35,11 +35,14 @@
 mod children;
 pub mod config;
 pub mod policy;
+mod pool;
+mod probes;
 mod signals;
+mod spawn;
 mod supervisor;
 mod worker;
 
-pub use config::{ConfigError, PoolConfig, SupervisorConfig};
+pub use config::{ConfigError, PoolConfig, RecycleConfig, SpawnRamp, SupervisorConfig};
 pub use supervisor::{StopReport, Supervisor};
 pub use worker::{WorkerContext, WorkerExit, exit_code};
 

@@ -1,4 +1,4 @@
-//! The spare-balancing policy: a pure function from (pool view, config, clock, memory) to actions.
+//! The pool policy: a pure function from (pool view, config, clock, memory) to actions.
 //!
 //! Nothing here forks, signals or reads a clock: the supervisor loop builds a [`PoolView`] from
 //! the scoreboard and its own table of children, calls [`decide`], and carries out the
@@ -6,23 +6,36 @@
 //!
 //! Rules, in order:
 //! 1. **Counting.** Workers the supervisor has already told to stop (`retiring`) count for
-//!    `max_clients` (they still hold a process and a slot) but not as capacity. A worker that
-//!    is `Starting` counts as idle, as in Apache, so a slow boot does not cause over-forking.
-//! 2. **Spawn** `min(min_spare - idle, max_clients - processes, max_spawn_rate)` workers of
-//!    the current generation, at once: a deficit is refilled in one round (php-fpm caps by the
-//!    deficit too; Apache ramps 1, 2, 4 … per second). Not while boot failures are backing off.
+//!    `max_clients` (they still hold a process and a slot) but not as capacity, and one that
+//!    still holds a client will hand it to an idle worker: that idle worker is spoken for. A
+//!    worker that is `Starting` counts as idle, as in Apache, so a slow boot does not cause
+//!    over-forking. Up to `max_recycling` workers that asked to be replaced are *recycling*:
+//!    not capacity.
+//! 2. **Spawn** up to `min_spare - idle` workers of the current generation, capped by
+//!    `max_spawn_rate` and `max_clients`: by default the whole deficit in one round (php-fpm
+//!    caps by the deficit too; Apache ramps 1, 2, 4 … per round, see [`SpawnRamp`]). Not while
+//!    boot failures are backing off; after `max_boot_failures` in a row, only one probe per
+//!    `boot_backoff_max` until a worker boots again.
 //! 3. **Reload.** Workers of an older generation are not capacity. Once the current generation
 //!    has `min_spare` workers ready (idle, not merely starting), every old worker is retired
 //!    (busy ones finish their request first). If old workers fill `max_clients` so that the new
-//!    generation cannot be forked, old *idle* workers are retired to make room.
-//! 4. **Retire** the worker idle longest when more than `max_spare` are idle, at most one per
-//!    `idle_retire_interval` (hysteresis: a dip in load costs at most one worker per interval).
-//! 5. **Boot failures** (a worker exiting before it ever became ready) delay the next spawn by
-//!    an exponential backoff; a worker that becomes ready resets it.
+//!    generation cannot be forked, old *idle* workers are retired to make room. If the new
+//!    generation fails to boot `max_reload_boot_failures` times in a row, the reload is
+//!    abandoned: the old generation becomes current again.
+//! 4. **Recycle** a worker that asked to be replaced once the pool keeps `min_spare` ready idle
+//!    workers after it has gone and its client has moved (rule 2 forks that replacement first,
+//!    counting a busy recycling worker as a spare already spent), so capacity never dips; or,
+//!    when `max_clients` leaves no room for a replacement, once it is idle.
+//! 5. **Retire** the worker idle longest when more than `max_spare` are idle, once that
+//!    surplus has lasted a whole `idle_retire_interval`, and at most one per interval
+//!    (hysteresis: a dip in load shorter than the interval retires nobody, and any
+//!    oscillation costs at most one worker per interval).
+//! 6. **Stuck workers.** A request running past `request_timeout`: SIGTERM, then SIGKILL after
+//!    `request_timeout_grace`.
 
 use prefork_scoreboard::WorkerState;
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, SpawnRamp};
 
 /// Microseconds on the monotonic clock.
 pub type Micros = u64;
@@ -39,6 +52,29 @@ pub struct WorkerView {
     pub forked_at: Micros,
     /// The supervisor has already told it to stop.
     pub retiring: bool,
+    /// It reached a recycling limit and asks to be replaced.
+    pub retire_requested: bool,
+    /// When the request it is running began (while `W`).
+    pub request_started: Option<Micros>,
+    /// When it was sent SIGTERM for a request past `request_timeout`.
+    pub stuck_since: Option<Micros>,
+}
+
+impl WorkerView {
+    /// A worker in `state` since `since`, forked at 0, generation 1, nothing else going on.
+    pub fn new(slot: usize, state: WorkerState, since: Micros) -> WorkerView {
+        WorkerView {
+            slot,
+            generation: 1,
+            state,
+            state_since: since,
+            forked_at: 0,
+            retiring: false,
+            retire_requested: false,
+            request_started: None,
+            stuck_since: None,
+        }
+    }
 }
 
 /// The pool at one moment.
@@ -52,16 +88,37 @@ pub struct PoolView<'a> {
 
 /// What the policy remembers between rounds. Owned by the supervisor, changed only through
 /// [`decide`] and [`PolicyMemory::worker_exited`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyMemory {
     pub last_retire: Option<Micros>,
+    /// Since when more than `max_spare` workers have been idle.
+    pub surplus_since: Option<Micros>,
     /// Boot failures in a row.
     pub boot_failures: u32,
     pub last_boot_failure: Option<Micros>,
     /// No spawn before this time (boot-failure backoff).
     pub spawn_not_before: Micros,
+    /// Forking is halted after `max_boot_failures` (probes only).
+    pub halted: bool,
     /// `max_clients` stopped a needed spawn in the previous round (to report it once).
     pub at_max_clients: bool,
+    /// The current batch size of [`SpawnRamp::Doubling`].
+    pub spawn_rate: usize,
+}
+
+impl Default for PolicyMemory {
+    fn default() -> Self {
+        PolicyMemory {
+            last_retire: None,
+            surplus_since: None,
+            boot_failures: 0,
+            last_boot_failure: None,
+            spawn_not_before: 0,
+            halted: false,
+            at_max_clients: false,
+            spawn_rate: 1,
+        }
+    }
 }
 
 /// How a worker ended, as far as the policy cares.
@@ -80,6 +137,14 @@ pub enum Notice {
     MaxClientsReached { processes: usize, idle: usize },
     /// Spawning waits for the boot-failure backoff.
     BootBackoff { failures: u32, wait_micros: Micros },
+    /// Too many boot failures in a row: forking stops but for probes.
+    SpawningHalted { failures: u32 },
+    /// A worker booted again after forking was halted.
+    SpawningResumed,
+    /// The new generation could not boot: the reload is abandoned.
+    ReloadFailed { abandoned: u64, current: u64, failures: u32 },
+    /// A worker's request ran past `request_timeout`.
+    Stuck { slot: usize, running_micros: Micros },
 }
 
 /// What the supervisor should do now.
@@ -87,25 +152,34 @@ pub enum Notice {
 pub struct Decision {
     /// Fork this many workers of the current generation.
     pub spawn: usize,
-    /// Tell the workers in these slots to finish and exit.
+    /// Tell the workers in these slots to finish and exit (SIGTERM).
     pub retire: Vec<usize>,
+    /// SIGTERM these workers for running a request too long (then watch them).
+    pub stuck_term: Vec<usize>,
+    /// SIGKILL these stuck workers: their grace is over.
+    pub stuck_kill: Vec<usize>,
+    /// Go back to this generation (a failed reload).
+    pub revert_generation: Option<u64>,
     pub notices: Vec<Notice>,
     /// Look again at this time even if nothing happens before.
     pub recheck_at: Option<Micros>,
 }
 
 impl PolicyMemory {
-    /// Records a worker's exit; boot failures start or extend the backoff.
-    pub fn worker_exited(&mut self, kind: ExitKind, now: Micros, config: &PoolConfig) {
+    /// Records a worker's exit; boot failures start or extend the backoff. `jitter` (0..=1)
+    /// spreads the retry so that many failing servers do not retry in step.
+    pub fn worker_exited(&mut self, kind: ExitKind, now: Micros, config: &PoolConfig, jitter: f64) {
         if kind == ExitKind::BootFailure {
             self.boot_failures = self.boot_failures.saturating_add(1);
             self.last_boot_failure = Some(now);
-            self.spawn_not_before = now + backoff(self.boot_failures, config);
+            let delay = backoff(self.boot_failures, config);
+            self.spawn_not_before = now + delay + (delay as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as Micros;
         }
     }
 }
 
-/// Delay after `failures` boot failures in a row: initial × 2^(failures-1), capped.
+/// Delay after `failures` boot failures in a row: initial × 2^(failures-1), capped (before
+/// jitter).
 pub fn backoff(failures: u32, config: &PoolConfig) -> Micros {
     if failures == 0 {
         return 0;
@@ -120,6 +194,7 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     let mut memory = memory.clone();
     let mut decision = Decision::default();
     let now = view.now;
+    let micros = |d: std::time::Duration| d.as_micros() as Micros;
 
     // A worker forked after the last boot failure has become ready: booting works again.
     if memory.boot_failures > 0
@@ -130,31 +205,85 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
                 && memory.last_boot_failure.is_none_or(|t| w.forked_at >= t)
         })
     {
+        if memory.halted {
+            decision.notices.push(Notice::SpawningResumed);
+        }
         memory.boot_failures = 0;
         memory.spawn_not_before = 0;
+        memory.halted = false;
+    }
+    if config.max_boot_failures > 0 && memory.boot_failures >= config.max_boot_failures && !memory.halted {
+        memory.halted = true;
+        decision.notices.push(Notice::SpawningHalted { failures: memory.boot_failures });
     }
 
+    // Rule 1: counting.
     let processes = view.workers.len();
     let active = || view.workers.iter().filter(|w| !w.retiring);
-    let current = || active().filter(|w| w.generation >= view.generation);
     let old = || active().filter(|w| w.generation < view.generation);
+    let mut requesting: Vec<&WorkerView> =
+        active().filter(|w| w.generation >= view.generation && w.retire_requested).collect();
+    requesting.sort_by_key(|w| (w.forked_at, w.slot));
+    let recycling: Vec<usize> = requesting.iter().take(config.max_recycling).map(|w| w.slot).collect();
+    let current = || active().filter(|w| w.generation >= view.generation && !recycling.contains(&w.slot));
     let ready_idle = current().filter(|w| w.state == WorkerState::Idle).count();
     let capacity = current().filter(|w| w.state == WorkerState::Idle || w.state == WorkerState::Starting).count();
+    // A busy worker that asked to be replaced closes its client's connection after the
+    // response in hand, and the client reconnects to an idle worker: count that in advance,
+    // so the replacement is forked first. (Every such worker drains, not only the
+    // `max_recycling` being retired now.)
+    let recycling_busy = requesting.iter().filter(|w| !w.state.is_idle()).count();
+    // Workers already told to go while holding a client hand it over the same way.
+    let handing_over =
+        view.workers.iter().filter(|w| w.retiring && (w.state.is_busy() || w.state == WorkerState::Graceful)).count();
 
-    // Rule 2: spawn up to the deficit.
-    let deficit = config.min_spare_servers.saturating_sub(capacity);
+    // Rule 2: spawn.
+    let deficit = (config.min_spare_servers + recycling_busy + handing_over).saturating_sub(capacity);
     let room = config.max_clients.saturating_sub(processes);
-    let mut wanted = deficit.min(config.max_spawn_rate);
+    let rate = match config.spawn_ramp {
+        SpawnRamp::Deficit => deficit.min(config.max_spawn_rate),
+        SpawnRamp::Doubling { cap_at_deficit } => {
+            let rate = memory.spawn_rate.clamp(1, config.max_spawn_rate);
+            match (deficit, cap_at_deficit) {
+                (0, _) => 0,
+                (_, true) => deficit.min(rate),
+                (_, false) => rate,
+            }
+        }
+    };
+    let mut wanted = rate;
     if wanted > 0 && now < memory.spawn_not_before {
         decision
             .notices
             .push(Notice::BootBackoff { failures: memory.boot_failures, wait_micros: memory.spawn_not_before - now });
         decision.recheck_at = Some(memory.spawn_not_before);
         wanted = 0;
+    } else if wanted > 0 && memory.halted {
+        // One probe, then wait the longest backoff for the next.
+        wanted = 1;
+        memory.spawn_not_before = now + micros(config.boot_backoff_max);
     }
     decision.spawn = wanted.min(room);
+    if let SpawnRamp::Doubling { .. } = config.spawn_ramp {
+        memory.spawn_rate =
+            if deficit > 0 && room > 0 { (memory.spawn_rate * 2).min(config.max_spawn_rate) } else { 1 };
+    }
 
     // Rule 3: old generation. Make room for the new one, then retire the rest once it is ready.
+    let old_generation = old().map(|w| w.generation).max();
+    if let Some(old_generation) = old_generation.filter(|_| memory.boot_failures >= config.max_reload_boot_failures) {
+        decision.notices.push(Notice::ReloadFailed {
+            abandoned: view.generation,
+            current: old_generation,
+            failures: memory.boot_failures,
+        });
+        decision.revert_generation = Some(old_generation);
+        memory.boot_failures = 0;
+        memory.spawn_not_before = 0;
+        memory.halted = false;
+        decision.spawn = 0;
+        return finish(decision, memory);
+    }
     let mut old_idle: Vec<&WorkerView> =
         old().filter(|w| w.state.is_idle() || w.state == WorkerState::Starting).collect();
     old_idle.sort_by_key(|w| (w.state_since, w.slot));
@@ -178,26 +307,67 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     }
     memory.at_max_clients = blocked_by_max_clients;
 
-    // Rule 4: one excess idle worker per interval, the one idle longest.
-    if ready_idle > config.max_spare_servers {
-        let interval = config.idle_retire_interval.as_micros() as u64;
-        let due = memory.last_retire.map_or(now, |t| t + interval);
-        if now >= due {
-            let longest = current()
-                .filter(|w| w.state == WorkerState::Idle && !decision.retire.contains(&w.slot))
-                .min_by_key(|w| (w.state_since, w.slot));
-            if let Some(w) = longest {
-                decision.retire.push(w.slot);
-                memory.last_retire = Some(now);
-            }
-            if ready_idle - 1 > config.max_spare_servers {
-                decision.recheck_at = earliest(decision.recheck_at, now + interval);
-            }
-        } else {
-            decision.recheck_at = earliest(decision.recheck_at, due);
+    // Rule 4: recycling, without a dip in spare capacity: a worker goes once the pool keeps
+    // `min_spare` ready idle workers after it has gone (and its load has moved).
+    let mut spare_after = ready_idle.saturating_sub(handing_over);
+    for w in requesting.iter().filter(|w| recycling.contains(&w.slot)) {
+        let takes = usize::from(!w.state.is_idle());
+        if spare_after >= config.min_spare_servers + takes {
+            spare_after -= takes;
+            decision.retire.push(w.slot);
+        } else if room == 0 && w.state.is_idle() {
+            decision.retire.push(w.slot);
         }
     }
 
+    // Rule 5: one excess idle worker per interval, the one idle longest, once the surplus has
+    // lasted a whole interval.
+    let interval = micros(config.idle_retire_interval);
+    if ready_idle > config.max_spare_servers {
+        let surplus_since = *memory.surplus_since.get_or_insert(now);
+        let due = memory.last_retire.map_or(now, |t| t + interval).max(surplus_since + interval);
+        let longest = current()
+            .filter(|w| w.state == WorkerState::Idle && !decision.retire.contains(&w.slot))
+            .min_by_key(|w| (w.state_since, w.slot));
+        match longest {
+            Some(w) if now >= due => {
+                decision.retire.push(w.slot);
+                memory.last_retire = Some(now);
+                if ready_idle - 1 > config.max_spare_servers {
+                    decision.recheck_at = earliest(decision.recheck_at, now + interval);
+                }
+            }
+            Some(_) => decision.recheck_at = earliest(decision.recheck_at, due),
+            None => {}
+        }
+    } else {
+        memory.surplus_since = None;
+    }
+
+    // Rule 6: stuck workers.
+    if let Some(timeout) = config.request_timeout.map(micros) {
+        let grace = micros(config.request_timeout_grace);
+        for w in view.workers {
+            match (w.stuck_since, w.request_started.filter(|_| w.state == WorkerState::Writing)) {
+                (Some(termed), _) if now >= termed + grace => decision.stuck_kill.push(w.slot),
+                (Some(termed), _) => decision.recheck_at = earliest(decision.recheck_at, termed + grace),
+                (None, Some(started)) if now >= started + timeout => {
+                    decision.notices.push(Notice::Stuck { slot: w.slot, running_micros: now - started });
+                    decision.stuck_term.push(w.slot);
+                    decision.recheck_at = earliest(decision.recheck_at, now + grace);
+                }
+                (None, Some(started)) => decision.recheck_at = earliest(decision.recheck_at, started + timeout),
+                (None, None) => {}
+            }
+        }
+    }
+    finish(decision, memory)
+}
+
+fn finish(mut decision: Decision, memory: PolicyMemory) -> (Decision, PolicyMemory) {
+    if memory.halted && memory.spawn_not_before > 0 {
+        decision.recheck_at = earliest(decision.recheck_at, memory.spawn_not_before);
+    }
     (decision, memory)
 }
 
@@ -207,3 +377,5 @@ fn earliest(a: Option<Micros>, b: Micros) -> Option<Micros> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod traces;

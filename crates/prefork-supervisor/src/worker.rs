@@ -1,6 +1,6 @@
 //! What a forked worker receives from the supervisor, and the exit codes it reports back.
 
-use prefork_scoreboard::{Board, Doorbell, SlotWriter};
+use prefork_scoreboard::{Board, Doorbell, RecycleLimits, SlotWriter};
 
 /// Exit codes shared by workers and the supervisor, so the parent can tell why a worker ended.
 pub mod exit_code {
@@ -31,6 +31,10 @@ pub struct WorkerContext {
     pub parent_pid: u32,
     /// Ring it on leaving idle, so the supervisor can fork spares at once.
     pub doorbell: Doorbell,
+    /// When to ask to be replaced (jitter applied): check them, and call
+    /// [`SlotWriter::request_retirement`] when one is reached; the supervisor then forks a
+    /// replacement and sends SIGTERM once it is ready.
+    pub limits: RecycleLimits,
 }
 
 /// How a worker function ended; becomes the process exit code.

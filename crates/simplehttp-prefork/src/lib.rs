@@ -33,11 +33,12 @@
 //!
 //! The building blocks are re-exported: [`scoreboard`], [`supervisor`], [`http_worker`].
 
+pub mod log_file;
 mod server;
 
 pub use prefork_http_worker as http_worker;
 pub use prefork_http_worker::{ConnectionInfo, Handler, Reply, Request, RequestContext, Response};
 pub use prefork_scoreboard as scoreboard;
 pub use prefork_supervisor as supervisor;
-pub use prefork_supervisor::StopReport;
+pub use prefork_supervisor::{SpawnRamp, StopReport};
 pub use server::{BoundServer, ForkHandlerError, Server, ServerBuilder, ServerError, Started};

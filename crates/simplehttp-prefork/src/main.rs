@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use simplehttp_prefork::Server;
+use simplehttp_prefork::log_file::LogFile;
+use simplehttp_prefork::{Server, SpawnRamp};
 
 /// A preforking HTTP server: one listening socket, a pool of worker processes kept between
 /// a minimum and a maximum of idle ones, a scoreboard in shared memory.
@@ -21,8 +23,9 @@ use simplehttp_prefork::Server;
 /// Built-in routes: `/` says hello and names the worker; `/sleep/<ms>` keeps a worker busy
 /// (at most 60000 ms); `/server-status` shows the scoreboard (HTML, `?json`, `?auto`,
 /// `?openmetrics`, `?text`). Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload
-/// workers, TTIN/TTOU raise/lower the spare bounds. Logs go to stderr; set RUST_LOG (default
-/// `info`).
+/// workers, TTIN/TTOU raise/lower the spare bounds, USR1 reopen the log file. Logs go to
+/// stderr (or `--log-file`); set RUST_LOG (default `info`). Durations take units (`500ms`,
+/// `30s`, `1h`), sizes too (`64MiB`).
 #[derive(Debug, Parser)]
 #[command(name = "simplehttp-prefork", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -61,15 +64,57 @@ struct ServeArgs {
     /// Never more worker processes than this.
     #[arg(long, default_value_t = 256)]
     max_clients: usize,
-    /// A worker exits after this many requests and is replaced (default: never).
+    /// Replace a worker after it answered this many requests (default: never).
     #[arg(long)]
     max_requests_per_child: Option<u64>,
+    /// Replace a worker after it accepted this many connections (default: never).
+    #[arg(long)]
+    max_connections_per_child: Option<u64>,
+    /// Up to this many more requests/connections per worker, at random, so workers started
+    /// together are not replaced together.
+    #[arg(long, default_value_t = 0)]
+    max_requests_jitter: u64,
+    /// Replace a worker after it has lived this long (e.g. 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_worker_lifetime: Option<Duration>,
+    /// Up to this much longer per worker, at random.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    max_worker_lifetime_jitter: Duration,
+    /// Replace a worker once its resident memory reaches this (e.g. 256MiB).
+    #[arg(long)]
+    max_worker_rss: Option<ByteSize>,
+    /// Up to this much more per worker, at random.
+    #[arg(long, default_value = "0B")]
+    max_worker_rss_jitter: ByteSize,
+    /// At most this many workers are being replaced at once.
+    #[arg(long, default_value_t = 2)]
+    max_recycling: usize,
     /// Most workers forked in one maintenance round.
     #[arg(long, default_value_t = 32)]
     max_spawn_rate: usize,
-    /// At most one excess idle worker is retired per interval (e.g. 1s, 500ms).
+    /// How the fork batch grows while spares are short: the whole deficit at once, or
+    /// doubling each round like Apache (whole rate) or php-fpm (capped at the deficit).
+    #[arg(long, value_enum, default_value_t = Ramp::Deficit)]
+    spawn_ramp: Ramp,
+    /// At most one excess idle worker is retired per interval, once the surplus lasted that
+    /// long (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     idle_retire_interval: Duration,
+    /// A request running longer than this gets its worker SIGTERMed (then SIGKILLed).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    request_timeout: Option<Duration>,
+    /// Time between that SIGTERM and the SIGKILL.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    request_timeout_grace: Duration,
+    /// First delay before forking again after a worker failed to boot (doubles per failure).
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    boot_backoff: Duration,
+    /// Longest such delay, and the interval between probes once forking is halted.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    boot_backoff_max: Duration,
+    /// Halt forking after this many boot failures in a row (0: never).
+    #[arg(long, default_value_t = 10)]
+    max_boot_failures: u32,
     /// Keep HTTP/1.1 connections open between requests (the default).
     #[arg(long, overrides_with = "no_keepalive")]
     keepalive: bool,
@@ -97,18 +142,41 @@ struct ServeArgs {
     /// Write the supervisor's pid here while running (removed at exit).
     #[arg(long)]
     pid_file: Option<PathBuf>,
+    /// Append logs to this file instead of stderr; SIGUSR1 reopens it (after rotation).
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Ramp {
+    Deficit,
+    Apache,
+    PhpFpm,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let log_file = cli.serve.log_file.as_ref().map(|path| (path, LogFile::open(path)));
+    match log_file {
+        Some((_, Ok(file))) => {
+            tracing_subscriber::fmt().with_env_filter(filter()).with_writer(file).with_ansi(false).init()
+        }
+        other => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            if let Some((path, Err(error))) = other {
+                tracing::error!(path = %path.display(), %error, "cannot open the log file");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = match cli.command {
         Some(Command::Status(args)) => status_command::run(&args),
         None => serve(cli.serve),
@@ -132,8 +200,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_spare_servers(args.max_spare_servers)
         .max_clients(args.max_clients)
         .max_requests_per_child(args.max_requests_per_child)
+        .max_connections_per_child(args.max_connections_per_child)
+        .max_requests_jitter(args.max_requests_jitter)
+        .max_worker_lifetime(args.max_worker_lifetime, args.max_worker_lifetime_jitter)
+        .max_worker_rss(args.max_worker_rss.map(|b| b.as_u64()), args.max_worker_rss_jitter.as_u64())
+        .max_recycling(args.max_recycling)
         .max_spawn_rate(args.max_spawn_rate)
+        .spawn_ramp(match args.spawn_ramp {
+            Ramp::Deficit => SpawnRamp::Deficit,
+            Ramp::Apache => SpawnRamp::Doubling { cap_at_deficit: false },
+            Ramp::PhpFpm => SpawnRamp::Doubling { cap_at_deficit: true },
+        })
         .idle_retire_interval(args.idle_retire_interval)
+        .request_timeout(args.request_timeout, args.request_timeout_grace)
+        .boot_backoff(args.boot_backoff, args.boot_backoff_max, args.max_boot_failures)
         .keepalive(!args.no_keepalive)
         .keepalive_timeout(args.keepalive_timeout)
         .graceful_timeout(args.graceful_timeout)

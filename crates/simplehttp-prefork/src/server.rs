@@ -9,9 +9,13 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use prefork_http_worker::{BadDir, DEFAULT_BACKLOG, Handler, HttpWorker, PoolLink, Router, WorkerConfig, bind_tcp};
+use prefork_scoreboard::RecycleLimits;
 use prefork_supervisor::{
-    ConfigError, PoolConfig, StopReport, Supervisor, SupervisorConfig, SupervisorError, WorkerExit,
+    ConfigError, PoolConfig, RecycleConfig, SpawnRamp, StopReport, Supervisor, SupervisorConfig, SupervisorError,
+    WorkerExit,
 };
+
+use crate::log_file;
 
 /// What a fork handler may fail with; the worker then exits as a boot failure.
 pub type ForkHandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,7 +63,7 @@ pub struct ServerBuilder {
     status_path: Option<String>,
     status_allow: Vec<IpNet>,
     pool: PoolConfig,
-    max_requests_per_child: Option<u64>,
+    recycle: RecycleConfig,
     slow_request_threshold: Option<Duration>,
     graceful_timeout: Duration,
     scoreboard_prefix: String,
@@ -95,7 +99,7 @@ impl Default for ServerBuilder {
             status_path: worker.status_path,
             status_allow: worker.status_allow,
             pool: supervisor.pool,
-            max_requests_per_child: None,
+            recycle: RecycleConfig::default(),
             slow_request_threshold: None,
             graceful_timeout: supervisor.graceful_timeout,
             scoreboard_prefix: supervisor.scoreboard_prefix,
@@ -218,10 +222,47 @@ impl ServerBuilder {
         self
     }
 
-    /// MAXREQUESTPERCHILD: a worker exits after this many requests and is replaced
-    /// (default: never).
+    /// MAXREQUESTPERCHILD: a worker is replaced after answering this many requests (default:
+    /// never). Unlike the Perl module, the replacement is forked first and the old worker
+    /// finishes its request once it is ready, so capacity never dips; meanwhile its responses
+    /// close their connections.
     pub fn max_requests_per_child(mut self, n: Option<u64>) -> Self {
-        self.max_requests_per_child = n;
+        self.recycle.max_requests_per_child = n;
+        self
+    }
+
+    /// A worker is replaced after accepting this many connections (Apache's
+    /// MaxConnectionsPerChild; default: never).
+    pub fn max_connections_per_child(mut self, n: Option<u64>) -> Self {
+        self.recycle.max_connections_per_child = n;
+        self
+    }
+
+    /// Each worker's request and connection limits get up to this many more, at random, so
+    /// workers started together are not replaced together (gunicorn's max_requests_jitter).
+    pub fn max_requests_jitter(mut self, n: u64) -> Self {
+        self.recycle.max_requests_jitter = n;
+        self
+    }
+
+    /// A worker is replaced once it has lived this long, plus up to `jitter` (default: never).
+    pub fn max_worker_lifetime(mut self, lifetime: Option<Duration>, jitter: Duration) -> Self {
+        self.recycle.max_worker_lifetime = lifetime;
+        self.recycle.max_worker_lifetime_jitter = jitter;
+        self
+    }
+
+    /// A worker is replaced once its resident memory reaches this many bytes, plus up to
+    /// `jitter` (sampled once a second; default: never).
+    pub fn max_worker_rss(mut self, bytes: Option<u64>, jitter: u64) -> Self {
+        self.recycle.max_worker_rss = bytes;
+        self.recycle.max_worker_rss_jitter = jitter;
+        self
+    }
+
+    /// At most this many workers are being replaced at once (default 2).
+    pub fn max_recycling(mut self, n: usize) -> Self {
+        self.pool.max_recycling = n;
         self
     }
 
@@ -231,9 +272,35 @@ impl ServerBuilder {
         self
     }
 
-    /// At most one excess idle worker is retired per interval (default 1 s).
+    /// How the fork batch grows while spares are short (default: the whole deficit at once;
+    /// [`SpawnRamp::Doubling`] behaves like Apache or php-fpm).
+    pub fn spawn_ramp(mut self, ramp: SpawnRamp) -> Self {
+        self.pool.spawn_ramp = ramp;
+        self
+    }
+
+    /// At most one excess idle worker is retired per interval, once the surplus has lasted
+    /// that long (default 1 s).
     pub fn idle_retire_interval(mut self, interval: Duration) -> Self {
         self.pool.idle_retire_interval = interval;
+        self
+    }
+
+    /// A request running longer than this gets its worker SIGTERMed, then SIGKILLed after
+    /// `grace`, with its request line logged (default: no limit; grace 5 s).
+    pub fn request_timeout(mut self, timeout: Option<Duration>, grace: Duration) -> Self {
+        self.pool.request_timeout = timeout;
+        self.pool.request_timeout_grace = grace;
+        self
+    }
+
+    /// Workers that fail to boot are respawned after `initial`, doubling per failure in a row
+    /// up to `max`; after `halt_after` in a row (0: never) forking stops but for one probe per
+    /// `max` (defaults 250 ms, 30 s, 10).
+    pub fn boot_backoff(mut self, initial: Duration, max: Duration, halt_after: u32) -> Self {
+        self.pool.boot_backoff_initial = initial;
+        self.pool.boot_backoff_max = max;
+        self.pool.max_boot_failures = halt_after;
         self
     }
 
@@ -264,11 +331,6 @@ impl ServerBuilder {
     /// MAXREQUESTPERCHILD of 0 is refused; limits that cannot hold together (more start or
     /// spare servers than MAXCLIENTS) are refused.
     pub fn build(mut self) -> Result<Server, ServerError> {
-        if self.max_requests_per_child == Some(0) {
-            return Err(ServerError::InvalidOption(
-                "max_requests_per_child must be positive (or unset for no limit)".into(),
-            ));
-        }
         if self.keepalive_timeout.is_zero() {
             return Err(ServerError::InvalidOption("keepalive_timeout must be longer than zero".into()));
         }
@@ -286,7 +348,7 @@ impl ServerBuilder {
             pool: self.pool,
             graceful_timeout: self.graceful_timeout,
             scoreboard_prefix: self.scoreboard_prefix,
-            max_requests_per_child: self.max_requests_per_child,
+            recycle: self.recycle,
             slow_request_threshold: self.slow_request_threshold,
             ..SupervisorConfig::default()
         };
@@ -315,7 +377,7 @@ impl ServerBuilder {
         let worker = WorkerConfig {
             keepalive: self.keepalive,
             keepalive_timeout: self.keepalive_timeout,
-            max_requests_per_child: self.max_requests_per_child,
+            recycle: RecycleLimits::default(),
             max_body_size: self.max_body_size,
             hostname,
             port: self.port,
@@ -417,6 +479,9 @@ impl BoundServer {
         worker.port = local_addr.port();
         let listener = &listener;
         let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
+            if let Err(errno) = log_file::reopen_on_usr1() {
+                return WorkerExit::BootFailed(format!("cannot handle SIGUSR1: {errno}"));
+            }
             for (index, fork_handler) in fork_handlers.iter_mut().enumerate() {
                 match catch_unwind(AssertUnwindSafe(&mut *fork_handler)) {
                     Ok(Ok(())) => {}
@@ -424,7 +489,8 @@ impl BoundServer {
                     Err(_) => return WorkerExit::BootFailed(format!("fork handler {index} panicked")),
                 }
             }
-            let http = HttpWorker::new(listener, router.clone(), worker.clone());
+            let config = WorkerConfig { recycle: ctx.limits, ..worker.clone() };
+            let http = HttpWorker::new(listener, router.clone(), config);
             let link = PoolLink {
                 slot: ctx.slot,
                 board: ctx.board,
@@ -439,6 +505,7 @@ impl BoundServer {
         let mut pid_file_error = None;
         let result = Supervisor::new(supervisor, run_worker)?
             .watch_listen_queue(listener.as_fd())
+            .on_reopen_logs(log_file::request_reopen)
             .on_started(|scoreboard_name, _board| {
                 if let Some(pid_file) = &pid_file {
                     pid_file_error = pid_file.write().err();
@@ -501,6 +568,10 @@ mod tests {
         assert!(error(Server::builder().min_spare_servers(0)).contains("min_spare_servers"));
         assert!(error(Server::builder().start_servers(0)).contains("start_servers"));
         assert!(error(Server::builder().max_requests_per_child(Some(0))).contains("max_requests_per_child"));
+        assert!(error(Server::builder().max_worker_rss(Some(0), 0)).contains("max_worker_rss"));
+        assert!(
+            error(Server::builder().request_timeout(Some(Duration::ZERO), Duration::ZERO)).contains("request_timeout")
+        );
         let server = Server::builder().min_spare_servers(6).max_spare_servers(2).build().unwrap();
         assert_eq!(server.pool().max_spare_servers, 7, "max spare below min spare becomes min + 1");
     }

@@ -1,19 +1,27 @@
 //! FORKHANDLERS through the library: they run in each worker after fork and before it
-//! accepts, and a failing one makes workers boot-fail with backoff instead of a fork storm.
+//! accepts; a failing one makes workers boot-fail with backoff instead of a fork storm, halts
+//! forking after too many failures in a row (and resumes once a worker boots again), and makes
+//! a reload fail while the old generation keeps serving.
 //!
 //! `harness = false`: `main` either runs the scenarios, or (with `FORK_HANDLER_TEST_SERVER`
 //! set) is one of the servers they start, a fresh single-threaded process that may fork.
 
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
-use prefork_tests::{DEADLINE, ServerProcess, Sig, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, TempPath, wait_for};
+use simplehttp_prefork::scoreboard::{AttachedScoreboard, Snapshot};
 use simplehttp_prefork::{Handler, Response, Server};
 
 const ROLE: &str = "FORK_HANDLER_TEST_SERVER";
+/// While this file exists, the fork handler fails ("database unreachable").
+const MARKER: &str = "FORK_HANDLER_TEST_MARKER";
+
+type Scenario = fn() -> Result<()>;
 
 thread_local! {
     /// Set by the fork handler: the pid of the process it ran in.
@@ -21,28 +29,37 @@ thread_local! {
 }
 
 fn main() -> Result<()> {
-    match std::env::var(ROLE).as_deref() {
-        Ok("working") => return serve(false),
-        Ok("failing") => return serve(true),
-        _ => {}
+    if let Ok(role) = std::env::var(ROLE) {
+        return serve(&role);
     }
-    fork_handlers_run_in_each_worker_before_it_serves()?;
-    println!("test fork_handlers_run_in_each_worker_before_it_serves ... ok");
-    a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop()?;
-    println!("test a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop ... ok");
+    let tests: [(&str, Scenario); 4] = [
+        ("fork_handlers_run_in_each_worker_before_it_serves", fork_handlers_run_in_each_worker_before_it_serves),
+        ("a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop", a_failing_fork_handler_backs_off),
+        ("repeated_boot_failures_halt_forking_until_a_worker_boots_again", repeated_boot_failures_halt_forking),
+        (
+            "a_reload_whose_workers_cannot_boot_fails_and_the_old_generation_serves_on",
+            a_failed_reload_keeps_the_old_generation,
+        ),
+    ];
+    for (name, test) in tests {
+        test().with_context(|| format!("test {name} failed"))?;
+        println!("test {name} ... ok");
+    }
     Ok(())
 }
 
-/// The server side: two workers, a fork handler, and `/init` reporting what it did.
-fn serve(failing: bool) -> Result<()> {
+/// The server side: a fork handler that fails while the marker exists, and `/init`
+/// reporting where it ran.
+fn serve(role: &str) -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
-    let server = Server::builder()
-        .start_servers(2)
-        .min_spare_servers(1)
-        .max_spare_servers(3)
-        .max_clients(8)
+    let marker = std::env::var_os(MARKER).map(PathBuf::from);
+    let mut builder = Server::builder().start_servers(2).min_spare_servers(1).max_spare_servers(3).max_clients(8);
+    if role == "halting" {
+        builder = builder.boot_backoff(Duration::from_millis(50), Duration::from_secs(1), 3);
+    }
+    let server = builder
         .fork_handler(move || {
-            if failing {
+            if marker.as_deref().is_some_and(Path::exists) {
                 return Err("database unreachable".into());
             }
             INITIALISED_IN.with(|cell| cell.set(Some(std::process::id())));
@@ -61,26 +78,38 @@ fn serve(failing: bool) -> Result<()> {
     Ok(())
 }
 
-fn start(role: &str) -> Result<ServerProcess> {
+fn start(role: &str, marker: &TempPath) -> Result<ServerProcess> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.env(ROLE, role);
+    command.env(ROLE, role).env(MARKER, marker.path());
     ServerProcess::spawn(command)
 }
 
+fn snapshot(server: &ServerProcess) -> Result<Snapshot> {
+    Ok(AttachedScoreboard::open(&format!("/simplehttp-prefork.{}", server.pid()))?.snapshot())
+}
+
+fn serves_init(server: &ServerProcess) -> Result<()> {
+    let body = server.get("/init")?.body;
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    ensure!(fields.len() == 4, "unexpected body {body:?}");
+    ensure!(fields[1] == fields[3], "fork handler ran in {} but request served in {}", fields[1], fields[3]);
+    ensure!(fields[1] != server.pid().to_string(), "fork handler ran in the parent");
+    Ok(())
+}
+
 fn fork_handlers_run_in_each_worker_before_it_serves() -> Result<()> {
-    let server = start("working")?;
+    let marker = TempPath::new("never");
+    let server = start("working", &marker)?;
     for _ in 0..4 {
-        let body = server.get("/init")?.body;
-        let fields: Vec<&str> = body.split_whitespace().collect();
-        ensure!(fields.len() == 4, "unexpected body {body:?}");
-        ensure!(fields[1] == fields[3], "fork handler ran in {} but request served in {}", fields[1], fields[3]);
-        ensure!(fields[1] != server.pid().to_string(), "fork handler ran in the parent");
+        serves_init(&server)?;
     }
     Ok(())
 }
 
-fn a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop() -> Result<()> {
-    let server = start("failing")?;
+fn a_failing_fork_handler_backs_off() -> Result<()> {
+    let marker = TempPath::new("failing");
+    std::fs::write(marker.path(), "")?;
+    let server = start("failing", &marker)?;
     let failures = |server: &ServerProcess| server.stderr().matches("worker failed to boot").count();
     wait_for("boot failures to be logged", DEADLINE, || Ok((failures(&server) >= 2).then_some(())))?;
     let log = server.stderr();
@@ -91,9 +120,53 @@ fn a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop() -> Result<()>
     // Backoff doubles from 250 ms: a couple of attempts in two seconds, not hundreds.
     let attempts = failures(&server) - at_start;
     ensure!(attempts <= 6, "{attempts} boot failures in {:?}: a fork storm", counted_from.elapsed());
+    let board = snapshot(&server)?;
+    ensure!(board.header.boot_failures >= 2, "{:?}", board.header);
+    ensure!(board.header.last_boot_error.contains("database unreachable"), "{:?}", board.header.last_boot_error);
     // The supervisor itself keeps running and stops cleanly.
-    server.signal(Sig::SIGTERM).context("stopping")?;
+    server.signal(Sig::SIGTERM)?;
     let mut server = server;
     ensure!(server.wait_exit(DEADLINE)?.success());
+    Ok(())
+}
+
+fn repeated_boot_failures_halt_forking() -> Result<()> {
+    let marker = TempPath::new("halting");
+    std::fs::write(marker.path(), "")?;
+    let server = start("halting", &marker)?;
+    wait_for("forking to halt", DEADLINE, || Ok(server.stderr().contains("forking halted").then_some(())))?;
+    let board = snapshot(&server)?;
+    ensure!(board.header.spawning_halted && board.header.boot_failures >= 3, "{:?}", board.header);
+    ensure!(board.processes() == 0, "nothing boots while the database is down");
+    // The database comes back: the next probe boots, forking resumes, requests are served.
+    std::fs::remove_file(marker.path())?;
+    wait_for("forking to resume", DEADLINE, || Ok(server.stderr().contains("forking resumes").then_some(())))?;
+    wait_for("a worker to serve", DEADLINE, || Ok(serves_init(&server).is_ok().then_some(())))?;
+    let board = snapshot(&server)?;
+    ensure!(!board.header.spawning_halted && board.header.boot_failures == 0, "{:?}", board.header);
+    Ok(())
+}
+
+fn a_failed_reload_keeps_the_old_generation() -> Result<()> {
+    let marker = TempPath::new("reload");
+    let server = start("reload", &marker)?;
+    serves_init(&server)?;
+    let old = server.children();
+    // A reload while the database is down: the new workers cannot boot.
+    std::fs::write(marker.path(), "")?;
+    server.signal(Sig::SIGHUP)?;
+    wait_for("the reload to fail", DEADLINE, || Ok(server.stderr().contains("reload failed").then_some(())))?;
+    let board = snapshot(&server)?;
+    ensure!(board.header.generation == 1 && board.header.reload_failures == 1, "{:?}", board.header);
+    ensure!(old.iter().all(|pid| server.children().contains(pid)), "the old workers were stopped");
+    serves_init(&server)?;
+    // Once it is back, a reload goes through.
+    std::fs::remove_file(marker.path())?;
+    server.signal(Sig::SIGHUP)?;
+    wait_for("only new workers", DEADLINE, || {
+        let children = server.children();
+        Ok((!children.is_empty() && children.iter().all(|pid| !old.contains(pid))).then_some(()))
+    })?;
+    serves_init(&server)?;
     Ok(())
 }

@@ -34,6 +34,7 @@ th{background:#f0f2f5;font-weight:600;color:#3a4252}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.req{white-space:normal;word-break:break-all;font-family:ui-monospace,monospace;font-size:12px}
 footer{margin-top:20px;color:#667085;font-size:12px}
+.alert{background:#ffeeee;border:1px solid #e12d39;border-radius:8px;padding:10px 14px;color:#8a1c1c}
 footer a{color:#2463eb}
 ";
 
@@ -59,6 +60,15 @@ impl StatusReport {
             human_duration(s.uptime_seconds),
             escape(&s.scoreboard)
         );
+        if self.boot_failures > 0 || self.spawning_halted {
+            let _ = writeln!(
+                out,
+                "<p class=\"alert\"><b>{} workers failed to boot in a row{}.</b> Last cause: {}</p>",
+                self.boot_failures,
+                if self.spawning_halted { "; forking is halted (one probe now and then)" } else { "" },
+                escape(self.last_boot_error.as_deref().unwrap_or("unknown"))
+            );
+        }
         self.write_cards(&mut out);
         self.write_grid(&mut out);
         self.write_table(&mut out);

@@ -15,7 +15,7 @@
 //! | `requests_per_second`, `bytes_per_second` | averages since start |
 //! | `workers_forked`, `max_clients_reached`, `stuck_kills`, `reloads`, `reload_failures` | event counts |
 //! | `listen_queue`, `listen_queue_max`, `listen_queue_len` | connections waiting to be accepted now, the most seen, the backlog limit |
-//! | `boot_failures`, `spawning_halted` | workers that failed to boot in a row; forking stopped because of them |
+//! | `boot_failures`, `spawning_halted`, `last_boot_error` | workers that failed to boot in a row; forking halted because of them; why the last one failed |
 //! | `workers[]` | one per live worker, below |
 //!
 //! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `started_unix`,
@@ -64,6 +64,8 @@ pub struct StatusReport {
     pub listen_queue_len: u64,
     pub boot_failures: u64,
     pub spawning_halted: bool,
+    /// Why the last worker failed to boot (`null` if none has).
+    pub last_boot_error: Option<String>,
     pub workers: Vec<WorkerInfo>,
 }
 
@@ -172,6 +174,7 @@ impl StatusReport {
             listen_queue_len: h.listen_backlog,
             boot_failures: h.boot_failures,
             spawning_halted: h.spawning_halted,
+            last_boot_error: (!h.last_boot_error.is_empty()).then(|| h.last_boot_error.clone()),
             workers: snapshot
                 .live()
                 .map(|s| WorkerInfo {

@@ -80,6 +80,7 @@ pub(crate) fn snapshot() -> Snapshot {
             spawning_halted: false,
             reloads: 0,
             reload_failures: 0,
+            last_boot_error: String::new(),
         },
         slots: vec![slot(0, 101, WorkerState::Idle, 1), writing, slot(2, 0, WorkerState::Dead, 9), keepalive],
     }
@@ -120,6 +121,24 @@ fn json_has_the_documented_fields_and_counts() {
     assert_eq!(w["request"]["seconds_since_start"], 2.0);
     assert_eq!(workers[0]["request"], serde_json::Value::Null);
     assert_eq!(workers[2]["request_unreadable"], true);
+    assert_eq!(v["last_boot_error"], serde_json::Value::Null);
+}
+
+#[test]
+fn boot_failures_are_shown_with_their_cause_in_every_format() {
+    let mut failing = snapshot();
+    failing.header.boot_failures = 4;
+    failing.header.spawning_halted = true;
+    failing.header.last_boot_error = "fork handler 0 failed: <db> unreachable".into();
+    let report = StatusReport::new(&failing, "/x.100");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["last_boot_error"], "fork handler 0 failed: <db> unreachable");
+    assert!(
+        report.to_text().contains("4 workers failed to boot in a row; forking is halted; last cause: fork handler 0")
+    );
+    let html = report.to_html(None);
+    assert!(html.contains("class=\"alert\"") && html.contains("&lt;db&gt; unreachable"), "{html}");
+    assert!(report.to_openmetrics().contains("simplehttp_prefork_spawning_halted 1\n"));
 }
 
 #[test]

@@ -89,9 +89,10 @@ impl StatusReport {
         if self.boot_failures > 0 || self.spawning_halted {
             let _ = writeln!(
                 out,
-                "WARNING: {} workers failed to boot in a row{}",
+                "WARNING: {} workers failed to boot in a row{}; last cause: {}",
                 self.boot_failures,
-                if self.spawning_halted { "; forking is halted" } else { "" }
+                if self.spawning_halted { "; forking is halted" } else { "" },
+                self.last_boot_error.as_deref().unwrap_or("unknown")
             );
         }
         let _ = writeln!(out, "Scoreboard: {}", self.scoreboard);

@@ -17,7 +17,7 @@ fn config(min: usize, max: usize, clients: usize) -> PoolConfig {
 }
 
 fn worker(slot: usize, state: WorkerState, since: Micros) -> WorkerView {
-    WorkerView { slot, generation: 1, state, state_since: since, forked_at: 0, retiring: false }
+    WorkerView::new(slot, state, since)
 }
 
 fn idle(n: usize) -> Vec<WorkerView> {
@@ -79,7 +79,8 @@ fn reaching_max_clients_is_reported_once_until_it_clears() {
 fn excess_idle_workers_go_one_per_interval_longest_idle_first() {
     let cfg = config(1, 2, 10);
     let mut workers: Vec<_> = (0..5).map(|i| worker(i, WorkerState::Idle, 100 - i as Micros)).collect();
-    let (d, m) = run(&workers, &cfg, 10 * SEC, &PolicyMemory::default());
+    let surplus = PolicyMemory { surplus_since: Some(0), ..PolicyMemory::default() };
+    let (d, m) = run(&workers, &cfg, 10 * SEC, &surplus);
     assert_eq!(d.retire, vec![4], "slot 4 has been idle longest");
     assert_eq!(d.recheck_at, Some(11 * SEC));
     workers[4].retiring = true;
@@ -108,8 +109,8 @@ fn boot_failures_back_off_exponentially_and_reset_once_a_worker_boots() {
     };
     assert_eq!((1..=6).map(|n| backoff(n, &cfg) / 1000).collect::<Vec<_>>(), vec![100, 200, 400, 800, 1000, 1000]);
     let mut m = PolicyMemory::default();
-    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg);
-    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg);
+    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg, 0.0);
+    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg, 0.0);
     let (d, m) = run(&[], &cfg, 5 * SEC + 100_000, &m);
     assert_eq!(d.spawn, 0);
     assert_eq!(d.recheck_at, Some(5 * SEC + 200_000));
@@ -126,7 +127,7 @@ fn boot_failures_back_off_exponentially_and_reset_once_a_worker_boots() {
 fn a_worker_that_was_ready_before_the_failures_does_not_end_the_backoff() {
     let cfg = config(2, 4, 10);
     let mut m = PolicyMemory::default();
-    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg);
+    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg, 0.0);
     let old_timer = WorkerView { forked_at: SEC, ..worker(0, WorkerState::Idle, 0) };
     let (_, m) = run(&[old_timer], &cfg, 5 * SEC + 1, &m);
     assert_eq!(m.boot_failures, 1);
@@ -136,7 +137,7 @@ fn a_worker_that_was_ready_before_the_failures_does_not_end_the_backoff() {
 fn recycling_exits_do_not_back_off() {
     let cfg = config(2, 4, 10);
     let mut m = PolicyMemory::default();
-    m.worker_exited(ExitKind::AfterReady, SEC, &cfg);
+    m.worker_exited(ExitKind::AfterReady, SEC, &cfg, 0.0);
     let (d, _) = run(&idle(1), &cfg, SEC, &m);
     assert_eq!(d.spawn, 1);
 }
@@ -197,142 +198,197 @@ fn a_new_generation_that_cannot_boot_leaves_the_old_one_serving() {
     let cfg = config(1, 2, 10);
     let workers = vec![generation(worker(0, WorkerState::Idle, 0), 1)];
     let mut m = PolicyMemory::default();
-    for _ in 0..5 {
-        m.worker_exited(ExitKind::BootFailure, SEC, &cfg);
+    for _ in 0..2 {
+        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
     }
     let (d, _) = decide(&PoolView { now: SEC + 1, generation: 2, workers: &workers }, &cfg, &m);
     assert_eq!((d.spawn, d.retire.len()), (0, 0));
 }
 
-/// A pool simulated in discrete time: forks become idle after `boot` ticks, retired workers
-/// leave after one tick, and `load(t)` workers are busy at tick t.
-struct Sim {
-    config: PoolConfig,
-    workers: Vec<(WorkerView, u32)>, // view, ticks since fork
-    memory: PolicyMemory,
-    forks: usize,
-    retirements: usize,
-    max_processes: usize,
-}
-
-const TICK: Micros = 100_000; // 100 ms
-
-impl Sim {
-    fn new(config: PoolConfig) -> Sim {
-        let start = config.start_servers;
-        let mut sim = Sim {
-            config,
-            workers: vec![],
-            memory: PolicyMemory::default(),
-            forks: 0,
-            retirements: 0,
-            max_processes: 0,
-        };
-        for _ in 0..start {
-            sim.fork(0);
-        }
-        sim
+#[test]
+fn a_reload_whose_new_generation_cannot_boot_is_abandoned() {
+    let cfg = PoolConfig { max_reload_boot_failures: 3, ..config(1, 2, 10) };
+    let workers = vec![generation(worker(0, WorkerState::Idle, 0), 1)];
+    let mut m = PolicyMemory::default();
+    for _ in 0..3 {
+        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
     }
-
-    fn fork(&mut self, now: Micros) {
-        let slot = (0..).find(|s| self.workers.iter().all(|(w, _)| w.slot != *s)).unwrap();
-        self.workers.push((WorkerView { forked_at: now, ..worker(slot, WorkerState::Starting, now) }, 0));
-        self.forks += 1;
-    }
-
-    /// One tick: apply the load, then run the policy and carry out its decision.
-    fn step(&mut self, tick: u64, load: usize) {
-        let now = tick * TICK;
-        self.workers.retain(|(w, _)| !w.retiring);
-        for (w, age) in &mut self.workers {
-            *age += 1;
-            if w.state == WorkerState::Starting && *age >= 2 {
-                w.state = WorkerState::Idle;
-                w.state_since = now;
-            }
-        }
-        // Busy workers stay busy while the load lasts; idle ones pick up the rest.
-        let mut remaining = load;
-        for (w, _) in self.workers.iter_mut().filter(|(w, _)| w.state == WorkerState::Writing) {
-            if remaining > 0 {
-                remaining -= 1;
-            } else {
-                w.state = WorkerState::Idle;
-                w.state_since = now;
-            }
-        }
-        for (w, _) in self.workers.iter_mut().filter(|(w, _)| w.state == WorkerState::Idle) {
-            if remaining == 0 {
-                break;
-            }
-            remaining -= 1;
-            w.state = WorkerState::Writing;
-            w.state_since = now;
-        }
-        let views: Vec<WorkerView> = self.workers.iter().map(|(w, _)| w.clone()).collect();
-        let (d, m) = decide(&PoolView { now, generation: 1, workers: &views }, &self.config, &self.memory);
-        self.memory = m;
-        for slot in &d.retire {
-            let (w, _) = self.workers.iter_mut().find(|(w, _)| w.slot == *slot).unwrap();
-            assert!(!w.retiring);
-            w.retiring = true;
-            self.retirements += 1;
-        }
-        for _ in 0..d.spawn {
-            self.fork(now);
-        }
-        self.max_processes = self.max_processes.max(self.workers.len());
-    }
-
-    fn idle(&self) -> usize {
-        self.workers.iter().filter(|(w, _)| !w.retiring && w.state == WorkerState::Idle).count()
-    }
+    let (d, m) = decide(&PoolView { now: 100 * SEC, generation: 2, workers: &workers }, &cfg, &m);
+    assert_eq!(d.revert_generation, Some(1));
+    assert!(matches!(d.notices[..], [Notice::ReloadFailed { abandoned: 2, current: 1, failures: 3 }]), "{d:?}");
+    assert_eq!((d.spawn, d.retire.len()), (0, 0));
+    assert_eq!(m.boot_failures, 0, "the old generation starts with a clean slate");
 }
 
 #[test]
-fn simulated_burst_is_absorbed_and_the_pool_shrinks_back_within_max_spare() {
-    let mut sim = Sim::new(config(2, 4, 32));
-    for t in 0..10 {
-        sim.step(t, 0);
+fn too_many_boot_failures_halt_forking_but_for_a_probe_and_a_boot_resumes_it() {
+    let cfg = PoolConfig {
+        max_boot_failures: 3,
+        boot_backoff_initial: Duration::from_millis(100),
+        boot_backoff_max: Duration::from_secs(10),
+        ..config(2, 4, 10)
+    };
+    let mut m = PolicyMemory::default();
+    for _ in 0..3 {
+        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
     }
-    assert_eq!(sim.idle(), 2);
-    // Demand for 20 busy workers arrives at once; every worker that becomes idle is taken at
-    // once, so the pool grows by min_spare per boot time until the demand is met.
-    for t in 10..50 {
-        sim.step(t, 20);
-        assert!(sim.workers.len() <= 32);
-    }
-    let states: String = sim.workers.iter().map(|(w, _)| w.state.letter()).collect();
-    assert!(sim.idle() >= 2, "idle {} after the burst settled: {states}", sim.idle());
-    // Load ends: the pool shrinks one per second (10 ticks) to max_spare.
-    for t in 50..400 {
-        sim.step(t, 0);
-    }
-    assert_eq!(sim.idle(), 4);
-    assert!(sim.max_processes <= 32);
+    // Backoff after 3 failures is 400 ms; then forking is halted: one probe, then 10 s apart.
+    let (d, m) = run(&[], &cfg, SEC + 500_000, &m);
+    assert!(m.halted && d.notices.contains(&Notice::SpawningHalted { failures: 3 }), "{d:?}");
+    assert_eq!(d.spawn, 1, "one probe, not the whole deficit of 2");
+    assert_eq!(m.spawn_not_before, 11 * SEC + 500_000);
+    let (d, m) = run(&[], &cfg, 5 * SEC, &m);
+    assert_eq!(d.spawn, 0, "no second probe before boot_backoff_max");
+    assert_eq!(d.recheck_at, Some(11 * SEC + 500_000));
+    // The probe boots: forking resumes for the whole deficit.
+    let probe = WorkerView { forked_at: 11 * SEC + 500_000, ..worker(0, WorkerState::Idle, 0) };
+    let (d, m) = run(&[probe], &cfg, 12 * SEC, &m);
+    assert!(d.notices.contains(&Notice::SpawningResumed), "{d:?}");
+    assert!(!m.halted && m.boot_failures == 0);
+    assert_eq!(d.spawn, 1);
 }
 
 #[test]
-fn simulated_square_wave_load_does_not_cause_a_fork_kill_storm() {
-    // Load alternates 0 and 10 busy workers every 500 ms for 60 s.
-    let mut sim = Sim::new(config(2, 4, 64));
-    let ticks = 600;
-    for t in 0..ticks {
-        let load = if (t / 5) % 2 == 0 { 10 } else { 0 };
-        sim.step(t, load);
+fn boot_backoff_jitter_only_ever_lengthens_the_wait_by_a_quarter_at_most() {
+    let cfg = config(1, 2, 4);
+    for jitter in [0.0, 0.5, 1.0, 7.0] {
+        let mut m = PolicyMemory::default();
+        m.worker_exited(ExitKind::BootFailure, 0, &cfg, jitter);
+        let wait = m.spawn_not_before;
+        assert!((250_000..=312_500).contains(&wait), "jitter {jitter}: {wait}");
     }
-    // Retirements are bounded by one per idle_retire_interval (1 s): at most 60 in 60 s, and
-    // each retirement can cause at most one later fork, beyond the initial ramp-up.
-    assert!(sim.retirements <= 60, "{} retirements", sim.retirements);
-    assert!(sim.forks <= 2 + 12 + sim.retirements, "{} forks", sim.forks);
-    assert!(sim.max_processes <= 64);
+}
+
+fn recycling(mut w: WorkerView) -> WorkerView {
+    w.retire_requested = true;
+    w
 }
 
 #[test]
-fn simulated_pool_never_exceeds_max_clients_under_overload() {
-    let mut sim = Sim::new(config(3, 6, 8));
-    for t in 0..100 {
-        sim.step(t, 50);
-        assert!(sim.workers.len() <= 8, "{} processes at tick {t}", sim.workers.len());
-    }
+fn a_worker_asking_to_be_recycled_is_replaced_first_and_let_go_once_the_replacement_is_ready() {
+    let cfg = config(2, 4, 10);
+    // Three idle, one busy worker that reached its limit: when it goes, its client takes an
+    // idle worker, and two stay idle: let it go.
+    let workers = vec![
+        worker(0, WorkerState::Idle, 0),
+        worker(1, WorkerState::Idle, 0),
+        worker(4, WorkerState::Idle, 0),
+        recycling(worker(2, WorkerState::Writing, 0)),
+    ];
+    let (d, _) = run(&workers, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!((d.spawn, d.retire.clone()), (0, vec![2]));
+    // Two idle besides it: its client would leave one. Fork the replacement first.
+    let workers = vec![
+        worker(0, WorkerState::Idle, 0),
+        worker(1, WorkerState::Idle, 0),
+        recycling(worker(2, WorkerState::Writing, 0)),
+    ];
+    let (d, _) = run(&workers, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!((d.spawn, d.retire.len()), (1, 0));
+    let mut with_replacement = workers.clone();
+    with_replacement.push(worker(3, WorkerState::Starting, SEC));
+    let (d, _) = run(&with_replacement, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!((d.spawn, d.retire.len()), (0, 0), "the replacement is not ready yet");
+    with_replacement[3].state = WorkerState::Idle;
+    let (d, _) = run(&with_replacement, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!((d.spawn, d.retire.clone()), (0, vec![2]));
+}
+
+#[test]
+fn at_most_max_recycling_workers_are_replaced_at_once() {
+    let cfg = PoolConfig { max_recycling: 2, ..config(1, 10, 20) };
+    let workers: Vec<_> = (0..5)
+        .map(|i| recycling(WorkerView { forked_at: i as Micros, ..worker(i, WorkerState::Writing, 0) }))
+        .collect();
+    let (d, _) = run(&workers, &cfg, SEC, &PolicyMemory::default());
+    // Every one of them will hand its client over: replacements for all, besides the spare.
+    assert_eq!(d.spawn, 6, "min_spare 1 plus five replacements");
+    let mut ready = workers.clone();
+    ready.extend((9..12).map(|i| worker(i, WorkerState::Idle, 0)));
+    let (d, _) = run(&ready, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!(d.retire, vec![0, 1], "only two at once");
+}
+
+#[test]
+fn with_no_room_for_a_replacement_a_recycling_worker_goes_when_idle() {
+    let cfg = config(2, 4, 2);
+    let busy = vec![worker(0, WorkerState::Writing, 0), recycling(worker(1, WorkerState::Writing, 0))];
+    let (d, _) = run(&busy, &cfg, SEC, &PolicyMemory::default());
+    assert!(d.retire.is_empty());
+    let idle = vec![worker(0, WorkerState::Writing, 0), recycling(worker(1, WorkerState::Idle, 0))];
+    let (d, _) = run(&idle, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!(d.retire, vec![1]);
+}
+
+#[test]
+fn a_surplus_must_last_a_whole_interval_before_anyone_is_retired() {
+    let cfg = config(1, 1, 10);
+    let workers = idle(3);
+    let (d, m) = run(&workers, &cfg, 10 * SEC, &PolicyMemory::default());
+    assert!(d.retire.is_empty(), "{d:?}");
+    assert_eq!(d.recheck_at, Some(11 * SEC));
+    // The surplus goes away for a moment: the clock starts again.
+    let (_, m2) = run(&idle(1), &cfg, 10 * SEC + SEC / 2, &m);
+    let (d, m2) = run(&workers, &cfg, 11 * SEC, &m2);
+    assert!(d.retire.is_empty(), "a surplus interrupted is a new surplus: {d:?}");
+    let (d, _) = run(&workers, &cfg, 12 * SEC, &m2);
+    assert_eq!(d.retire.len(), 1);
+    // Uninterrupted, it is retired at 11 s.
+    let (d, _) = run(&workers, &cfg, 11 * SEC, &m);
+    assert_eq!(d.retire.len(), 1);
+}
+
+fn running(mut w: WorkerView, since: Micros) -> WorkerView {
+    w.request_started = Some(since);
+    w
+}
+
+#[test]
+fn a_request_past_request_timeout_gets_term_then_kill_after_the_grace() {
+    let cfg = PoolConfig {
+        request_timeout: Some(Duration::from_secs(30)),
+        request_timeout_grace: Duration::from_secs(5),
+        ..config(1, 4, 10)
+    };
+    let workers = vec![worker(0, WorkerState::Idle, 0), running(worker(1, WorkerState::Writing, 0), 0)];
+    let (d, _) = run(&workers, &cfg, 10 * SEC, &PolicyMemory::default());
+    assert!(d.stuck_term.is_empty());
+    assert_eq!(d.recheck_at, Some(30 * SEC), "look again exactly when it times out");
+    let (d, _) = run(&workers, &cfg, 30 * SEC, &PolicyMemory::default());
+    assert_eq!(d.stuck_term, vec![1]);
+    assert!(matches!(d.notices[..], [Notice::Stuck { slot: 1, running_micros }] if running_micros == 30 * SEC));
+    let mut termed = workers.clone();
+    termed[1].stuck_since = Some(30 * SEC);
+    termed[1].retiring = true;
+    let (d, _) = run(&termed, &cfg, 33 * SEC, &PolicyMemory::default());
+    assert!(d.stuck_kill.is_empty() && d.stuck_term.is_empty());
+    assert_eq!(d.recheck_at, Some(35 * SEC));
+    let (d, _) = run(&termed, &cfg, 35 * SEC, &PolicyMemory::default());
+    assert_eq!(d.stuck_kill, vec![1]);
+}
+
+#[test]
+fn without_request_timeout_nothing_is_ever_stuck() {
+    let cfg = config(1, 4, 10);
+    let workers = vec![running(worker(0, WorkerState::Writing, 0), 0)];
+    let (d, _) = run(&workers, &cfg, 1_000_000 * SEC, &PolicyMemory::default());
+    assert!(d.stuck_term.is_empty() && d.stuck_kill.is_empty());
+}
+
+#[test]
+fn a_retiring_worker_that_still_holds_a_client_has_an_idle_worker_spoken_for() {
+    let cfg = config(2, 4, 10);
+    let mut leaving = recycling(worker(2, WorkerState::Graceful, 0));
+    leaving.retiring = true;
+    // Two idle workers, but the leaving worker's client will take one of them.
+    let workers = vec![worker(0, WorkerState::Idle, 0), worker(1, WorkerState::Idle, 0), leaving.clone()];
+    let (d, _) = run(&workers, &cfg, SEC, &PolicyMemory::default());
+    assert_eq!(d.spawn, 1);
+    // And another worker asking to be recycled must wait for that spare, not take it.
+    let mut more = workers.clone();
+    more.push(worker(3, WorkerState::Idle, 0));
+    more.push(recycling(worker(4, WorkerState::KeepAlive, 0)));
+    let (d, _) = run(&more, &cfg, SEC, &PolicyMemory::default());
+    assert!(d.retire.is_empty(), "3 idle, 1 spoken for, 1 needed for the recycled client: {d:?}");
+    assert_eq!(d.spawn, 1);
 }

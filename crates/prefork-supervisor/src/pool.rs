@@ -1,0 +1,443 @@
+//! The running supervisor: wait for signals and wake-ups, reap, ask the policy, carry it out.
+//!
+//! Single-threaded and tokio-free by design: it may fork at any moment, and a fork copies only
+//! the calling thread. All it does is block in `poll` on a signalfd and the doorbell, with a
+//! timeout for the next maintenance round.
+
+use std::os::fd::{AsFd as _, BorrowedFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use prefork_scoreboard::clock::monotonic_micros;
+use prefork_scoreboard::{Board, Doorbell, Scoreboard, SlotSnapshot, WorkerState};
+
+use crate::SupervisorError;
+use crate::children::{ChildRecord, ChildTable};
+use crate::config::SupervisorConfig;
+use crate::policy::{self, ExitKind, Micros, Notice, PolicyMemory, PoolView, WorkerView};
+use crate::probes::listen_queue;
+use crate::signals::{SignalInbox, sys};
+use crate::supervisor::{ReopenLogsHook, StopReport};
+use crate::worker::{WorkerContext, WorkerExit, exit_code};
+
+/// After a doorbell-driven round, further rings wait this long: a flood of accepts costs the
+/// parent at most a few hundred rounds per second.
+const DOORBELL_GAP: Micros = 5_000;
+
+/// Whether a stop lets workers finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopMode {
+    Graceful,
+    Immediate,
+}
+
+/// The running supervisor's state. Dropping it (normal end, error or panic) kills and reaps
+/// any remaining worker before the scoreboard it owns is unlinked.
+pub(crate) struct Pool<'a, W> {
+    pub(crate) config: SupervisorConfig,
+    pub(crate) worker: W,
+    pub(crate) scoreboard: Scoreboard,
+    pub(crate) signals: SignalInbox,
+    /// Always `Some` in the parent; a forked worker takes it.
+    pub(crate) doorbell: Option<Doorbell>,
+    pub(crate) last_doorbell_round: Micros,
+    pub(crate) children: ChildTable,
+    pub(crate) memory: PolicyMemory,
+    pub(crate) parent_pid: u32,
+    pub(crate) forked: u64,
+    pub(crate) recheck_at: Option<Micros>,
+    pub(crate) listen_socket: Option<BorrowedFd<'a>>,
+    pub(crate) on_reopen_logs: Option<ReopenLogsHook<'a>>,
+}
+
+impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
+    pub(crate) fn run(&mut self) -> Result<StopReport, SupervisorError> {
+        let pool = &self.config.pool;
+        tracing::info!(
+            scoreboard = self.scoreboard.name(),
+            start_servers = pool.start_servers,
+            min_spare_servers = pool.min_spare_servers,
+            max_spare_servers = pool.max_spare_servers,
+            max_clients = pool.max_clients,
+            "supervisor started"
+        );
+        for _ in 0..self.config.pool.start_servers {
+            self.fork_worker()?;
+        }
+        loop {
+            self.maintain()?;
+            let signals = self.wait_for_signals(self.next_wakeup(), true)?;
+            for signal in signals {
+                match signal {
+                    Signal::SIGTERM | Signal::SIGINT => {
+                        tracing::info!(%signal, "graceful stop requested");
+                        return self.stop(StopMode::Graceful);
+                    }
+                    Signal::SIGQUIT => {
+                        tracing::info!(%signal, "immediate stop requested");
+                        return self.stop(StopMode::Immediate);
+                    }
+                    Signal::SIGHUP => {
+                        let generation = self.scoreboard.board().bump_generation();
+                        tracing::info!(
+                            generation,
+                            "reload: forking a new generation; the old one finishes once it is ready"
+                        );
+                    }
+                    Signal::SIGTTIN => {
+                        self.config.pool.raise_spares();
+                        self.spares_changed("TTIN");
+                    }
+                    Signal::SIGTTOU => {
+                        self.config.pool.lower_spares();
+                        self.spares_changed("TTOU");
+                    }
+                    Signal::SIGUSR1 => self.reopen_logs(),
+                    Signal::SIGCHLD => {}
+                    other => tracing::info!(signal = %other, "signal has no meaning for the supervisor; ignored"),
+                }
+            }
+            self.reap(false);
+        }
+    }
+
+    fn spares_changed(&self, signal: &str) {
+        self.scoreboard.board().publish_config(&self.config.board_config());
+        let pool = &self.config.pool;
+        tracing::info!(
+            signal,
+            min_spare_servers = pool.min_spare_servers,
+            max_spare_servers = pool.max_spare_servers,
+            "spare bounds changed"
+        );
+    }
+
+    /// USR1: the parent reopens its logs, and every worker is told to do the same.
+    fn reopen_logs(&mut self) {
+        if let Some(hook) = self.on_reopen_logs.as_mut() {
+            hook();
+        }
+        for child in self.children.iter() {
+            signal_child(child.pid, Signal::SIGUSR1);
+        }
+        tracing::info!(workers = self.children.len(), "USR1: log files reopened");
+    }
+
+    /// When the next maintenance round is due.
+    fn next_wakeup(&self) -> Micros {
+        let tick = monotonic_micros() + self.config.maintenance_interval.as_micros() as u64;
+        self.recheck_at.map_or(tick, |at| at.min(tick))
+    }
+
+    /// Blocks until a signal arrives, `deadline` (monotonic µs) passes, or (when
+    /// `watch_doorbell`) a worker rings the doorbell, coalescing rings closer than
+    /// [`DOORBELL_GAP`].
+    fn wait_for_signals(&mut self, deadline: Micros, watch_doorbell: bool) -> Result<Vec<Signal>, SupervisorError> {
+        let now = monotonic_micros();
+        let doorbell_open_at = self.last_doorbell_round + DOORBELL_GAP;
+        let deadline = match (watch_doorbell, now >= doorbell_open_at) {
+            // Still inside the coalescing gap: wake when it ends, to look at the doorbell then.
+            (true, false) => deadline.min(doorbell_open_at),
+            _ => deadline,
+        };
+        let watch_doorbell = watch_doorbell && now >= doorbell_open_at;
+        let wait = Duration::from_micros(deadline.saturating_sub(now));
+        // Round up so a wait for 0.4 ms does not become a busy loop of 0 ms polls.
+        let millis = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        let doorbell = self.doorbell.as_ref().expect("the parent keeps its doorbell");
+        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+        if watch_doorbell {
+            fds.push(PollFd::new(doorbell.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => return Err(sys("poll", errno)),
+        }
+        let rang = watch_doorbell && fds[1].any().unwrap_or(false);
+        if rang {
+            doorbell.drain();
+            self.last_doorbell_round = monotonic_micros();
+        }
+        self.signals.drain()
+    }
+
+    /// One maintenance round: ask the policy, carry out its decision.
+    fn maintain(&mut self) -> Result<(), SupervisorError> {
+        let board = self.scoreboard.board();
+        if let Some((queued, backlog)) = self.listen_socket.and_then(listen_queue) {
+            board.record_listen_queue(queued, backlog);
+        }
+        let now = monotonic_micros();
+        let workers: Vec<WorkerView> = self.children.iter().map(|c| view_of(c, board)).collect();
+        let view = PoolView { now, generation: board.generation(), workers: &workers };
+        let (decision, memory) = policy::decide(&view, &self.config.pool, &self.memory);
+        self.memory = memory;
+        self.recheck_at = decision.recheck_at;
+        for notice in &decision.notices {
+            self.report(notice);
+        }
+        board.set_boot_failures(u64::from(self.memory.boot_failures), self.memory.halted);
+        if let Some(generation) = decision.revert_generation {
+            board.set_generation(generation);
+            board.count_reload_failure();
+        }
+        for slot in decision.retire {
+            let reason = match workers.iter().find(|w| w.slot == slot) {
+                Some(w) if w.generation < view.generation => "old generation",
+                Some(w) if w.retire_requested => "recycled: its replacement is ready",
+                _ => "surplus idle worker",
+            };
+            if let Some(child) = self.children.by_slot_mut(slot) {
+                child.retiring = true;
+                tracing::info!(pid = child.pid.as_raw(), slot, reason, "retiring worker");
+                signal_child(child.pid, Signal::SIGTERM);
+            }
+        }
+        for slot in decision.stuck_term {
+            let request = board.slot_snapshot(slot);
+            if let Some(child) = self.children.by_slot_mut(slot) {
+                child.retiring = true;
+                child.stuck_since = Some(now);
+                log_stuck(child, &request, now, self.config.pool.request_timeout_grace);
+                signal_child(child.pid, Signal::SIGTERM);
+                board.count_stuck_kill();
+            }
+        }
+        for slot in decision.stuck_kill {
+            if let Some(child) = self.children.by_slot_mut(slot) {
+                tracing::error!(pid = child.pid.as_raw(), slot, "stuck worker ignored SIGTERM: killing it");
+                signal_child(child.pid, Signal::SIGKILL);
+            }
+        }
+        if decision.spawn >= 8 {
+            tracing::info!(
+                spawning = decision.spawn,
+                processes = self.children.len(),
+                "pool is busy: forking a batch of workers"
+            );
+        }
+        for _ in 0..decision.spawn {
+            self.fork_worker()?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, notice: &Notice) {
+        let board = self.scoreboard.board();
+        match notice {
+            Notice::MaxClientsReached { processes, idle } => {
+                board.count_max_clients_reached();
+                tracing::warn!(
+                    processes,
+                    idle,
+                    max_clients = self.config.pool.max_clients,
+                    "server reached max_clients: no more workers can be forked; consider raising max_clients"
+                )
+            }
+            Notice::BootBackoff { failures, wait_micros } => {
+                tracing::debug!(failures, wait_ms = wait_micros / 1000, "spawning waits for boot-failure backoff")
+            }
+            Notice::SpawningHalted { failures } => tracing::error!(
+                failures,
+                last_cause = %board.header_snapshot().last_boot_error,
+                probe_every = ?self.config.pool.boot_backoff_max,
+                "workers keep failing to boot: forking halted; serving with the workers that run, \
+                 and trying one new worker now and then"
+            ),
+            Notice::SpawningResumed => tracing::info!("a worker booted again: forking resumes"),
+            Notice::ReloadFailed { abandoned, current, failures } => tracing::error!(
+                abandoned_generation = abandoned,
+                generation = current,
+                failures,
+                last_cause = %board.header_snapshot().last_boot_error,
+                "reload failed: the new workers could not boot; the old generation keeps serving"
+            ),
+            // Logged with the request when the worker is signalled.
+            Notice::Stuck { .. } => {}
+        }
+    }
+
+    /// Reaps every child that has exited and clears its slot.
+    pub(crate) fn reap(&mut self, stopping: bool) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.child_exited(pid, Some(code), None, stopping),
+                Ok(WaitStatus::Signaled(pid, signal, _core)) => self.child_exited(pid, None, Some(signal), stopping),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(errno) => {
+                    tracing::error!(%errno, "waitpid failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn child_exited(&mut self, pid: Pid, code: Option<i32>, signal: Option<Signal>, stopping: bool) {
+        let Some(record) = self.children.remove(pid) else { return };
+        let board = self.scoreboard.board();
+        let slot = board.slot_snapshot(record.slot);
+        let claimed = slot.pid == pid.as_raw() as u32;
+        let last_state = if claimed { slot.state } else { WorkerState::Starting };
+        let requests = if claimed { slot.requests_child } else { 0 };
+        // A worker that exits, or crashes, before it ever became ready failed to boot. One
+        // SIGKILLed meanwhile (an operator, the OOM killer) says nothing about booting.
+        let never_ready = last_state == WorkerState::Starting && signal != Some(Signal::SIGKILL);
+        let boot_failure = !record.retiring && !stopping && (code == Some(exit_code::BOOT_FAILED) || never_ready);
+        let cause = match (code, signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("killed by {signal}"),
+            (None, None) => "ended".to_owned(),
+        };
+        if boot_failure {
+            // The worker leaves its reason in its slot before exiting (see spawn.rs).
+            let note = slot.request.filter(|_| claimed).map(|r| r.line().to_string_lossy().into_owned());
+            let cause = note.filter(|n| !n.is_empty()).map_or(cause.clone(), |n| format!("{n} ({cause})"));
+            board.publish_boot_error(&cause);
+        }
+        board.clear_slot(record.slot);
+        let kind = if boot_failure { ExitKind::BootFailure } else { ExitKind::AfterReady };
+        self.memory.worker_exited(kind, monotonic_micros(), &self.config.pool, fastrand::f64());
+        board.set_boot_failures(u64::from(self.memory.boot_failures), self.memory.halted);
+
+        let (pid, slot) = (pid.as_raw(), record.slot);
+        let expected = record.retiring || stopping;
+        match (code, signal) {
+            _ if boot_failure => tracing::error!(
+                pid,
+                slot,
+                cause = %board.header_snapshot().last_boot_error,
+                failures_in_a_row = self.memory.boot_failures,
+                retry_in_ms = self.memory.spawn_not_before.saturating_sub(monotonic_micros()) / 1000,
+                "worker failed to boot"
+            ),
+            (Some(exit_code::FINISHED), _) if expected => tracing::debug!(pid, slot, requests, "worker finished"),
+            (Some(exit_code::FINISHED), _) => tracing::info!(pid, slot, requests, "worker exited on its own"),
+            (_, Some(Signal::SIGKILL | Signal::SIGTERM)) if expected => {
+                tracing::debug!(pid, slot, requests, "worker stopped by signal")
+            }
+            (Some(code), _) => {
+                tracing::warn!(pid, slot, code, requests, last_state = %last_state.letter(), "worker exited with an error")
+            }
+            (None, _) => tracing::warn!(pid, slot, %cause, requests, last_state = %last_state.letter(), "worker died"),
+        }
+    }
+
+    /// Stops every worker and returns once all are reaped.
+    fn stop(&mut self, mode: StopMode) -> Result<StopReport, SupervisorError> {
+        let mut report =
+            StopReport { graceful: mode == StopMode::Graceful, killed_at_timeout: 0, workers_forked: self.forked };
+        if mode == StopMode::Graceful {
+            let deadline = monotonic_micros() + self.config.graceful_timeout.as_micros() as u64;
+            for child in self.children.iter_mut() {
+                child.retiring = true;
+                signal_child(child.pid, Signal::SIGTERM);
+            }
+            tracing::info!(workers = self.children.len(), timeout = ?self.config.graceful_timeout, "waiting for workers to finish");
+            self.reap(true);
+            while !self.children.is_empty() && monotonic_micros() < deadline {
+                let signals = self.wait_for_signals(deadline, false)?;
+                if signals.iter().any(|s| matches!(s, Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGINT)) {
+                    tracing::warn!("second stop signal: stopping immediately");
+                    report.graceful = false;
+                    break;
+                }
+                self.reap(true);
+            }
+            if report.graceful && !self.children.is_empty() {
+                report.killed_at_timeout = self.children.len();
+                tracing::warn!(
+                    workers = self.children.len(),
+                    "graceful_timeout passed: killing the workers still busy"
+                );
+            }
+        }
+        self.kill_all();
+        tracing::info!(graceful = report.graceful, "all workers stopped");
+        Ok(report)
+    }
+
+    /// SIGKILLs and reaps every remaining child (blocking: SIGKILL cannot be refused).
+    fn kill_all(&mut self) {
+        let pids: Vec<Pid> = self.children.iter().map(|c| c.pid).collect();
+        for pid in &pids {
+            signal_child(*pid, Signal::SIGKILL);
+        }
+        for pid in pids {
+            loop {
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => break,
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(errno) => {
+                        tracing::error!(%errno, pid = pid.as_raw(), "waitpid failed");
+                        break;
+                    }
+                }
+            }
+            if let Some(record) = self.children.remove(pid) {
+                self.scoreboard.board().clear_slot(record.slot);
+            }
+        }
+    }
+}
+
+impl<W> Drop for Pool<'_, W> {
+    fn drop(&mut self) {
+        // Normal stops have emptied the table already; this is the error/panic path. Never
+        // leave workers serving without a parent, and reap them before the segment goes.
+        let pids: Vec<Pid> = self.children.iter().map(|c| c.pid).collect();
+        for pid in &pids {
+            signal_child(*pid, Signal::SIGKILL);
+        }
+        for pid in pids {
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// The policy's view of one child, from the parent's table and the child's slot.
+fn view_of(child: &ChildRecord, board: &Board) -> WorkerView {
+    let slot = board.slot_snapshot(child.slot);
+    let claimed = slot.pid == child.pid.as_raw() as u32;
+    WorkerView {
+        slot: child.slot,
+        generation: child.generation,
+        // Forked but not yet running: it will come up as Starting.
+        state: if claimed { slot.state } else { WorkerState::Starting },
+        state_since: if claimed { slot.last_change_micros } else { child.forked_at },
+        forked_at: child.forked_at,
+        retiring: child.retiring,
+        retire_requested: claimed && slot.retire_requested(),
+        request_started: slot
+            .request
+            .filter(|_| claimed && slot.state == WorkerState::Writing)
+            .map(|r| r.started_micros),
+        stuck_since: child.stuck_since,
+    }
+}
+
+/// Where it is stuck, for the operator (gunicorn's "WORKER TIMEOUT" says nothing of that).
+fn log_stuck(child: &ChildRecord, slot: &SlotSnapshot, now: Micros, grace: Duration) {
+    let request = slot.request;
+    tracing::error!(
+        pid = child.pid.as_raw(),
+        slot = child.slot,
+        request = %request.map(|r| r.line().to_string_lossy().into_owned()).unwrap_or_default(),
+        client = %request.map(|r| r.client().to_string_lossy().into_owned()).unwrap_or_default(),
+        running_s = request.map_or(0.0, |r| now.saturating_sub(r.started_micros) as f64 / 1e6),
+        kill_after = ?grace,
+        "request ran past request_timeout: sending SIGTERM"
+    );
+}
+
+pub(crate) fn signal_child(pid: Pid, signal: Signal) {
+    match kill(pid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(errno) => tracing::warn!(pid = pid.as_raw(), %signal, %errno, "cannot signal worker"),
+    }
+}

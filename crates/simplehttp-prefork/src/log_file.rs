@@ -1,0 +1,107 @@
+//! A log file that can be reopened after rotation (SIGUSR1, as Apache and nginx do), shared by
+//! the supervisor and its forked workers.
+//!
+//! Every process appends whole lines (`O_APPEND`, one `write` per event), so lines from many
+//! workers never interleave. A reopen is requested by setting a flag (async-signal-safe: the
+//! workers set it from their SIGUSR1 handler) and carried out at the next log line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static REOPEN_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every [`LogFile`] in this process to reopen its path before the next line.
+pub fn request_reopen() {
+    REOPEN_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    REOPEN_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// In a worker: SIGUSR1 requests a reopen (the supervisor forwards its own SIGUSR1).
+pub(crate) fn reopen_on_usr1() -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::Handler(on_usr1), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { sigaction(Signal::SIGUSR1, &action) }.map(drop)
+}
+
+/// A log file for `tracing_subscriber::fmt().with_writer(..)`.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl LogFile {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<LogFile> {
+        let path = path.as_ref().to_path_buf();
+        let file = open_append(&path)?;
+        Ok(LogFile { path, file: Mutex::new(file) })
+    }
+
+    fn file(&self) -> MutexGuard<'_, File> {
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if REOPEN_REQUESTED.swap(false, Ordering::SeqCst) {
+            // If the new file cannot be opened, keep writing to the old one.
+            if let Ok(reopened) = open_append(&self.path) {
+                *file = reopened;
+            }
+        }
+        file
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// One event's writer: holds the file for the event's single `write_all`.
+#[derive(Debug)]
+pub struct LogFileWriter<'a>(MutexGuard<'a, File>);
+
+impl Write for LogFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogFileWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogFileWriter(self.file())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::fmt::MakeWriter as _;
+
+    #[test]
+    fn a_reopen_after_rotation_writes_to_a_fresh_file() {
+        let dir = std::env::temp_dir().join(format!("log-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.log");
+        let log = LogFile::open(&path).unwrap();
+        log.make_writer().write_all(b"first\n").unwrap();
+        std::fs::rename(&path, dir.join("server.log.1")).unwrap();
+        log.make_writer().write_all(b"second\n").unwrap();
+        request_reopen();
+        log.make_writer().write_all(b"third\n").unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("server.log.1")).unwrap(), "first\nsecond\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "third\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
