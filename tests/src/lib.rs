@@ -110,6 +110,7 @@ pub fn server_command(binary: &Path, args: &[&str]) -> Command {
 pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    listening: String,
     stderr: Arc<Mutex<String>>,
     _stdout: Option<BufReader<ChildStdout>>,
     exit: Option<ExitStatus>,
@@ -122,8 +123,8 @@ impl ServerProcess {
         ServerProcess::spawn(server_command(&server_binary()?, args))
     }
 
-    /// Starts any program that prints `listening on http://ADDR:PORT` first (a test's own
-    /// server built on the library, for example).
+    /// Starts any program that prints `listening on http://ADDR:PORT` (or `https://…`, or
+    /// `unix:PATH`) first (a test's own server built on the library, for example).
     pub fn spawn(mut command: Command) -> Result<ServerProcess> {
         if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
             command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
@@ -154,19 +155,34 @@ impl ServerProcess {
             let _ = tx.send(result);
             stdout
         });
-        let mut server = ServerProcess { child, addr: "0.0.0.0:0".parse()?, stderr, _stdout: None, exit: None };
+        let mut server = ServerProcess {
+            child,
+            addr: "0.0.0.0:0".parse()?,
+            listening: String::new(),
+            stderr,
+            _stdout: None,
+            exit: None,
+        };
         let line = match rx.recv_timeout(DEADLINE) {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => bail!("reading the server's stdout: {e}"),
             Err(_) => bail!("no `listening on` line within {DEADLINE:?}; stderr:\n{}", server.stderr()),
         };
         server._stdout = reader.join().ok();
-        let addr = line
+        let listening = line
             .trim()
-            .strip_prefix("listening on http://")
+            .strip_prefix("listening on ")
             .with_context(|| format!("unexpected first line {line:?}; stderr:\n{}", server.stderr()))?;
-        server.addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
+        server.listening = listening.to_owned();
+        if let Some(addr) = listening.strip_prefix("http://").or_else(|| listening.strip_prefix("https://")) {
+            server.addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
+        }
         Ok(server)
+    }
+
+    /// What the server said it listens on: `http://ADDR:PORT`, `https://…` or `unix:PATH`.
+    pub fn listening(&self) -> &str {
+        &self.listening
     }
 
     /// The address the server listens on.

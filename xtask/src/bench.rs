@@ -130,7 +130,8 @@ pub fn measure(options: &Options) -> Result<()> {
     }
     drop(prefork);
     drop(bare);
-    accept_calls(&binary, options)?;
+    accept_calls(&binary, options, 1)?;
+    accept_calls(&binary, options, 4)?;
     burst(&binary)
 }
 
@@ -204,8 +205,12 @@ fn start(binary: &Path, args: &[&str]) -> Result<ServerProcess> {
 }
 
 /// Sequential new connections against 16 idle workers: how many accept4 calls each costs.
-fn accept_calls(binary: &Path, options: &Options) -> Result<()> {
-    let server = start(binary, &["--start-servers", "16", "--min-spare-servers", "16", "--max-spare-servers", "32"])?;
+fn accept_calls(binary: &Path, options: &Options, worker_connections: usize) -> Result<()> {
+    let per_worker = worker_connections.to_string();
+    let server = start(
+        binary,
+        &["--start-servers", "16", "--min-spare-servers", "16", "--max-spare-servers", "32", "--worker-connections", &per_worker],
+    )?;
     wait_for("16 ready workers", Duration::from_secs(20), || {
         let status = server.status()?;
         Ok((count(&status, "idle") + count(&status, "busy") == 16).then_some(()))
@@ -219,7 +224,8 @@ fn accept_calls(binary: &Path, options: &Options) -> Result<()> {
     let connections = count(&after, "total_connections") - count(&before, "total_connections");
     let calls = count(&after, "total_accept_calls") - count(&before, "total_accept_calls");
     println!(
-        "accept: 16 idle workers, {connections} sequential connections, {calls} accept4 calls = {:.3} per connection",
+        "accept: 16 idle workers ({worker_connections} connection(s) each), {connections} sequential connections, \
+         {calls} accept4 calls = {:.3} per connection",
         calls as f64 / connections.max(1) as f64
     );
     Ok(())

@@ -1,4 +1,4 @@
-//! How a worker serves HTTP: keep-alive, timeouts, limits, recycling, the status page.
+//! How a worker serves HTTP: transport, keep-alive, limits, hooks, recycling, the status page.
 
 use std::time::Duration;
 
@@ -6,32 +6,61 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use prefork_scoreboard::RecycleLimits;
 
+use crate::hooks::{AccessLogFormat, Hooks};
+use crate::tls::TlsSettings;
+
 /// Per-worker HTTP settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
+    /// Serve TLS with this configuration (SSLKEYCERT); `None`: cleartext.
+    pub tls: Option<TlsSettings>,
+    /// Accept HTTP/2 with prior knowledge on cleartext connections (over TLS, HTTP/2 is
+    /// negotiated by ALPN whenever the `http2` feature is built in).
+    pub http2_cleartext: bool,
+    /// Connections one worker serves at once. 1 (the default) is classic prefork: a busy
+    /// worker does not accept. With more, async handlers run concurrently and the worker stops
+    /// accepting once it holds this many.
+    pub worker_connections: usize,
     /// Keep HTTP/1.1 connections open between requests (SimpleHTTP's KEEPALIVE).
     pub keepalive: bool,
-    /// How long a connection may take to send a request's headers, and how long an idle
-    /// keep-alive connection is kept. One timer does both (hyper's `header_read_timeout`):
+    /// How long a connection may take to send a request's headers (slowloris), to finish a
+    /// TLS handshake, and how long an idle keep-alive connection is kept. One timer for all:
     /// a prefork worker held by an idle or slow client serves nobody else.
     pub keepalive_timeout: Duration,
+    /// Longest request line (`METHOD target VERSION`); longer gets `414 URI Too Long`.
+    pub max_request_line: usize,
+    /// Largest request head (request line and headers); larger gets `431`.
+    pub max_header_size: usize,
+    /// Most request headers; more gets `431`.
+    pub max_headers: usize,
+    /// Request bodies larger than this get `413 Payload Too Large`.
+    pub max_body_size: usize,
+    /// A request body not received within this gets `408 Request Timeout`.
+    pub body_read_timeout: Duration,
+    /// An async handler that has not answered within this gets `503 Service Unavailable`
+    /// (a blocking handler cannot be interrupted: see the supervisor's `request_timeout`).
+    pub handler_timeout: Option<Duration>,
     /// When this worker asks to be replaced (requests, connections, lifetime, memory). It asks
     /// a little before the limit and keeps serving until the supervisor has a replacement
     /// ready and sends SIGTERM (see `WorkerShared::check_recycle_limits`).
     pub recycle: RecycleLimits,
-    /// Request bodies larger than this get `413 Payload Too Large`.
-    pub max_body_size: usize,
     /// Host name used to make request URIs absolute (SimpleHTTP's HOSTNAME).
     pub hostname: String,
     /// The port the server listens on, for absolute URIs.
     pub port: u16,
-    /// Match DIR against the full request URI and leave it unchanged (SimpleHTTP's PROXYMODE).
+    /// Match DIR against the full request URI, leave it unchanged, and add no
+    /// `Content-Length` of our own (SimpleHTTP's PROXYMODE).
     pub proxy_mode: bool,
     /// Headers added to every response that does not set them (SimpleHTTP's HEADERS).
     pub default_headers: HeaderMap,
+    /// LOGHANDLER, LOG2HANDLER, ERRORHANDLER.
+    pub hooks: Hooks,
+    /// Log every request in this format, through `tracing` target `access`.
+    pub access_log: Option<AccessLogFormat>,
     /// Path of the built-in status page, `None` to switch it off.
     pub status_path: Option<String>,
-    /// Client networks allowed to read the status page (default: loopback only).
+    /// Client networks allowed to read the status page (default: loopback only; unix-socket
+    /// clients are always allowed: the socket's file permissions already chose them).
     pub status_allow: Vec<IpNet>,
 }
 
@@ -43,14 +72,24 @@ pub fn loopback_networks() -> Vec<IpNet> {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
+            tls: None,
+            http2_cleartext: false,
+            worker_connections: 1,
             keepalive: false,
             keepalive_timeout: Duration::from_secs(5),
-            recycle: RecycleLimits::default(),
+            max_request_line: 8190,
+            max_header_size: 64 * 1024,
+            max_headers: 100,
             max_body_size: 16 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(60),
+            handler_timeout: None,
+            recycle: RecycleLimits::default(),
             hostname: "localhost".to_owned(),
             port: 80,
             proxy_mode: false,
             default_headers: HeaderMap::new(),
+            hooks: Hooks::default(),
+            access_log: None,
             status_path: Some("/server-status".to_owned()),
             status_allow: loopback_networks(),
         }

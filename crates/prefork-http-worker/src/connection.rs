@@ -1,53 +1,168 @@
-//! Serving one accepted connection with hyper, until it closes or the worker is told to stop.
+//! Serving one accepted connection: TLS handshake, protocol choice (HTTP/1.1, or HTTP/2 by
+//! ALPN or prior knowledge), hyper, and the end of the connection (close handlers, errors).
 
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prefork_scoreboard::WorkerState;
 
 use crate::handler::ConnectionInfo;
-use crate::io::ObservedIo;
+use crate::io::{FlushSignal, ObservedIo};
+use crate::rewind::Rewind;
 use crate::service::{ConnectionScope, serve_request};
 use crate::shared::WorkerShared;
 use crate::stop::StopWatch;
+use crate::tls;
+use crate::transport::{Io, Peer, PlainStream};
 
-/// Serves HTTP/1.1 on `stream` until the client or hyper closes it.
-///
-/// On a stop request the connection is drained, not cut: the request in hand is finished, and
-/// so is the next one if the client is between requests (a fresh connection gets its first
-/// one), each answered with `Connection: close`. Closing an idle keep-alive connection instead
-/// would race with a request the client may be sending at that moment, and fail it. An idle
-/// client that sends nothing is closed at the keep-alive timeout, as always.
-pub(crate) async fn serve(
-    stream: tokio::net::TcpStream,
-    info: ConnectionInfo,
+/// The full life of one accepted connection.
+pub(crate) async fn serve_accepted(
+    stream: PlainStream,
+    peer: Peer,
+    id: u64,
     worker: &Rc<WorkerShared>,
     stop: &StopWatch<'_>,
 ) {
-    let scope = Rc::new(ConnectionScope::new(Rc::clone(worker), info));
-    let service = service_fn(move |request| serve_request(request, Rc::clone(&scope)));
+    let mut info = match peer {
+        Peer::Tcp { remote, local } => ConnectionInfo::tcp(remote, local, id),
+        Peer::Unix => ConnectionInfo::unix(id),
+    };
     let config = &worker.config;
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(config.keepalive_timeout).keep_alive(config.keepalive);
-    let connection = builder.serve_connection(TokioIo::new(ObservedIo::new(stream, Rc::clone(worker))), service);
+    let io = match &config.tls {
+        Some(settings) => match settings.accept(stream, config.keepalive_timeout).await {
+            Ok(io) => io,
+            Err(error) => {
+                // A bad or abandoned handshake costs this connection only.
+                report_error(worker, &info, &format!("TLS handshake failed: {error}"));
+                return;
+            }
+        },
+        None => Io::Plain(stream),
+    };
+    let mut alpn_h2 = false;
+    if let Some((cipher, h2)) = tls::negotiated(&io) {
+        info.ssl = true;
+        info.ssl_cipher = Some(cipher);
+        alpn_h2 = h2;
+    }
+    let mut io = Rewind::new(io);
+    let mut h2 = alpn_h2;
+    if config.http2_cleartext && !info.ssl {
+        let (is_h2, rewound) = io.sniff_h2_preface(config.keepalive_timeout).await;
+        (h2, io) = (is_h2, rewound);
+    }
+    let flush = Rc::new(FlushSignal::default());
+    let scope = Rc::new(ConnectionScope::new(Rc::clone(worker), info, Rc::clone(&flush)));
+    let io = TokioIo::new(ObservedIo::new(io, Rc::clone(worker), flush));
+    let result = if h2 { serve_h2(io, &scope, stop).await } else { serve_h1(io, &scope, stop).await };
+    worker.set_state(WorkerState::Closing);
+    if let Err(error) = result {
+        // Timeouts, resets, malformed requests (hyper answers those with 400, 414 or 431
+        // itself), or a handler's CLOSE: all end this connection only.
+        report_error(worker, &scope.info, &error.to_string());
+    }
+    // SETCLOSEHANDLER callbacks, whoever closed the connection.
+    let handlers = std::mem::take(&mut *scope.close_handlers.borrow_mut());
+    for handler in handlers {
+        if std::panic::catch_unwind(AssertUnwindSafe(handler)).is_err() {
+            tracing::error!("a close handler panicked");
+        }
+    }
+}
+
+type Conn = TokioIo<ObservedIo<Rewind<Io>>>;
+
+/// HTTP/1.1. On a stop request the connection is drained, not cut: the request in hand is
+/// finished, and so is the next one if the client is between requests (a fresh connection gets
+/// its first one), each answered with `Connection: close` (see `WorkerShared::dispatch`).
+/// Closing an idle keep-alive connection instead would race with a request the client may be
+/// sending at that moment, and fail it. An idle client that sends nothing is closed at the
+/// keep-alive timeout, as always.
+async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> hyper::Result<()> {
+    let worker = &scope.worker;
+    let config = &worker.config;
+    let service_scope = Rc::clone(scope);
+    let service = service_fn(move |request| serve_request(request, Rc::clone(&service_scope)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.keepalive_timeout)
+        .keep_alive(config.keepalive)
+        .max_headers(config.max_headers)
+        .max_header_size(config.max_header_size);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut stopping = worker.is_stopping();
-    let result = loop {
+    loop {
         tokio::select! {
-            result = connection.as_mut() => break result,
+            result = connection.as_mut() => return result,
             // Only to show `G` at once: responses learn of the stop in `dispatch`.
             () = stop.requested(), if !stopping => {
                 stopping = true;
                 worker.enter_stopping(WorkerState::Graceful);
             }
         }
-    };
-    worker.set_state(WorkerState::Closing);
-    if let Err(error) = result {
-        // Timeouts, resets, malformed requests (hyper answers those with 400 itself), or a
-        // handler's CLOSE: all end this connection only.
-        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// HTTP/2: streams run concurrently on this worker's thread. A stop sends GOAWAY (streams in
+/// progress finish, the client opens new ones elsewhere); a connection with no stream for the
+/// keep-alive timeout is closed the same way.
+#[cfg(feature = "http2")]
+async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> hyper::Result<()> {
+    let worker = &scope.worker;
+    let timeout = worker.config.keepalive_timeout;
+    let service_scope = Rc::clone(scope);
+    let service = service_fn(move |request| serve_request(request, Rc::clone(&service_scope)));
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(worker.config.max_header_size as u32);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    let mut idle_check = tokio::time::interval(timeout / 2);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = stop.requested(), if !closing => {
+                closing = true;
+                worker.enter_stopping(WorkerState::Graceful);
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !closing => {
+                if worker.idle_for() >= timeout {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "http2"))]
+async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> hyper::Result<()> {
+    serve_h1(io, scope, stop).await
+}
+
+/// Runs HTTP/2 stream tasks on the worker's thread (`LocalSet`): handlers need not be `Send`.
+#[cfg(feature = "http2")]
+#[derive(Clone, Copy, Debug)]
+struct LocalExec;
+
+#[cfg(feature = "http2")]
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+fn report_error(worker: &WorkerShared, info: &ConnectionInfo, error: &str) {
+    tracing::debug!(%error, client = %info.remote_ip, "connection ended with an error");
+    if let Some(hook) = &worker.config.hooks.error {
+        hook(info, error);
     }
 }

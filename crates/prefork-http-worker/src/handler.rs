@@ -1,31 +1,71 @@
-//! The handler contract: what a handler receives and what it may answer.
+//! The handler contract: what a handler receives and the ways it may answer.
 //!
 //! As in SimpleHTTP, a handler gets the request (URI made absolute with the server's hostname
-//! and port), the DIR pattern that matched, and the connection's addresses. It answers with a
-//! response ([`Reply::Done`]) or closes the connection without one ([`Reply::Close`]). A
-//! classic worker serves one connection at a time, so a blocking handler is fine: that is
-//! what a preforking server is for.
+//! and port, body read in full), the DIR pattern that matched, and the connection. It answers
+//! with a whole response ([`Reply::Done`], SimpleHTTP's DONE), a streamed one
+//! ([`Reply::Stream`]: headers, then chunks over time, chunked encoding; SimpleHTTP's STREAM),
+//! by closing the connection without a response ([`Reply::Close`], CLOSE), or later
+//! ([`Reply::later`]: a [`Responder`] answers from elsewhere, once; a second answer is an
+//! [`AlreadyAnswered`] error, never a crash). A classic worker serves one connection at a time,
+//! so a blocking handler is fine: that is what a preforking server is for.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot};
 
 /// A request as handlers see it: the whole body is read before the handler runs.
 pub type Request = http::Request<Bytes>;
 
-/// A response a handler returns.
+/// A complete response a handler returns.
 pub type Response = http::Response<Bytes>;
 
+/// A chunk of a streamed response body, or `Err(CloseConnection)`: stop here and close the
+/// connection without ending the body (SimpleHTTP's CLOSE during a stream).
+pub type StreamItem = Result<Bytes, CloseConnection>;
+
+/// Ends a stream by closing the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the handler closed the connection")]
+pub struct CloseConnection;
+
+/// A second answer to the same request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this request was already answered")]
+pub struct AlreadyAnswered;
+
+/// The client is gone, or the stream was already ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the stream is closed")]
+pub struct StreamClosed;
+
 /// What a handler decided.
-#[derive(Debug)]
 pub enum Reply {
-    /// Send this response (SimpleHTTP's DONE).
+    /// Send this response.
     Done(Response),
-    /// Close the connection without a response (SimpleHTTP's CLOSE).
+    /// Send these headers, then the chunks as they come.
+    Stream(StreamingResponse),
+    /// Close the connection without a response.
     Close,
+    /// The answer comes through a [`Responder`] (see [`Reply::later`]).
+    Later(oneshot::Receiver<Reply>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Done(response) => f.debug_tuple("Done").field(response).finish(),
+            Reply::Stream(stream) => f.debug_tuple("Stream").field(&stream.head.status).finish(),
+            Reply::Close => f.write_str("Close"),
+            Reply::Later(_) => f.write_str("Later"),
+        }
+    }
 }
 
 impl From<Response> for Reply {
@@ -34,13 +74,116 @@ impl From<Response> for Reply {
     }
 }
 
+impl Reply {
+    /// An answer to be given later, through the returned [`Responder`] (from a task the handler
+    /// spawned with `tokio::task::spawn_local`, say). If every clone of the responder is dropped
+    /// without answering, the client gets `500 Internal Server Error`.
+    pub fn later() -> (Reply, Responder) {
+        let (tx, rx) = oneshot::channel();
+        (Reply::Later(rx), Responder(Rc::new(RefCell::new(Some(tx)))))
+    }
+}
+
+/// Answers a request once (SimpleHTTP's response object, on which DONE, STREAM or CLOSE is
+/// posted). Cheap to clone; every clone answers the same request.
+#[derive(Clone, Debug)]
+pub struct Responder(Rc<RefCell<Option<oneshot::Sender<Reply>>>>);
+
+impl Responder {
+    fn answer(&self, reply: Reply) -> Result<(), AlreadyAnswered> {
+        let sender = self.0.borrow_mut().take().ok_or(AlreadyAnswered)?;
+        // The request may have been abandoned (client gone): that is not the handler's error.
+        let _ = sender.send(reply);
+        Ok(())
+    }
+
+    /// DONE: sends this response.
+    pub fn done(&self, response: Response) -> Result<(), AlreadyAnswered> {
+        self.answer(Reply::Done(response))
+    }
+
+    /// STREAM: sends these headers now; the chunks follow through the returned sender.
+    pub fn stream(&self, head: http::response::Parts) -> Result<StreamSender, AlreadyAnswered> {
+        let (stream, sender) = StreamingResponse::channel(head);
+        self.answer(Reply::Stream(stream))?;
+        Ok(sender)
+    }
+
+    /// CLOSE: closes the connection without a response.
+    pub fn close(&self) -> Result<(), AlreadyAnswered> {
+        self.answer(Reply::Close)
+    }
+}
+
+/// A response whose body is sent in chunks as they are produced (chunked encoding on
+/// HTTP/1.1). No `Content-Length` is added.
+pub struct StreamingResponse {
+    pub(crate) head: http::response::Parts,
+    pub(crate) body: Pin<Box<dyn Stream<Item = StreamItem>>>,
+}
+
+impl std::fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingResponse").field("head", &self.head).finish_non_exhaustive()
+    }
+}
+
+impl StreamingResponse {
+    /// Headers, then the items of `body` as it yields them; `Err(CloseConnection)` ends the
+    /// stream by closing the connection.
+    pub fn new(head: http::response::Parts, body: impl Stream<Item = StreamItem> + 'static) -> StreamingResponse {
+        StreamingResponse { head, body: Box::pin(body) }
+    }
+
+    /// Headers, then whatever the returned sender sends. Dropping or finishing the sender ends
+    /// the body; [`StreamSender::close`] closes the connection instead.
+    pub fn channel(head: http::response::Parts) -> (StreamingResponse, StreamSender) {
+        // A few chunks of slack; a slow client slows the sender down (backpressure).
+        let (tx, rx) = mpsc::channel(8);
+        (StreamingResponse::new(head, ReceiverStream(rx)), StreamSender(tx))
+    }
+}
+
+/// Sends the chunks of a [`StreamingResponse::channel`].
+#[derive(Debug)]
+pub struct StreamSender(mpsc::Sender<StreamItem>);
+
+impl StreamSender {
+    /// Sends one chunk (waits while the client is slower than the handler).
+    pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<(), StreamClosed> {
+        self.0.send(Ok(chunk.into())).await.map_err(|_| StreamClosed)
+    }
+
+    /// Ends the body normally (as dropping the sender does).
+    pub fn finish(self) {}
+
+    /// Ends the stream by closing the connection (SimpleHTTP's CLOSE).
+    pub async fn close(self) -> Result<(), StreamClosed> {
+        self.0.send(Err(CloseConnection)).await.map_err(|_| StreamClosed)
+    }
+}
+
+struct ReceiverStream(mpsc::Receiver<StreamItem>);
+
+impl Stream for ReceiverStream {
+    type Item = StreamItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 /// The connection a request arrived on (SimpleHTTP's `$response->connection`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionInfo {
+    /// The client's address (unspecified on a unix socket).
     pub remote_ip: IpAddr,
     pub remote_port: u16,
+    /// The address the connection arrived at (unspecified on a unix socket).
     pub local_ip: IpAddr,
     pub local_port: u16,
+    /// The connection came through a unix domain socket.
+    pub unix_socket: bool,
     /// The connection is TLS.
     pub ssl: bool,
     /// The negotiated TLS cipher suite, when `ssl`.
@@ -57,26 +200,53 @@ impl ConnectionInfo {
             remote_port: remote.port(),
             local_ip: local.ip(),
             local_port: local.port(),
+            unix_socket: false,
             ssl: false,
             ssl_cipher: None,
             id,
         }
     }
+
+    /// Info for a unix-socket connection.
+    pub fn unix(id: u64) -> ConnectionInfo {
+        ConnectionInfo { unix_socket: true, ..ConnectionInfo::tcp(unspecified(), unspecified(), id) }
+    }
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
 }
 
 impl Default for ConnectionInfo {
     fn default() -> Self {
-        let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-        ConnectionInfo::tcp(any, any, 0)
+        ConnectionInfo::tcp(unspecified(), unspecified(), 0)
     }
 }
 
+/// Callbacks run when a connection closes.
+pub(crate) type CloseHandlers = Rc<RefCell<Vec<Box<dyn FnOnce()>>>>;
+
 /// Everything besides the request that a handler is given.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RequestContext {
     /// The DIR pattern that matched (SimpleHTTP's ARG2).
     pub dir: Rc<str>,
     pub connection: Rc<ConnectionInfo>,
+    pub(crate) close_handlers: CloseHandlers,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext").field("dir", &self.dir).field("connection", &self.connection).finish()
+    }
+}
+
+impl RequestContext {
+    /// Runs `handler` when this request's connection closes, whoever closes it (SimpleHTTP's
+    /// SETCLOSEHANDLER).
+    pub fn on_close(&self, handler: impl FnOnce() + 'static) {
+        self.close_handlers.borrow_mut().push(Box::new(handler));
+    }
 }
 
 /// The future a handler returns.
@@ -126,5 +296,33 @@ impl Handler {
     /// Starts the handler on a request.
     pub fn call(&self, request: Request, context: RequestContext) -> HandlerFuture {
         (self.0)(request, context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_responder_answers_once_and_reports_a_second_answer_as_an_error() {
+        let (reply, responder) = Reply::later();
+        let Reply::Later(mut rx) = reply else { panic!() };
+        let twin = responder.clone();
+        assert!(responder.done(Response::new(Bytes::from_static(b"first"))).is_ok());
+        assert_eq!(twin.done(Response::new(Bytes::from_static(b"second"))), Err(AlreadyAnswered));
+        assert_eq!(twin.close(), Err(AlreadyAnswered));
+        assert!(twin.stream(http::Response::new(()).into_parts().0).is_err());
+        match rx.try_recv() {
+            Ok(Reply::Done(response)) => assert_eq!(response.body(), "first"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dropped_responder_is_seen_by_the_waiting_side() {
+        let (reply, responder) = Reply::later();
+        let Reply::Later(mut rx) = reply else { panic!() };
+        drop(responder);
+        assert!(rx.try_recv().is_err());
     }
 }

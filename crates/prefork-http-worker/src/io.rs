@@ -1,25 +1,59 @@
-//! A connection wrapper that shows in the scoreboard when a keep-alive client starts a request.
+//! A connection wrapper that shows in the scoreboard when a keep-alive client starts a request,
+//! and tells a closing stream when everything written so far has been flushed.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use prefork_scoreboard::WorkerState;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::shared::WorkerShared;
 
+/// Lets a streamed body that must close the connection (SimpleHTTP's CLOSE) wait until the
+/// chunks before the close have left hyper's buffer: hyper drops unflushed data when a body
+/// fails.
+#[derive(Debug, Default)]
+pub(crate) struct FlushSignal {
+    waiting: Cell<bool>,
+    flushed: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl FlushSignal {
+    /// Ready once a flush completed after this was first called.
+    pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flushed.get() {
+            return Poll::Ready(());
+        }
+        self.waiting.set(true);
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn flush_completed(&self) {
+        if self.waiting.get() {
+            self.flushed.set(true);
+            if let Some(waker) = self.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
 /// Passes reads and writes through; the first bytes read while in `K` switch the slot to `R`.
 #[derive(Debug)]
 pub(crate) struct ObservedIo<S> {
     inner: S,
     worker: Rc<WorkerShared>,
+    flush: Rc<FlushSignal>,
 }
 
 impl<S> ObservedIo<S> {
-    pub(crate) fn new(inner: S, worker: Rc<WorkerShared>) -> Self {
-        ObservedIo { inner, worker }
+    pub(crate) fn new(inner: S, worker: Rc<WorkerShared>, flush: Rc<FlushSignal>) -> Self {
+        ObservedIo { inner, worker, flush }
     }
 }
 
@@ -52,7 +86,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            self.flush.flush_completed();
+        }
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

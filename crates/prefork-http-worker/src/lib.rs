@@ -14,23 +14,32 @@
 //!
 //! This crate knows the scoreboard, not the supervisor: it is handed its slot writer.
 
+mod accept;
 mod body;
 mod config;
 mod connection;
 mod handler;
+mod hooks;
 mod io;
-mod listener;
+mod rewind;
 mod router;
 mod service;
 mod shared;
 mod status;
 mod stop;
+mod tls;
+mod transport;
 mod worker;
 
 pub use config::{WorkerConfig, loopback_networks};
-pub use handler::{ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext, Response};
-pub use listener::{DEFAULT_BACKLOG, bind_tcp};
+pub use handler::{
+    AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext,
+    Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
+};
+pub use hooks::{AccessLogFormat, ErrorHook, Hooks, Log2Hook, LogHook};
 pub use router::{BadDir, Router};
+pub use tls::{TlsError, TlsFiles, TlsSettings};
+pub use transport::{DEFAULT_BACKLOG, ListenAddress, Listener};
 pub use worker::{HttpWorker, PoolLink, WorkerOutcome};
 
 /// Why a worker could not serve.

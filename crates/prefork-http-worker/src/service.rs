@@ -1,4 +1,5 @@
-//! One request: status page or route lookup, body collection, the handler, response defaults.
+//! One request: status page or route lookup, limits, body collection, the handler and its
+//! reply, SimpleHTTP's response defaults.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -8,13 +9,14 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use prefork_scoreboard::{REQUEST_LINE_BYTES, RequestInfo, WorkerState};
+use prefork_scoreboard::{REQUEST_LINE_BYTES, RequestInfo};
 
-use crate::body::ResponseBody;
-use crate::handler::{ConnectionInfo, Reply, Request, RequestContext, Response};
+use crate::body::{ResponseBody, Written};
+use crate::handler::{CloseHandlers, ConnectionInfo, Reply, Request, RequestContext, Response, StreamingResponse};
+use crate::io::FlushSignal;
 use crate::shared::WorkerShared;
 use crate::status;
 
@@ -25,19 +27,33 @@ use crate::status;
 pub(crate) struct ClosedByHandler;
 
 /// Per-connection context of the service.
-#[derive(Debug)]
 pub(crate) struct ConnectionScope {
     pub worker: Rc<WorkerShared>,
     pub info: Rc<ConnectionInfo>,
     /// `address:port` of the client, formatted once per connection for the scoreboard.
     pub client: String,
+    /// Run when the connection closes (SETCLOSEHANDLER).
+    pub close_handlers: CloseHandlers,
+    /// Tells a stream ending in CLOSE that its last chunks are out.
+    pub flush: Rc<FlushSignal>,
 }
 
 impl ConnectionScope {
-    pub(crate) fn new(worker: Rc<WorkerShared>, info: ConnectionInfo) -> ConnectionScope {
-        let client = SocketAddr::new(info.remote_ip, info.remote_port).to_string();
-        ConnectionScope { worker, info: Rc::new(info), client }
+    pub(crate) fn new(worker: Rc<WorkerShared>, info: ConnectionInfo, flush: Rc<FlushSignal>) -> ConnectionScope {
+        let client = if info.unix_socket {
+            "unix".to_owned()
+        } else {
+            SocketAddr::new(info.remote_ip, info.remote_port).to_string()
+        };
+        ConnectionScope { worker, info: Rc::new(info), client, close_handlers: CloseHandlers::default(), flush }
     }
+}
+
+/// What a request comes to.
+enum Outcome {
+    Full(Response),
+    Stream(StreamingResponse),
+    Close,
 }
 
 /// hyper's service function for one request.
@@ -46,23 +62,126 @@ pub(crate) async fn serve_request(
     scope: Rc<ConnectionScope>,
 ) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
     let worker = &scope.worker;
-    worker.set_state(WorkerState::Writing);
+    worker.request_started();
     publish_request(&request, &scope);
     let close_after = worker.dispatch();
     let (parts, body) = request.into_parts();
-    let mut response = if status::is_status_request(parts.uri.path(), worker) {
-        status::respond(parts.uri.query(), &parts.headers, &scope.info, worker)
+    if let Some(log) = &worker.config.hooks.log {
+        log(&parts, scope.info.remote_ip);
+    }
+    let logged = worker.wants_written().then(|| parts.clone());
+    let request_line = parts.method.as_str().len() + parts.uri.to_string().len() + 9;
+    let outcome = if status::is_status_request(parts.uri.path(), worker) {
+        Outcome::Full(status::respond(parts.uri.query(), &parts.headers, &scope.info, worker))
+    } else if request_line > worker.config.max_request_line {
+        Outcome::Full(text(StatusCode::URI_TOO_LONG, "414 URI Too Long"))
     } else {
-        match dispatch(parts, body, &scope).await {
-            Ok(response) => response,
-            Err(closed) => {
-                worker.slot.finish_request(0);
-                return Err(closed);
-            }
-        }
+        dispatch(parts, body, &scope).await
     };
-    apply_defaults(&mut response, worker, close_after);
-    Ok(response.map(|bytes| ResponseBody::new(bytes, Rc::clone(worker))))
+    let written = |response: &http::response::Parts| {
+        logged.map(|request| Box::new(Written { request, response: response.clone(), client: scope.info.remote_ip }))
+    };
+    match outcome {
+        Outcome::Close => {
+            worker.slot.finish_request(0);
+            worker.request_finished();
+            Err(ClosedByHandler)
+        }
+        Outcome::Full(response) => {
+            let (mut head, bytes) = response.into_parts();
+            apply_defaults(&mut head, worker, close_after);
+            // PROXYMODE adds no Content-Length of its own: the handler's, or chunked.
+            let exact = !worker.config.proxy_mode || head.headers.contains_key(header::CONTENT_LENGTH);
+            let body = ResponseBody::full(bytes, exact, Rc::clone(worker), written(&head));
+            Ok(hyper::Response::from_parts(head, body))
+        }
+        Outcome::Stream(StreamingResponse { mut head, body }) => {
+            apply_defaults(&mut head, worker, close_after);
+            head.headers.remove(header::CONTENT_LENGTH);
+            let body = ResponseBody::stream(body, Rc::clone(&scope.flush), Rc::clone(worker), written(&head));
+            Ok(hyper::Response::from_parts(head, body))
+        }
+    }
+}
+
+async fn dispatch(mut parts: http::request::Parts, body: Incoming, scope: &ConnectionScope) -> Outcome {
+    let worker = &scope.worker;
+    let config = &worker.config;
+    let route = if config.proxy_mode {
+        worker.router.find(&parts.uri.to_string())
+    } else {
+        worker.router.find(parts.uri.path())
+    };
+    let Some((dir, handler)) = route else {
+        return Outcome::Full(text(StatusCode::NOT_FOUND, "404 Not Found"));
+    };
+    let collected = tokio::time::timeout(config.body_read_timeout, Limited::new(body, config.max_body_size).collect());
+    let body = match collected.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "request body could not be read");
+            return Outcome::Full(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
+        }
+        Err(_) => return Outcome::Full(text(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout")),
+    };
+    if let (false, Some(authority)) = (config.proxy_mode, &worker.authority) {
+        let scheme = if scope.info.ssl { Scheme::HTTPS } else { Scheme::HTTP };
+        parts.uri = absolute_uri(&parts.uri, scheme, authority);
+    }
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let request = Request::from_parts(parts, body);
+    let context = RequestContext {
+        dir: Rc::clone(dir),
+        connection: Rc::clone(&scope.info),
+        close_handlers: Rc::clone(&scope.close_handlers),
+    };
+    // A handler panic, whether while being called or while its future runs, costs this
+    // request a 500 and nothing more: the worker lives on.
+    let answer = async move {
+        let mut reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request, context))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await?,
+            Err(panic) => return Err(panic),
+        };
+        // An answer given later, through a Responder.
+        while let Reply::Later(receiver) = reply {
+            reply = match receiver.await {
+                Ok(later) => later,
+                Err(_) => {
+                    tracing::error!(%method, %uri, "handler dropped its responder without answering; answered 500");
+                    return Ok(Reply::Done(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error")));
+                }
+            };
+        }
+        Ok(reply)
+    };
+    let answered = match config.handler_timeout {
+        Some(budget) => match tokio::time::timeout(budget, answer).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                tracing::warn!(budget = ?budget, "handler ran past its time budget; answered 503");
+                return Outcome::Full(text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable"));
+            }
+        },
+        None => answer.await,
+    };
+    match answered {
+        Ok(Reply::Done(response)) => Outcome::Full(response),
+        Ok(Reply::Stream(stream)) => Outcome::Stream(stream),
+        Ok(Reply::Close) => Outcome::Close,
+        Ok(Reply::Later(_)) => unreachable!("resolved above"),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %message, "handler panicked; answered 500");
+            Outcome::Full(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
+        }
+    }
 }
 
 /// Shows the request in the scoreboard: line, client, protocol, virtual host, start time.
@@ -124,75 +243,24 @@ impl std::fmt::Write for LineBuffer {
     }
 }
 
-async fn dispatch(
-    mut parts: http::request::Parts,
-    body: Incoming,
-    scope: &ConnectionScope,
-) -> Result<Response, ClosedByHandler> {
-    let worker = &scope.worker;
-    let config = &worker.config;
-    let route = if config.proxy_mode {
-        worker.router.find(&parts.uri.to_string())
-    } else {
-        worker.router.find(parts.uri.path())
-    };
-    let Some((dir, handler)) = route else {
-        return Ok(text(StatusCode::NOT_FOUND, "404 Not Found"));
-    };
-    let body = match Limited::new(body, config.max_body_size).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
-        }
-        Err(error) => {
-            tracing::debug!(%error, "request body could not be read");
-            return Ok(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
-        }
-    };
-    if let (false, Some(authority)) = (config.proxy_mode, &worker.authority) {
-        parts.uri = absolute_uri(&parts.uri, authority);
-    }
-    let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    let request = Request::from_parts(parts, body);
-    let context = RequestContext { dir: Rc::clone(dir), connection: Rc::clone(&scope.info) };
-    // A handler panic, whether while being called or while its future runs, costs this
-    // request a 500 and nothing more: the worker lives on.
-    let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request, context))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-        Err(panic) => Err(panic),
-    };
-    match reply {
-        Ok(Reply::Done(response)) => Ok(response),
-        Ok(Reply::Close) => Err(ClosedByHandler),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(%method, %uri, panic = %message, "handler panicked; answered 500");
-            Ok(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
-        }
-    }
-}
-
-/// `http://HOSTNAME:PORT/path?query`, as SimpleHTTP hands requests to handlers. A URI that is
-/// already absolute stays as it is.
-pub(crate) fn absolute_uri(uri: &Uri, authority: &Authority) -> Uri {
+/// `http://HOSTNAME:PORT/path?query` (`https` over TLS), as SimpleHTTP hands requests to
+/// handlers. A URI that is already absolute stays as it is.
+pub(crate) fn absolute_uri(uri: &Uri, scheme: Scheme, authority: &Authority) -> Uri {
     if uri.scheme().is_some() {
         return uri.clone();
     }
     let mut parts = uri.clone().into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme);
     parts.authority = Some(authority.clone());
     parts.path_and_query.get_or_insert_with(|| PathAndQuery::from_static("/"));
     Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
-/// `HOSTNAME:PORT` as a URI authority, or `None` (URIs are then left relative) if the host
-/// name cannot be one.
+/// `HOSTNAME:PORT` (just `HOSTNAME` for port 0: a unix socket) as a URI authority, or `None`
+/// (URIs are then left relative) if the host name cannot be one.
 pub(crate) fn authority(hostname: &str, port: u16) -> Option<Authority> {
-    match Authority::try_from(format!("{hostname}:{port}")) {
+    let text = if port == 0 { hostname.to_owned() } else { format!("{hostname}:{port}") };
+    match Authority::try_from(text) {
         Ok(authority) => Some(authority),
         Err(_) => {
             tracing::warn!(hostname, "host name cannot be part of a URI; handlers get relative URIs");
@@ -202,19 +270,22 @@ pub(crate) fn authority(hostname: &str, port: u16) -> Option<Authority> {
 }
 
 /// SimpleHTTP's response rules: default headers, `text/plain` unless told otherwise, and
-/// `Connection: close` after an error status (and while the worker drains towards recycling).
-fn apply_defaults(response: &mut Response, worker: &WorkerShared, close_after: bool) {
-    let headers = response.headers_mut();
-    for (name, value) in &worker.config.default_headers {
+/// `Connection: close` after an error status (and while the worker drains or stops).
+fn apply_defaults(head: &mut http::response::Parts, worker: &WorkerShared, close_after: bool) {
+    add_defaults(&mut head.headers, &worker.config.default_headers);
+    if !head.headers.contains_key(header::CONTENT_TYPE) {
+        head.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    if head.status.as_u16() >= 400 || close_after {
+        head.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+fn add_defaults(headers: &mut HeaderMap, defaults: &HeaderMap) {
+    for (name, value) in defaults {
         if !headers.contains_key(name) {
             headers.insert(name.clone(), value.clone());
         }
-    }
-    if !headers.contains_key(header::CONTENT_TYPE) {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    if response.status().as_u16() >= 400 || close_after {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
@@ -232,13 +303,16 @@ mod tests {
     fn relative_uris_become_absolute_with_hostname_and_port() {
         let uri: Uri = "/a/b?c=d".parse().unwrap();
         let authority = authority("example.org", 8080).unwrap();
-        assert_eq!(absolute_uri(&uri, &authority).to_string(), "http://example.org:8080/a/b?c=d");
+        assert_eq!(absolute_uri(&uri, Scheme::HTTP, &authority).to_string(), "http://example.org:8080/a/b?c=d");
+        assert_eq!(absolute_uri(&uri, Scheme::HTTPS, &authority).to_string(), "https://example.org:8080/a/b?c=d");
+        let unix = super::authority("example.org", 0).unwrap();
+        assert_eq!(absolute_uri(&uri, Scheme::HTTP, &unix).to_string(), "http://example.org/a/b?c=d");
     }
 
     #[test]
     fn absolute_uris_are_kept() {
         let uri: Uri = "http://other:1/x".parse().unwrap();
-        assert_eq!(absolute_uri(&uri, &authority("example.org", 8080).unwrap()), uri);
+        assert_eq!(absolute_uri(&uri, Scheme::HTTP, &authority("example.org", 8080).unwrap()), uri);
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub(crate) struct WorkerShared {
     connections: Cell<u64>,
     /// When this process started, for the lifetime limit.
     started: Instant,
+    /// Requests between service entry and the end of their response (several on HTTP/2).
+    in_flight: Cell<usize>,
+    /// Open connections (several with `worker_connections` > 1).
+    open_connections: Cell<usize>,
+    /// When a request last started or ended.
+    last_activity: Cell<Instant>,
 }
 
 impl WorkerShared {
@@ -63,14 +69,68 @@ impl WorkerShared {
             dispatched: Cell::new(0),
             connections: Cell::new(0),
             started: Instant::now(),
+            in_flight: Cell::new(0),
+            open_connections: Cell::new(0),
+            last_activity: Cell::new(Instant::now()),
         }
     }
 
-    /// Publishes a state change, unless the worker is stopping.
+    /// How long no request has been running (zero while one is).
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        if self.in_flight.get() > 0 { std::time::Duration::ZERO } else { self.last_activity.get().elapsed() }
+    }
+
+    /// Publishes a per-connection state change (`R`, `W`, `K`, `C`), unless the worker is
+    /// stopping, or serves several connections at once: then its slot shows only whether it
+    /// can take more (`_`) or not (`W`), see [`WorkerShared::connection_opened`].
     pub(crate) fn set_state(&self, state: WorkerState) {
-        if !self.stopping.get() {
+        if !self.stopping.get() && self.config.worker_connections <= 1 {
             self.slot.set_state(state);
         }
+    }
+
+    /// A connection was accepted. With several connections per worker, the slot shows `_`
+    /// while the worker can take more and `W` once it is full (the parent then counts it busy).
+    pub(crate) fn connection_opened(&self) {
+        let open = self.open_connections.get() + 1;
+        self.open_connections.set(open);
+        if self.config.worker_connections > 1 && open >= self.config.worker_connections && !self.stopping.get() {
+            self.slot.set_state(WorkerState::Writing);
+            self.ring();
+        }
+    }
+
+    /// A connection ended.
+    pub(crate) fn connection_closed(&self) {
+        let open = self.open_connections.get().saturating_sub(1);
+        self.open_connections.set(open);
+        if self.config.worker_connections > 1 && open < self.config.worker_connections && !self.stopping.get() {
+            self.slot.set_state(WorkerState::Idle);
+        }
+    }
+
+    /// A request entered the service.
+    pub(crate) fn request_started(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.last_activity.set(Instant::now());
+        self.set_state(WorkerState::Writing);
+    }
+
+    /// A request's response is done (or abandoned): the connection waits for the next one.
+    pub(crate) fn request_finished(&self) {
+        let left = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(left);
+        self.last_activity.set(Instant::now());
+        self.sample_usage_if_due();
+        self.check_recycle_limits();
+        if left == 0 {
+            self.set_state(WorkerState::KeepAlive);
+        }
+    }
+
+    /// Whether finished responses must be kept for the access log or LOG2HANDLER.
+    pub(crate) fn wants_written(&self) -> bool {
+        self.config.access_log.is_some() || self.config.hooks.log2.is_some()
     }
 
     /// Samples this process's CPU time and resident memory into the slot, at most once a
@@ -101,6 +161,13 @@ impl WorkerShared {
             self.enter_stopping(WorkerState::Graceful);
         }
         self.draining.get() || self.stopping.get()
+    }
+
+    /// Counts `accept4` calls (successful or not).
+    pub(crate) fn record_accept_calls(&self, calls: u64) {
+        for _ in 0..calls {
+            self.slot.record_accept_call();
+        }
     }
 
     /// Counts an accepted connection and returns its id.

@@ -24,7 +24,7 @@ pub(crate) fn respond(
     connection: &ConnectionInfo,
     worker: &WorkerShared,
 ) -> Response {
-    if !allowed(connection.remote_ip, worker) {
+    if !connection.unix_socket && !allowed(connection.remote_ip, worker) {
         return plain(StatusCode::FORBIDDEN, "403 Forbidden\n".into(), "text/plain; charset=utf-8");
     }
     let report = StatusReport::new(&worker.board.snapshot(), &worker.scoreboard_name);

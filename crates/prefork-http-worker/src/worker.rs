@@ -1,31 +1,29 @@
 //! A worker's main loop: wait for a connection without a thundering herd, serve it, repeat.
 
-use std::net::TcpListener;
-use std::os::fd::AsFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
 
-use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{SockFlag, accept4};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+
 use prefork_scoreboard::{Board, Doorbell, SlotWriter, WorkerState};
+use tokio::sync::mpsc;
+use tokio::task::LocalSet;
 
 use crate::WorkerError;
+use crate::accept::{Acceptor, Waited};
 use crate::config::WorkerConfig;
-use crate::connection;
-use crate::handler::ConnectionInfo;
+use crate::connection::serve_accepted;
 use crate::router::Router;
 use crate::shared::WorkerShared;
-use crate::stop::StopSignal;
-
-const LISTENER: u64 = 0;
-const STOP: u64 = 1;
+use crate::stop::{StopSignal, StopWatch};
+use crate::transport::{Listener, PlainStream};
 
 /// Why a worker's loop ended normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerOutcome {
-    /// SIGTERM: stopped after finishing the request in hand (retired, recycled, reloaded or
-    /// the server stopping).
+    /// SIGTERM: stopped after finishing the work in hand (retired, recycled, reloaded or the
+    /// server stopping).
     Stopped,
 }
 
@@ -38,126 +36,229 @@ pub struct PoolLink {
     pub board: &'static Board,
     /// The segment's name, shown by the status page.
     pub scoreboard_name: String,
-    /// Rung whenever the worker stops being idle, so the parent can fork spares at once.
+    /// Rung when the worker becomes ready, stops being idle, or asks to be replaced, so the
+    /// parent acts at once.
     pub doorbell: Option<Doorbell>,
 }
 
 /// The HTTP side of one worker process.
 #[derive(Debug)]
 pub struct HttpWorker<'l> {
-    listener: &'l TcpListener,
+    listener: &'l Listener,
     router: Router,
     config: WorkerConfig,
 }
 
 impl<'l> HttpWorker<'l> {
     /// A worker serving `listener` (bound by the parent, shared by all workers).
-    pub fn new(listener: &'l TcpListener, router: Router, config: WorkerConfig) -> HttpWorker<'l> {
+    pub fn new(listener: &'l Listener, router: Router, config: WorkerConfig) -> HttpWorker<'l> {
         HttpWorker { listener, router, config }
     }
 
-    /// Serves connections one at a time until SIGTERM or the request limit. Call it in the
-    /// forked worker process, once it is ready to serve: the slot goes from `S` to `_` here.
+    /// Serves connections until SIGTERM. Call it in the forked worker process, once it is
+    /// ready to serve: the slot goes from `S` to `_` here.
     ///
-    /// Classic prefork: while a worker holds a connection it does not accept, so idle
-    /// siblings take new ones. Each idle worker waits in its own epoll on the shared listener
-    /// with `EPOLLEXCLUSIVE`, so the kernel wakes one waiter per connection instead of all.
+    /// With `worker_connections` 1 (classic prefork), the worker's only thread waits for a
+    /// connection, serves it to its end, and waits again: while it holds a connection it does
+    /// not accept, so idle siblings take new ones. With more, a second thread waits and
+    /// accepts while the runtime serves, and stops accepting while the worker is full.
     pub fn run(self, link: PoolLink) -> Result<WorkerOutcome, WorkerError> {
         let stop = StopSignal::install()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|source| WorkerError::Io { what: "build runtime", source })?;
+        let local = LocalSet::new();
         let stop_watch = {
             let _entered = runtime.enter();
             stop.watch().map_err(|source| WorkerError::Io { what: "watch stop eventfd", source })?
         };
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
-        epoll
-            .add(self.listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER))
-            .map_err(sys("epoll_ctl listener"))?;
-        epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(sys("epoll_ctl eventfd"))?;
-
         let PoolLink { slot, board, scoreboard_name, doorbell } = link;
+        let connections = self.config.worker_connections.max(1);
         let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, doorbell, self.router, self.config));
         worker.sample_usage_if_due();
+        worker.set_state(WorkerState::Idle);
+        if connections > 1 {
+            worker.slot.set_state(WorkerState::Idle);
+        }
         // Ready: tell the supervisor at once, so a reload or a recycling replacement that was
         // waiting for this worker completes now rather than at the next maintenance tick.
         worker.ring();
-        let mut events = [EpollEvent::empty(); 2];
-        loop {
-            if stop.requested() {
-                worker.enter_stopping(WorkerState::IdleKill);
-                return Ok(WorkerOutcome::Stopped);
-            }
-            worker.set_state(WorkerState::Idle);
-            let timeout = match worker.idle_check_interval() {
-                Some(interval) => EpollTimeout::try_from(interval).unwrap_or(EpollTimeout::NONE),
-                None => EpollTimeout::NONE,
-            };
-            let ready = match epoll.wait(&mut events, timeout) {
-                Ok(n) => &events[..n],
-                Err(Errno::EINTR) => &[][..],
-                Err(errno) => return Err(WorkerError::Sys { what: "epoll_wait", errno }),
-            };
-            // With EPOLLEXCLUSIVE the kernel woke only this worker for the new connection: if
-            // the stop request raced with that wake-up, the connection must still be taken
-            // here, or it would wait in the backlog until some later connection wakes a
-            // sibling. It is then served with keep-alive off, as any request in hand.
-            if !ready.iter().any(|e| e.data() == LISTENER) {
-                if ready.is_empty() {
-                    // Timed out: an idle worker ages and its memory may grow too.
-                    worker.sample_usage_if_due();
-                    worker.check_recycle_limits();
-                }
-                continue;
-            }
-            worker.slot.record_accept_call();
-            let fd = match accept4(self.listener.as_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
-                Ok(fd) => fd,
-                // Another worker took it, the client gave up while queued, or (accept(2)) a
-                // network error already pending on the new socket: that connection only.
-                Err(
-                    Errno::EAGAIN
-                    | Errno::ECONNABORTED
-                    | Errno::EINTR
-                    | Errno::EPROTO
-                    | Errno::ENETDOWN
-                    | Errno::ENOPROTOOPT
-                    | Errno::EHOSTDOWN
-                    | Errno::ENONET
-                    | Errno::EHOSTUNREACH
-                    | Errno::EOPNOTSUPP
-                    | Errno::ENETUNREACH
-                    | Errno::EPERM,
-                ) => continue,
-                // Out of descriptors or memory: the listener stays readable, so pause instead
-                // of spinning, and let a sibling try.
-                Err(errno @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                    tracing::warn!(%errno, "accept failed; pausing 100 ms");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-                Err(errno) => return Err(WorkerError::Sys { what: "accept4", errno }),
-            };
-            worker.set_state(WorkerState::Reading);
-            worker.ring();
-            let stream = std::net::TcpStream::from(fd);
-            let id = worker.next_connection_id();
-            let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
-                continue; // the client already left
-            };
-            let info = ConnectionInfo::tcp(remote, local, id);
-            runtime.block_on(async {
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => connection::serve(stream, info, &worker, &stop_watch).await,
-                    Err(error) => tracing::warn!(%error, "cannot register connection"),
-                }
-            });
+        let context = Context { listener: self.listener, worker: &worker, stop: &stop, stop_watch: &stop_watch };
+        if connections == 1 {
+            context.serve_one_at_a_time(&runtime, &local)
+        } else {
+            context.serve_many(&runtime, &local, connections)
         }
     }
 }
 
-fn sys(what: &'static str) -> impl Fn(Errno) -> WorkerError {
-    move |errno| WorkerError::Sys { what, errno }
+struct Context<'a> {
+    listener: &'a Listener,
+    worker: &'a Rc<WorkerShared>,
+    stop: &'a StopSignal,
+    stop_watch: &'a StopWatch<'a>,
+}
+
+impl Context<'_> {
+    /// Classic prefork.
+    fn serve_one_at_a_time(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        local: &LocalSet,
+    ) -> Result<WorkerOutcome, WorkerError> {
+        let worker = self.worker;
+        let acceptor = Acceptor::new(self.listener, self.stop.as_fd())?;
+        loop {
+            if self.stop.requested() {
+                worker.enter_stopping(WorkerState::IdleKill);
+                return Ok(WorkerOutcome::Stopped);
+            }
+            worker.set_state(WorkerState::Idle);
+            let fd = match acceptor.wait(worker.idle_check_interval())? {
+                Waited::Connection(fd, calls) => {
+                    worker.record_accept_calls(calls);
+                    fd
+                }
+                Waited::Nothing(calls) => {
+                    worker.record_accept_calls(calls);
+                    // Timed out, perhaps: an idle worker ages and its memory may grow too.
+                    worker.sample_usage_if_due();
+                    worker.check_recycle_limits();
+                    continue;
+                }
+                Waited::Stop => continue,
+            };
+            worker.set_state(WorkerState::Reading);
+            worker.ring();
+            let id = worker.next_connection_id();
+            worker.connection_opened();
+            local.block_on(runtime, async {
+                match PlainStream::from_accepted(fd, self.listener) {
+                    Ok((stream, peer)) => serve_accepted(stream, peer, id, worker, self.stop_watch).await,
+                    Err(error) => tracing::debug!(%error, "the client left before it was served"),
+                }
+            });
+            worker.connection_closed();
+        }
+    }
+
+    /// Up to `limit` connections at once: an accept thread waits (a real waiter, so
+    /// `EPOLLEXCLUSIVE` still wakes one worker per connection) while a place is free, and hands
+    /// connections to the runtime.
+    fn serve_many(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        local: &LocalSet,
+        limit: usize,
+    ) -> Result<WorkerOutcome, WorkerError> {
+        let worker = self.worker;
+        let acceptor = Acceptor::new(self.listener, self.stop.as_fd())?;
+        let free = FreeSlots::new(limit);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        std::thread::scope(|scope| {
+            let (free, idle_check) = (&free, worker.idle_check_interval());
+            scope.spawn(move || {
+                while free.take() {
+                    let sent = match acceptor.wait(idle_check) {
+                        Ok(Waited::Connection(fd, calls)) => tx.send(Ok((fd, calls))).is_ok(),
+                        Ok(Waited::Nothing(calls)) => {
+                            free.give_back();
+                            tx.send(Err(calls)).is_ok()
+                        }
+                        Ok(Waited::Stop) => false,
+                        Err(error) => {
+                            tracing::error!(%error, "accept thread failed");
+                            false
+                        }
+                    };
+                    if !sent {
+                        break;
+                    }
+                }
+            });
+            local.block_on(runtime, async {
+                let mut open = FuturesUnordered::new();
+                let mut stopping = false;
+                loop {
+                    tokio::select! {
+                        accepted = rx.recv(), if !stopping => match accepted {
+                            Some(Ok((fd, calls))) => {
+                                worker.record_accept_calls(calls);
+                                let id = worker.next_connection_id();
+                                worker.connection_opened();
+                                open.push(async move {
+                                    match PlainStream::from_accepted(fd, self.listener) {
+                                        Ok((stream, peer)) => serve_accepted(stream, peer, id, worker, self.stop_watch).await,
+                                        Err(error) => tracing::debug!(%error, "the client left before it was served"),
+                                    }
+                                    worker.connection_closed();
+                                    free.give_back();
+                                });
+                            }
+                            Some(Err(calls)) => {
+                                worker.record_accept_calls(calls);
+                                worker.sample_usage_if_due();
+                                worker.check_recycle_limits();
+                            }
+                            None => stopping = true,
+                        },
+                        Some(()) = open.next(), if !open.is_empty() => {}
+                        () = self.stop_watch.requested(), if !stopping => {
+                            // No new connections; the open ones finish (they see the stop too).
+                            stopping = true;
+                            let state = if open.is_empty() { WorkerState::IdleKill } else { WorkerState::Graceful };
+                            worker.enter_stopping(state);
+                            free.close();
+                        }
+                    }
+                    if stopping && open.is_empty() {
+                        break;
+                    }
+                }
+            });
+            free.close();
+        });
+        Ok(WorkerOutcome::Stopped)
+    }
+}
+
+/// Free connection places of a worker, shared with its accept thread.
+#[derive(Debug)]
+struct FreeSlots {
+    free: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl FreeSlots {
+    fn new(limit: usize) -> FreeSlots {
+        FreeSlots { free: Mutex::new((limit, false)), changed: Condvar::new() }
+    }
+
+    /// Waits for a free place and takes it; false once closed.
+    fn take(&self) -> bool {
+        let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *state {
+                (_, true) => return false,
+                (0, false) => state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                (n, false) => {
+                    *state = (n - 1, false);
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn give_back(&self) {
+        let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 += 1;
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 = true;
+        self.changed.notify_all();
+    }
 }

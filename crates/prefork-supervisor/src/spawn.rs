@@ -67,11 +67,12 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
 
     /// The child side of a fork. Returns the process exit code.
     fn become_worker(&mut self, slot: usize, generation: u64, limits: RecycleLimits) -> i32 {
-        self.signals.release_in_child();
         // The supervisor forwards SIGUSR1 (reopen logs) to every worker; its default action
-        // would kill a worker that does not handle it.
+        // would kill a worker that does not handle it. Ignored before the mask is restored:
+        // one sent since the fork is pending, and would be delivered at once.
         // SAFETY: installing SIG_IGN runs no code of ours in signal context.
         let _ = unsafe { nix::sys::signal::signal(Signal::SIGUSR1, nix::sys::signal::SigHandler::SigIgn) };
+        self.signals.release_in_child();
         // Die with the parent, even if it is SIGKILLed; then close the race where the parent
         // died before prctl took effect.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);

@@ -26,19 +26,24 @@
 //!     })
 //!     .build()?;
 //! let bound = server.bind()?;
-//! println!("listening on http://{}", bound.local_addr());
-//! bound.run()?;
+//! bound.run_with(|started| println!("listening on {}", started.url()))?;
 //! # Ok::<(), simplehttp_prefork::ServerError>(())
 //! ```
 //!
 //! The building blocks are re-exported: [`scoreboard`], [`supervisor`], [`http_worker`].
 
+mod builder;
 pub mod log_file;
+mod pid_file;
 mod server;
 
+pub use builder::ServerBuilder;
 pub use prefork_http_worker as http_worker;
-pub use prefork_http_worker::{ConnectionInfo, Handler, Reply, Request, RequestContext, Response};
+pub use prefork_http_worker::{
+    AccessLogFormat, AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, ListenAddress, Reply, Request,
+    RequestContext, Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
+};
 pub use prefork_scoreboard as scoreboard;
 pub use prefork_supervisor as supervisor;
 pub use prefork_supervisor::{SpawnRamp, StopReport};
-pub use server::{BoundServer, ForkHandlerError, Server, ServerBuilder, ServerError, Started};
+pub use server::{BoundServer, ForkHandlerError, Server, ServerError, Started};

@@ -15,7 +15,7 @@ use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use simplehttp_prefork::log_file::LogFile;
-use simplehttp_prefork::{Server, SpawnRamp};
+use simplehttp_prefork::{AccessLogFormat, Server, SpawnRamp};
 
 /// A preforking HTTP server: one listening socket, a pool of worker processes kept between
 /// a minimum and a maximum of idle ones, a scoreboard in shared memory.
@@ -43,12 +43,30 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on (IPv4 or IPv6).
+    /// Address to listen on (IPv4 or IPv6, e.g. ::1).
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Listen on this unix domain socket instead of TCP.
+    #[arg(long, value_name = "PATH")]
+    unix_socket: Option<PathBuf>,
+    /// Serve TLS with this private key (PEM); needs --ssl-cert.
+    #[arg(long, value_name = "FILE", requires = "ssl_cert")]
+    ssl_key: Option<PathBuf>,
+    /// The certificate, optionally followed by its chain (PEM); needs --ssl-key.
+    #[arg(long, value_name = "FILE", requires = "ssl_key")]
+    ssl_cert: Option<PathBuf>,
+    /// Intermediate CA certificates sent after the chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "ssl_key")]
+    ssl_intermediate_ca: Option<PathBuf>,
+    /// Accept HTTP/2 with prior knowledge on cleartext (over TLS it is negotiated anyway).
+    #[arg(long)]
+    http2: bool,
+    /// Connections one worker serves at once (1: classic prefork).
+    #[arg(long, default_value_t = 1)]
+    worker_connections: usize,
     /// Host name for absolute request URIs (default: this machine's).
     #[arg(long)]
     hostname: Option<String>,
@@ -121,9 +139,31 @@ struct ServeArgs {
     /// Close every connection after its response (SimpleHTTP's default).
     #[arg(long, overrides_with = "keepalive")]
     no_keepalive: bool,
-    /// Idle keep-alive connections, and clients slow to send headers, are closed after this.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Idle keep-alive connections, clients slow to send headers (slowloris) and unfinished
+    /// TLS handshakes are closed after this (one timer: --header-read-timeout is the same).
+    #[arg(long, alias = "header-read-timeout", default_value = "5s", value_parser = humantime::parse_duration)]
     keepalive_timeout: Duration,
+    /// Longest request line; longer gets 414.
+    #[arg(long, default_value = "8190B")]
+    max_request_line: ByteSize,
+    /// Largest request head; larger gets 431.
+    #[arg(long, default_value = "64KiB")]
+    max_header_size: ByteSize,
+    /// Most request headers; more gets 431.
+    #[arg(long, default_value_t = 100)]
+    max_headers: usize,
+    /// Largest request body; larger gets 413.
+    #[arg(long, default_value = "16MiB")]
+    max_body_size: ByteSize,
+    /// A request body not received within this gets 408.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    body_read_timeout: Duration,
+    /// An async handler that has not answered within this gets 503.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    handler_timeout: Option<Duration>,
+    /// Log every request (tracing target `access`) in this format.
+    #[arg(long, value_enum)]
+    access_log: Option<AccessLog>,
     /// On TERM/INT, busy workers get this long to finish before they are killed.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     graceful_timeout: Duration,
@@ -145,6 +185,12 @@ struct ServeArgs {
     /// Append logs to this file instead of stderr; SIGUSR1 reopens it (after rotation).
     #[arg(long)]
     log_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AccessLog {
+    Common,
+    Combined,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -191,10 +237,23 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let size = |bytes: ByteSize| usize::try_from(bytes.as_u64()).unwrap_or(usize::MAX);
     let mut builder = Server::builder()
         .address(args.address)
         .port(args.port)
         .handlers(demo::routes())
+        .http2(args.http2)
+        .worker_connections(args.worker_connections)
+        .max_request_line(size(args.max_request_line))
+        .max_header_size(size(args.max_header_size))
+        .max_headers(args.max_headers)
+        .max_body_size(size(args.max_body_size))
+        .body_read_timeout(args.body_read_timeout)
+        .handler_timeout(args.handler_timeout)
+        .access_log(args.access_log.map(|format| match format {
+            AccessLog::Common => AccessLogFormat::Common,
+            AccessLog::Combined => AccessLogFormat::Combined,
+        }))
         .start_servers(args.start_servers)
         .min_spare_servers(args.min_spare_servers)
         .max_spare_servers(args.max_spare_servers)
@@ -228,13 +287,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(pid_file) = args.pid_file {
         builder = builder.pid_file(pid_file);
     }
+    if let Some(path) = args.unix_socket {
+        builder = builder.unix_socket(path);
+    }
+    if let (Some(key), Some(cert)) = (args.ssl_key, args.ssl_cert) {
+        builder = builder.ssl_key_cert(key, cert);
+    }
+    if let Some(path) = args.ssl_intermediate_ca {
+        builder = builder.ssl_intermediate_ca(path);
+    }
     let server = builder.build().context("invalid configuration")?;
     let bound = server.bind()?;
     // Printed once the scoreboard exists, just before the workers are forked: connections
     // made from now on queue in the listen backlog until the first worker takes them.
     let report = bound.run_with(|started| {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on http://{}", started.local_addr);
+        let _ = writeln!(stdout, "listening on {}", started.url());
         let _ = stdout.flush();
     })?;
     tracing::info!(graceful = report.graceful, workers_forked = report.workers_forked, "server stopped");

@@ -74,7 +74,7 @@ fn serve(role: &str) -> Result<()> {
         )
         .build()?;
     let bound = server.bind()?;
-    bound.run_with(|started| println!("listening on http://{}", started.local_addr))?;
+    bound.run_with(|started| println!("listening on {}", started.url()))?;
     Ok(())
 }
 

@@ -1,0 +1,457 @@
+//! The facade's builder: SimpleHTTP/PreFork option names, and the validation that turns
+//! impossible settings into clear errors.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use prefork_http_worker::{AccessLogFormat, ConnectionInfo, Handler, Router, TlsFiles, TlsSettings, WorkerConfig};
+use prefork_supervisor::{SpawnRamp, SupervisorConfig};
+
+use crate::server::{ForkHandler, ForkHandlerError, Listen, Server, ServerError, SetupHandler};
+
+/// Builds a [`Server`]. Option names follow SimpleHTTP and SimpleHTTP::PreFork.
+pub struct ServerBuilder {
+    listen: Listen,
+    hostname: Option<String>,
+    handlers: Vec<(String, Handler)>,
+    headers: Vec<(String, String)>,
+    worker: WorkerConfig,
+    tls: Option<TlsFiles>,
+    supervisor: SupervisorConfig,
+    pid_file: Option<PathBuf>,
+    fork_handlers: Vec<ForkHandler>,
+    setup_handler: Option<SetupHandler>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("listen", &self.listen)
+            .field("handlers", &self.handlers.iter().map(|(dir, _)| dir).collect::<Vec<_>>())
+            .field("supervisor", &self.supervisor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            listen: Listen::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
+            hostname: None,
+            handlers: Vec::new(),
+            headers: Vec::new(),
+            worker: WorkerConfig::default(),
+            tls: None,
+            supervisor: SupervisorConfig::default(),
+            pid_file: None,
+            fork_handlers: Vec::new(),
+            setup_handler: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// ADDRESS: the address to listen on, IPv4 or IPv6 (default 127.0.0.1).
+    pub fn address(mut self, address: IpAddr) -> Self {
+        let port = match &self.listen {
+            Listen::Tcp(addr) => addr.port(),
+            Listen::Unix(_) => 0,
+        };
+        self.listen = Listen::Tcp(SocketAddr::new(address, port));
+        self
+    }
+
+    /// PORT: the port to listen on; 0 (the default) picks a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        if let Listen::Tcp(addr) = &mut self.listen {
+            addr.set_port(port);
+        }
+        self
+    }
+
+    /// DOMAIN AF_UNIX with ADDRESS a path: listen on a unix domain socket instead of TCP.
+    pub fn unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.listen = Listen::Unix(path.into());
+        self
+    }
+
+    /// HOSTNAME: used to make request URIs absolute (default: this machine's host name).
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// HANDLERS, one at a time: requests whose path matches the DIR regex (unanchored) go to
+    /// `handler`, the first match in the order given winning.
+    pub fn handler(mut self, dir: impl Into<String>, handler: Handler) -> Self {
+        self.handlers.push((dir.into(), handler));
+        self
+    }
+
+    /// HANDLERS, all at once, replacing any given before.
+    pub fn handlers(mut self, handlers: impl IntoIterator<Item = (String, Handler)>) -> Self {
+        self.handlers = handlers.into_iter().collect();
+        self
+    }
+
+    /// HEADERS: a header added to every response that does not set it.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// KEEPALIVE: keep HTTP/1.1 connections open (default off, as SimpleHTTP).
+    pub fn keepalive(mut self, keepalive: bool) -> Self {
+        self.worker.keepalive = keepalive;
+        self
+    }
+
+    /// How long an idle keep-alive connection, a client still sending headers, or a TLS
+    /// handshake may hold a worker (default 5 s).
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.keepalive_timeout = timeout;
+        self
+    }
+
+    /// PROXYMODE: match DIR against the full request URI, leave it unchanged, and add no
+    /// Content-Length of our own.
+    pub fn proxy_mode(mut self, proxy_mode: bool) -> Self {
+        self.worker.proxy_mode = proxy_mode;
+        self
+    }
+
+    /// SSLKEYCERT: serve TLS with this private key and certificate (chain), both PEM.
+    pub fn ssl_key_cert(mut self, key: impl Into<PathBuf>, cert: impl Into<PathBuf>) -> Self {
+        let intermediate_ca = self.tls.take().and_then(|t| t.intermediate_ca);
+        self.tls = Some(TlsFiles { key: key.into(), cert: cert.into(), intermediate_ca });
+        self
+    }
+
+    /// SSLINTERMEDIATECACERT: intermediate CA certificates sent after the chain (PEM).
+    pub fn ssl_intermediate_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        match &mut self.tls {
+            Some(tls) => tls.intermediate_ca = Some(path.into()),
+            None => {
+                self.tls =
+                    Some(TlsFiles { key: PathBuf::new(), cert: PathBuf::new(), intermediate_ca: Some(path.into()) })
+            }
+        }
+        self
+    }
+
+    /// Accept HTTP/2 with prior knowledge on cleartext connections (over TLS, HTTP/2 is
+    /// always offered by ALPN).
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.worker.http2_cleartext = enabled;
+        self
+    }
+
+    /// Connections one worker serves at once (default 1: classic prefork).
+    pub fn worker_connections(mut self, n: usize) -> Self {
+        self.worker.worker_connections = n;
+        self
+    }
+
+    /// Longest request line (`414` beyond; default 8190 bytes).
+    pub fn max_request_line(mut self, bytes: usize) -> Self {
+        self.worker.max_request_line = bytes;
+        self
+    }
+
+    /// Largest request head (`431` beyond; default 64 KiB).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.worker.max_header_size = bytes;
+        self
+    }
+
+    /// Most request headers (`431` beyond; default 100).
+    pub fn max_headers(mut self, n: usize) -> Self {
+        self.worker.max_headers = n;
+        self
+    }
+
+    /// Largest request body accepted (`413` beyond; default 16 MiB).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.worker.max_body_size = bytes;
+        self
+    }
+
+    /// A request body not received within this gets `408` (default 60 s).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.body_read_timeout = timeout;
+        self
+    }
+
+    /// An async handler that has not answered within this gets `503` (default: no budget).
+    pub fn handler_timeout(mut self, budget: Option<Duration>) -> Self {
+        self.worker.handler_timeout = budget;
+        self
+    }
+
+    /// LOGHANDLER: called with each request's head and the client's address before dispatch.
+    pub fn log_handler(mut self, f: impl Fn(&http::request::Parts, IpAddr) + 'static) -> Self {
+        self.worker.hooks.log = Some(Rc::new(f));
+        self
+    }
+
+    /// LOG2HANDLER: called with each request's and response's heads once the response is
+    /// written.
+    pub fn log2_handler(mut self, f: impl Fn(&http::request::Parts, &http::response::Parts) + 'static) -> Self {
+        self.worker.hooks.log2 = Some(Rc::new(f));
+        self
+    }
+
+    /// ERRORHANDLER: called when a connection fails (malformed request, timeout, reset, TLS).
+    pub fn error_handler(mut self, f: impl Fn(&ConnectionInfo, &str) + 'static) -> Self {
+        self.worker.hooks.error = Some(Rc::new(f));
+        self
+    }
+
+    /// SETUPHANDLER: called once, in the parent, with the address actually bound.
+    pub fn setup_handler(mut self, f: impl FnOnce(&prefork_http_worker::ListenAddress) + 'static) -> Self {
+        self.setup_handler = Some(Box::new(f));
+        self
+    }
+
+    /// Log every request in Common or Combined Log Format (tracing target `access`).
+    pub fn access_log(mut self, format: Option<AccessLogFormat>) -> Self {
+        self.worker.access_log = format;
+        self
+    }
+
+    /// Path of the built-in status page (default `/server-status`), `None` to switch it off.
+    pub fn status_path(mut self, path: Option<String>) -> Self {
+        self.worker.status_path = path;
+        self
+    }
+
+    /// Client networks allowed to read the status page (default: loopback only).
+    pub fn status_allow(mut self, networks: Vec<IpNet>) -> Self {
+        self.worker.status_allow = networks;
+        self
+    }
+
+    /// Requests longer than this are counted as slow in the scoreboard and logged with their
+    /// request line (default: not counted).
+    pub fn slow_request_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.supervisor.slow_request_threshold = threshold;
+        self
+    }
+
+    /// Write the supervisor's pid to this file while the server runs (removed at exit); the
+    /// `status` command finds the scoreboard through it.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+
+    /// STARTSERVERS: workers forked at start (default 10).
+    pub fn start_servers(mut self, n: usize) -> Self {
+        self.supervisor.pool.start_servers = n;
+        self
+    }
+
+    /// MINSPARESERVERS: fork more when fewer workers than this are idle (default 5).
+    pub fn min_spare_servers(mut self, n: usize) -> Self {
+        self.supervisor.pool.min_spare_servers = n;
+        self
+    }
+
+    /// MAXSPARESERVERS: retire workers when more than this are idle (default 10).
+    pub fn max_spare_servers(mut self, n: usize) -> Self {
+        self.supervisor.pool.max_spare_servers = n;
+        self
+    }
+
+    /// MAXCLIENTS: never more worker processes than this (default 256).
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.supervisor.pool.max_clients = n;
+        self
+    }
+
+    /// MAXREQUESTPERCHILD: a worker is replaced after answering this many requests (default:
+    /// never). Unlike the Perl module, the replacement is forked first and the old worker
+    /// finishes its request once it is ready, so capacity never dips.
+    pub fn max_requests_per_child(mut self, n: Option<u64>) -> Self {
+        self.supervisor.recycle.max_requests_per_child = n;
+        self
+    }
+
+    /// A worker is replaced after accepting this many connections (Apache's
+    /// MaxConnectionsPerChild; default: never).
+    pub fn max_connections_per_child(mut self, n: Option<u64>) -> Self {
+        self.supervisor.recycle.max_connections_per_child = n;
+        self
+    }
+
+    /// Each worker's request and connection limits get up to this many more, at random, so
+    /// workers started together are not replaced together (gunicorn's max_requests_jitter).
+    pub fn max_requests_jitter(mut self, n: u64) -> Self {
+        self.supervisor.recycle.max_requests_jitter = n;
+        self
+    }
+
+    /// A worker is replaced once it has lived this long, plus up to `jitter` (default: never).
+    pub fn max_worker_lifetime(mut self, lifetime: Option<Duration>, jitter: Duration) -> Self {
+        self.supervisor.recycle.max_worker_lifetime = lifetime;
+        self.supervisor.recycle.max_worker_lifetime_jitter = jitter;
+        self
+    }
+
+    /// A worker is replaced once its resident memory reaches this many bytes, plus up to
+    /// `jitter` (sampled once a second; default: never).
+    pub fn max_worker_rss(mut self, bytes: Option<u64>, jitter: u64) -> Self {
+        self.supervisor.recycle.max_worker_rss = bytes;
+        self.supervisor.recycle.max_worker_rss_jitter = jitter;
+        self
+    }
+
+    /// At most this many workers are being replaced at once (default 2).
+    pub fn max_recycling(mut self, n: usize) -> Self {
+        self.supervisor.pool.max_recycling = n;
+        self
+    }
+
+    /// Most workers forked in one maintenance round (default 32).
+    pub fn max_spawn_rate(mut self, n: usize) -> Self {
+        self.supervisor.pool.max_spawn_rate = n;
+        self
+    }
+
+    /// How the fork batch grows while spares are short (default: the whole deficit at once;
+    /// [`SpawnRamp::Doubling`] behaves like Apache or php-fpm).
+    pub fn spawn_ramp(mut self, ramp: SpawnRamp) -> Self {
+        self.supervisor.pool.spawn_ramp = ramp;
+        self
+    }
+
+    /// At most one excess idle worker is retired per interval, once the surplus has lasted
+    /// that long (default 1 s).
+    pub fn idle_retire_interval(mut self, interval: Duration) -> Self {
+        self.supervisor.pool.idle_retire_interval = interval;
+        self
+    }
+
+    /// A request running longer than this gets its worker SIGTERMed, then SIGKILLed after
+    /// `grace`, with its request line logged (default: no limit; grace 5 s).
+    pub fn request_timeout(mut self, timeout: Option<Duration>, grace: Duration) -> Self {
+        self.supervisor.pool.request_timeout = timeout;
+        self.supervisor.pool.request_timeout_grace = grace;
+        self
+    }
+
+    /// Workers that fail to boot are respawned after `initial`, doubling per failure in a row
+    /// up to `max`; after `halt_after` in a row (0: never) forking stops but for one probe per
+    /// `max` (defaults 250 ms, 30 s, 10).
+    pub fn boot_backoff(mut self, initial: Duration, max: Duration, halt_after: u32) -> Self {
+        self.supervisor.pool.boot_backoff_initial = initial;
+        self.supervisor.pool.boot_backoff_max = max;
+        self.supervisor.pool.max_boot_failures = halt_after;
+        self
+    }
+
+    /// How long a graceful stop waits for busy workers before killing them (default 30 s).
+    pub fn graceful_timeout(mut self, timeout: Duration) -> Self {
+        self.supervisor.graceful_timeout = timeout;
+        self
+    }
+
+    /// The scoreboard segment is `/dev/shm/<prefix>.<pid>` (default `simplehttp-prefork`).
+    pub fn scoreboard_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.supervisor.scoreboard_prefix = prefix.into();
+        self
+    }
+
+    /// FORKHANDLERS, one at a time: run in each new worker, after fork and before it
+    /// accepts, in the order given. An error (or panic) makes the worker exit as a boot
+    /// failure; the supervisor then backs off before forking again.
+    pub fn fork_handler(mut self, handler: impl FnMut() -> Result<(), ForkHandlerError> + 'static) -> Self {
+        self.fork_handlers.push(Box::new(handler));
+        self
+    }
+
+    /// Validates the options as SimpleHTTP::PreFork does, with clear errors, and loads the TLS
+    /// files.
+    ///
+    /// MINSPARESERVERS and STARTSERVERS must be positive; a MAXSPARESERVERS below
+    /// MINSPARESERVERS becomes MINSPARESERVERS + 1 (as the Perl module documents); a
+    /// MAXREQUESTPERCHILD of 0 is refused; limits that cannot hold together (more start or
+    /// spare servers than MAXCLIENTS) are refused.
+    pub fn build(mut self) -> Result<Server, ServerError> {
+        let invalid = |message: String| Err(ServerError::InvalidOption(message));
+        let worker = &mut self.worker;
+        for (name, duration) in
+            [("keepalive_timeout", worker.keepalive_timeout), ("body_read_timeout", worker.body_read_timeout)]
+        {
+            if duration.is_zero() {
+                return invalid(format!("{name} must be longer than zero"));
+            }
+        }
+        if worker.handler_timeout.is_some_and(|t| t.is_zero()) {
+            return invalid("handler_timeout must be longer than zero".into());
+        }
+        for (name, value, min) in [
+            ("worker_connections", worker.worker_connections, 1),
+            ("max_request_line", worker.max_request_line, 16),
+            ("max_header_size", worker.max_header_size, 1024),
+            ("max_headers", worker.max_headers, 1),
+        ] {
+            if value < min {
+                return invalid(format!("{name} must be at least {min}, got {value}"));
+            }
+        }
+        let pool = &mut self.supervisor.pool;
+        if pool.min_spare_servers > 0 && pool.max_spare_servers < pool.min_spare_servers {
+            let adjusted = pool.min_spare_servers + 1;
+            tracing::warn!(
+                max_spare_servers = pool.max_spare_servers,
+                min_spare_servers = pool.min_spare_servers,
+                adjusted,
+                "max_spare_servers is below min_spare_servers; using min_spare_servers + 1"
+            );
+            pool.max_spare_servers = adjusted;
+        }
+        self.supervisor.validate()?;
+        let mut router = Router::new();
+        for (dir, handler) in self.handlers {
+            router.add(&dir, handler)?;
+        }
+        let mut default_headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ServerError::InvalidOption(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| ServerError::InvalidOption(format!("invalid value for header {name}: {value:?}")))?;
+            default_headers.append(header, value);
+        }
+        self.worker.default_headers = default_headers;
+        if let Some(path) = self.worker.status_path.as_ref().filter(|path| !path.starts_with('/')) {
+            return invalid(format!("status_path must start with '/': {path:?}"));
+        }
+        self.worker.hostname = match self.hostname {
+            Some(name) => name,
+            None => {
+                nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+            }
+        };
+        if let Some(files) = &self.tls {
+            if files.key.as_os_str().is_empty() || files.cert.as_os_str().is_empty() {
+                return invalid("ssl_intermediate_ca needs ssl_key_cert too".into());
+            }
+            self.worker.tls = Some(TlsSettings::load(files, cfg!(feature = "http2"))?);
+        }
+        Ok(Server::new(
+            self.listen,
+            router,
+            self.worker,
+            self.supervisor,
+            self.pid_file,
+            self.fork_handlers,
+            self.setup_handler,
+        ))
+    }
+}
