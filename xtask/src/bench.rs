@@ -209,7 +209,16 @@ fn accept_calls(binary: &Path, options: &Options, worker_connections: usize) -> 
     let per_worker = worker_connections.to_string();
     let server = start(
         binary,
-        &["--start-servers", "16", "--min-spare-servers", "16", "--max-spare-servers", "32", "--worker-connections", &per_worker],
+        &[
+            "--start-servers",
+            "16",
+            "--min-spare-servers",
+            "16",
+            "--max-spare-servers",
+            "32",
+            "--worker-connections",
+            &per_worker,
+        ],
     )?;
     wait_for("16 ready workers", Duration::from_secs(20), || {
         let status = server.status()?;
