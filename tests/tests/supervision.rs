@@ -112,6 +112,57 @@ fn a_request_past_request_timeout_is_logged_and_its_worker_killed_and_replaced()
 }
 
 #[test]
+fn a_request_its_client_abandoned_ends_with_it_and_is_never_taken_for_stuck() -> Result<()> {
+    // With several connections per worker the slot shows `_` while requests run, so the
+    // watchdog goes by the running requests a worker publishes: one left behind by a client
+    // that went away would get an innocent worker killed.
+    for connections in ["1", "4"] {
+        let server = ServerProcess::start(&[
+            "--start-servers",
+            "2",
+            "--min-spare-servers",
+            "1",
+            "--max-spare-servers",
+            "3",
+            "--worker-connections",
+            connections,
+            "--request-timeout",
+            "1s",
+            "--request-timeout-grace",
+            "300ms",
+        ])?;
+        // The client goes once its request is running (the status page shows it running; a
+        // worker serving several connections shows the status request as its latest).
+        let mut abandoned = server.connect()?;
+        abandoned.send(b"GET /sleep/800 HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        wait_for("the request to run", DEADLINE, || {
+            let status = server.status()?;
+            let workers = status["workers"].as_array().cloned().unwrap_or_default();
+            // The status request itself has run for a moment only.
+            Ok(workers.iter().any(|w| w["running_seconds"].as_f64().is_some_and(|s| s >= 0.1)).then_some(()))
+        })?;
+        drop(abandoned);
+        // Nothing runs any more but the status request asking (which has run for a moment).
+        wait_for("the abandoned requests to end", DEADLINE, || {
+            let status = server.status()?;
+            let running = status["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|w| w["running_seconds"].as_f64().is_some_and(|s| s >= 0.15));
+            Ok((!running).then_some(()))
+        })?;
+        // Past the timeout and its grace: no worker was taken for stuck.
+        thread::sleep(std::time::Duration::from_millis(1500));
+        let status = server.status()?;
+        ensure!(count(&status, "stuck_kills") == 0, "worker_connections {connections}: {status}");
+        let log = server.stderr();
+        ensure!(!log.contains("request ran past request_timeout"), "worker_connections {connections}:\n{log}");
+    }
+    Ok(())
+}
+
+#[test]
 fn sigusr1_reopens_the_log_file_in_the_supervisor_and_its_workers() -> Result<()> {
     let log = TempPath::new("server.log");
     let rotated = TempPath::new("server.log.1");

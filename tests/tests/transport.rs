@@ -171,8 +171,13 @@ fn with_worker_connections_a_worker_below_its_limit_shows_idle() -> Result<()> {
     // forked for it.
     wait_for("a busy but not full worker", DEADLINE, || {
         let status = server.status()?;
-        Ok((status["workers"].as_array().is_some_and(|w| w.len() == 1) && status["workers"][0]["state"] == "_")
-            .then_some(()))
+        // Both connections are in the one worker: the sleeper's and this status request's.
+        let worker = &status["workers"][0];
+        Ok((status["workers"].as_array().is_some_and(|w| w.len() == 1)
+            && worker["state"] == "_"
+            && worker["connections"].as_u64() >= Some(2)
+            && !worker["running_seconds"].is_null())
+        .then_some(()))
     })?;
     ensure!(server.children().len() == 1);
     Ok(())

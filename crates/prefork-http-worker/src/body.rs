@@ -2,6 +2,7 @@
 //! (scoreboard, slow-request log, LOG2HANDLER, access log).
 
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -12,7 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use time::OffsetDateTime;
 
 use crate::handler::{CloseConnection, StreamItem};
-use crate::hooks::access_line;
+use crate::hooks::{access_line, call_hook};
+use crate::in_flight::InFlight;
 use crate::io::FlushSignal;
 use crate::shared::WorkerShared;
 
@@ -34,6 +36,7 @@ pub(crate) struct Written {
 /// the request was HEAD) the request is counted and logged.
 pub(crate) struct ResponseBody {
     source: Source,
+    in_flight: InFlight,
     sent: u64,
     complete: bool,
     worker: Rc<WorkerShared>,
@@ -49,21 +52,29 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// A whole body; `exact: false` leaves the length unknown to hyper (PROXYMODE adds no
     /// Content-Length of its own).
-    pub(crate) fn full(data: Bytes, exact: bool, worker: Rc<WorkerShared>, written: Option<Box<Written>>) -> Self {
+    pub(crate) fn full(
+        data: Bytes,
+        exact: bool,
+        in_flight: InFlight,
+        worker: Rc<WorkerShared>,
+        written: Option<Box<Written>>,
+    ) -> Self {
         let len = data.len() as u64;
         let source = Source::Full { data: (!data.is_empty()).then_some(data), len, exact };
-        ResponseBody { source, sent: 0, complete: false, worker, written }
+        ResponseBody { source, in_flight, sent: 0, complete: false, worker, written }
     }
 
     /// A streamed body.
     pub(crate) fn stream(
         body: Pin<Box<dyn Stream<Item = StreamItem>>>,
         flush: Rc<FlushSignal>,
+        in_flight: InFlight,
         worker: Rc<WorkerShared>,
         written: Option<Box<Written>>,
     ) -> Self {
         ResponseBody {
             source: Source::Stream { body, flush, closing: false },
+            in_flight,
             sent: 0,
             complete: false,
             worker,
@@ -99,7 +110,14 @@ impl Body for ResponseBody {
                 Poll::Pending => Poll::Pending,
             },
             Source::Stream { body, flush, closing } => loop {
-                match body.as_mut().poll_next(cx) {
+                // A panicking stream costs its connection (the response is half sent, so the
+                // only honest end is to cut it), never the worker.
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll_next(cx))).unwrap_or_else(|_| {
+                        tracing::error!("response stream panicked; closing the connection");
+                        Poll::Ready(Some(Err(CloseConnection)))
+                    });
+                match polled {
                     // An empty chunk would end a chunked body early: skip it.
                     Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => continue,
                     Poll::Ready(Some(Ok(chunk))) => {
@@ -138,7 +156,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         let worker = &self.worker;
-        let duration = worker.slot.finish_request(self.sent);
+        let duration = self.in_flight.finish(self.sent);
         let slow_after = worker.slot.slow_request_micros();
         if slow_after > 0 && duration > slow_after {
             // Like php-fpm's slowlog: say which request, from whom, and how long it took.
@@ -158,9 +176,8 @@ impl Drop for ResponseBody {
                 tracing::info!(target: "access", "{line}{}", if self.complete { "" } else { " (incomplete)" });
             }
             if let Some(log2) = &worker.config.hooks.log2 {
-                log2(&written.request, &written.response);
+                call_hook("LOG2HANDLER", || log2(&written.request, &written.response));
             }
         }
-        worker.request_finished();
     }
 }

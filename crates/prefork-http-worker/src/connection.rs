@@ -8,10 +8,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prefork_scoreboard::WorkerState;
 
+use crate::handler::CloseConnection;
 use crate::handler::ConnectionInfo;
 use crate::io::{FlushSignal, ObservedIo};
 use crate::rewind::Rewind;
-use crate::service::{ConnectionScope, serve_request};
+use crate::service::{ClosedByHandler, ConnectionScope, serve_request};
 use crate::shared::WorkerShared;
 use crate::stop::StopWatch;
 use crate::tls;
@@ -58,10 +59,14 @@ pub(crate) async fn serve_accepted(
     let io = TokioIo::new(ObservedIo::new(io, Rc::clone(worker), flush));
     let result = if h2 { serve_h2(io, &scope, stop).await } else { serve_h1(io, &scope, stop).await };
     worker.set_state(WorkerState::Closing);
-    if let Err(error) = result {
+    match result {
+        // The handler asked for the close (CLOSE, or a stream ending in CLOSE): not an error,
+        // as SimpleHTTP posts no ERRORHANDLER for it.
+        Err(error) if closed_by_handler(&error) => tracing::debug!("the handler closed the connection"),
         // Timeouts, resets, malformed requests (hyper answers those with 400, 414 or 431
-        // itself), or a handler's CLOSE: all end this connection only.
-        report_error(worker, &scope.info, &error.to_string());
+        // itself): each ends this connection only.
+        Err(error) => report_error(worker, &scope.info, &error.to_string()),
+        Ok(()) => {}
     }
     // SETCLOSEHANDLER callbacks, whoever closed the connection.
     let handlers = std::mem::take(&mut *scope.close_handlers.borrow_mut());
@@ -108,8 +113,9 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
 }
 
 /// HTTP/2: streams run concurrently on this worker's thread. A stop sends GOAWAY (streams in
-/// progress finish, the client opens new ones elsewhere); a connection with no stream for the
-/// keep-alive timeout is closed the same way.
+/// progress finish, the client opens new ones elsewhere); so does a worker draining towards
+/// its replacement (`Connection: close` means nothing in HTTP/2), and a connection with no
+/// stream for the keep-alive timeout is closed the same way.
 #[cfg(feature = "http2")]
 async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> hyper::Result<()> {
     let worker = &scope.worker;
@@ -124,7 +130,9 @@ async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing = false;
-    let mut idle_check = tokio::time::interval(timeout / 2);
+    // At least 10 ms: a zero period would panic, and a tiny one would spin.
+    let period = (timeout / 2).max(std::time::Duration::from_millis(10));
+    let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
             result = connection.as_mut() => return result,
@@ -134,7 +142,7 @@ async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
                 connection.as_mut().graceful_shutdown();
             }
             _ = idle_check.tick(), if !closing => {
-                if worker.idle_for() >= timeout {
+                if scope.idle_for() >= timeout || worker.is_draining() {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
@@ -160,9 +168,21 @@ impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
+/// Whether hyper's error is a handler's own request to close the connection.
+fn closed_by_handler(error: &hyper::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if e.is::<ClosedByHandler>() || e.is::<CloseConnection>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn report_error(worker: &WorkerShared, info: &ConnectionInfo, error: &str) {
     tracing::debug!(%error, client = %info.remote_ip, "connection ended with an error");
     if let Some(hook) = &worker.config.hooks.error {
-        hook(info, error);
+        crate::hooks::call_hook("ERRORHANDLER", || hook(info, error));
     }
 }

@@ -35,6 +35,14 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
+/// Calls a user hook; a panic in it is logged and goes no further: a logging hook must not
+/// cost the request, the connection or the worker.
+pub(crate) fn call_hook(name: &'static str, hook: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+        tracing::error!(hook = name, "hook panicked");
+    }
+}
+
 /// Access log line formats (Apache's `common` and `combined`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessLogFormat {

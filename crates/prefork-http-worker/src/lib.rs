@@ -20,6 +20,7 @@ mod config;
 mod connection;
 mod handler;
 mod hooks;
+mod in_flight;
 mod io;
 mod rewind;
 mod router;

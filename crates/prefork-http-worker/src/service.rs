@@ -1,10 +1,12 @@
 //! One request: status page or route lookup, limits, body collection, the handler and its
 //! reply, SimpleHTTP's response defaults.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -16,6 +18,8 @@ use prefork_scoreboard::{REQUEST_LINE_BYTES, RequestInfo};
 
 use crate::body::{ResponseBody, Written};
 use crate::handler::{CloseHandlers, ConnectionInfo, Reply, Request, RequestContext, Response, StreamingResponse};
+use crate::hooks::call_hook;
+use crate::in_flight::InFlight;
 use crate::io::FlushSignal;
 use crate::shared::WorkerShared;
 use crate::status;
@@ -36,6 +40,10 @@ pub(crate) struct ConnectionScope {
     pub close_handlers: CloseHandlers,
     /// Tells a stream ending in CLOSE that its last chunks are out.
     pub flush: Rc<FlushSignal>,
+    /// Requests of this connection now running (several on HTTP/2).
+    in_flight: Cell<usize>,
+    /// When a request of this connection last began or ended (or the connection opened).
+    last_activity: Cell<Instant>,
 }
 
 impl ConnectionScope {
@@ -45,7 +53,30 @@ impl ConnectionScope {
         } else {
             SocketAddr::new(info.remote_ip, info.remote_port).to_string()
         };
-        ConnectionScope { worker, info: Rc::new(info), client, close_handlers: CloseHandlers::default(), flush }
+        ConnectionScope {
+            worker,
+            info: Rc::new(info),
+            client,
+            close_handlers: CloseHandlers::default(),
+            flush,
+            in_flight: Cell::new(0),
+            last_activity: Cell::new(Instant::now()),
+        }
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.last_activity.set(Instant::now());
+    }
+
+    pub(crate) fn request_finished(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        self.last_activity.set(Instant::now());
+    }
+
+    /// How long this connection has had no request running (zero while one is).
+    pub(crate) fn idle_for(&self) -> Duration {
+        if self.in_flight.get() > 0 { Duration::ZERO } else { self.last_activity.get().elapsed() }
     }
 }
 
@@ -62,15 +93,17 @@ pub(crate) async fn serve_request(
     scope: Rc<ConnectionScope>,
 ) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
     let worker = &scope.worker;
-    worker.request_started();
-    publish_request(&request, &scope);
+    // Published before the request counts as running, so that whoever sees it running (the
+    // status page, the watchdog) sees which request it is.
+    let started = publish_request(&request, &scope);
+    let in_flight = InFlight::begin(Rc::clone(&scope), started);
     let close_after = worker.dispatch();
     let (parts, body) = request.into_parts();
     if let Some(log) = &worker.config.hooks.log {
-        log(&parts, scope.info.remote_ip);
+        call_hook("LOGHANDLER", || log(&parts, scope.info.remote_ip));
     }
     let logged = worker.wants_written().then(|| parts.clone());
-    let request_line = parts.method.as_str().len() + parts.uri.to_string().len() + 9;
+    let request_line = parts.method.as_str().len() + uri_len(&parts.uri) + 9;
     let outcome = if status::is_status_request(parts.uri.path(), worker) {
         Outcome::Full(status::respond(parts.uri.query(), &parts.headers, &scope.info, worker))
     } else if request_line > worker.config.max_request_line {
@@ -82,23 +115,21 @@ pub(crate) async fn serve_request(
         logged.map(|request| Box::new(Written { request, response: response.clone(), client: scope.info.remote_ip }))
     };
     match outcome {
-        Outcome::Close => {
-            worker.slot.finish_request(0);
-            worker.request_finished();
-            Err(ClosedByHandler)
-        }
+        // Dropping `in_flight` ends the request.
+        Outcome::Close => Err(ClosedByHandler),
         Outcome::Full(response) => {
             let (mut head, bytes) = response.into_parts();
             apply_defaults(&mut head, worker, close_after);
             // PROXYMODE adds no Content-Length of its own: the handler's, or chunked.
             let exact = !worker.config.proxy_mode || head.headers.contains_key(header::CONTENT_LENGTH);
-            let body = ResponseBody::full(bytes, exact, Rc::clone(worker), written(&head));
+            let body = ResponseBody::full(bytes, exact, in_flight, Rc::clone(worker), written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
         Outcome::Stream(StreamingResponse { mut head, body }) => {
             apply_defaults(&mut head, worker, close_after);
             head.headers.remove(header::CONTENT_LENGTH);
-            let body = ResponseBody::stream(body, Rc::clone(&scope.flush), Rc::clone(worker), written(&head));
+            let body =
+                ResponseBody::stream(body, Rc::clone(&scope.flush), in_flight, Rc::clone(worker), written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
     }
@@ -185,8 +216,8 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, scope: &Conne
 }
 
 /// Shows the request in the scoreboard: line, client, protocol, virtual host, start time.
-/// Built on the stack: no allocation per request.
-fn publish_request(request: &hyper::Request<Incoming>, scope: &ConnectionScope) {
+/// Built on the stack: no allocation per request. Returns the request's start time.
+fn publish_request(request: &hyper::Request<Incoming>, scope: &ConnectionScope) -> u64 {
     let mut line = LineBuffer::default();
     let protocol = protocol_name(request.version());
     let _ = write!(line, "{} {} {protocol}", request.method(), request.uri());
@@ -201,7 +232,7 @@ fn publish_request(request: &hyper::Request<Incoming>, scope: &ConnectionScope) 
         client: scope.client.as_bytes(),
         protocol: protocol.as_bytes(),
         vhost,
-    });
+    })
 }
 
 /// `HTTP/1.1` and friends.
@@ -281,10 +312,21 @@ fn apply_defaults(head: &mut http::response::Parts, worker: &WorkerShared, close
     }
 }
 
+/// The length of `uri` as it came on the request line, without formatting it.
+fn uri_len(uri: &Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let rest = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    scheme + authority + rest
+}
+
+/// Adds each default header the handler did not set, with all its values.
 fn add_defaults(headers: &mut HeaderMap, defaults: &HeaderMap) {
-    for (name, value) in defaults {
+    for name in defaults.keys() {
         if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
+            for value in defaults.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
         }
     }
 }
@@ -298,6 +340,27 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_len_is_the_length_of_the_uri_as_written() {
+        for written in ["/", "/a/b?c=d", "http://example.org:8080/x?y", "*", "example.org:443"] {
+            let uri: Uri = written.parse().unwrap();
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{written}");
+        }
+    }
+
+    #[test]
+    fn default_headers_keep_all_their_values_unless_the_handler_set_the_name() {
+        let mut defaults = HeaderMap::new();
+        defaults.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        defaults.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        defaults.append(header::SERVER, HeaderValue::from_static("default"));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::SERVER, HeaderValue::from_static("mine"));
+        add_defaults(&mut headers, &defaults);
+        assert_eq!(headers.get_all(header::SET_COOKIE).iter().count(), 2);
+        assert_eq!(headers[header::SERVER], "mine");
+    }
 
     #[test]
     fn relative_uris_become_absolute_with_hostname_and_port() {

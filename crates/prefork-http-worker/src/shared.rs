@@ -1,6 +1,6 @@
 //! State one worker process shares among its connection, service, body and I/O wrappers.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 use http::uri::Authority;
@@ -38,12 +38,12 @@ pub(crate) struct WorkerShared {
     connections: Cell<u64>,
     /// When this process started, for the lifetime limit.
     started: Instant,
-    /// Requests between service entry and the end of their response (several on HTTP/2).
-    in_flight: Cell<usize>,
+    /// Start times of the requests between service entry and the end of their response
+    /// (several on HTTP/2 or with several connections); the oldest is published for the
+    /// supervisor's stuck-worker watchdog.
+    in_flight: RefCell<Vec<u64>>,
     /// Open connections (several with `worker_connections` > 1).
     open_connections: Cell<usize>,
-    /// When a request last started or ended.
-    last_activity: Cell<Instant>,
 }
 
 impl WorkerShared {
@@ -69,15 +69,9 @@ impl WorkerShared {
             dispatched: Cell::new(0),
             connections: Cell::new(0),
             started: Instant::now(),
-            in_flight: Cell::new(0),
+            in_flight: RefCell::new(Vec::new()),
             open_connections: Cell::new(0),
-            last_activity: Cell::new(Instant::now()),
         }
-    }
-
-    /// How long no request has been running (zero while one is).
-    pub(crate) fn idle_for(&self) -> std::time::Duration {
-        if self.in_flight.get() > 0 { std::time::Duration::ZERO } else { self.last_activity.get().elapsed() }
     }
 
     /// Publishes a per-connection state change (`R`, `W`, `K`, `C`), unless the worker is
@@ -109,23 +103,40 @@ impl WorkerShared {
         }
     }
 
-    /// A request entered the service.
-    pub(crate) fn request_started(&self) {
-        self.in_flight.set(self.in_flight.get() + 1);
-        self.last_activity.set(Instant::now());
+    /// A request that began at `started_micros` entered the service (see
+    /// [`crate::in_flight::InFlight`], the only caller).
+    pub(crate) fn request_started(&self, started_micros: u64) {
+        let oldest = {
+            let mut in_flight = self.in_flight.borrow_mut();
+            in_flight.push(started_micros);
+            in_flight.iter().copied().min().unwrap_or(0)
+        };
+        self.slot.set_oldest_in_flight(oldest);
         self.set_state(WorkerState::Writing);
     }
 
-    /// A request's response is done (or abandoned): the connection waits for the next one.
-    pub(crate) fn request_finished(&self) {
-        let left = self.in_flight.get().saturating_sub(1);
-        self.in_flight.set(left);
-        self.last_activity.set(Instant::now());
+    /// The request that began at `started_micros` is done (or abandoned).
+    pub(crate) fn request_finished(&self, started_micros: u64) {
+        let (left, oldest) = {
+            let mut in_flight = self.in_flight.borrow_mut();
+            if let Some(at) = in_flight.iter().position(|&s| s == started_micros) {
+                in_flight.swap_remove(at);
+            }
+            (in_flight.len(), in_flight.iter().copied().min().unwrap_or(0))
+        };
+        self.slot.set_oldest_in_flight(oldest);
         self.sample_usage_if_due();
         self.check_recycle_limits();
         if left == 0 {
             self.set_state(WorkerState::KeepAlive);
         }
+    }
+
+    /// A wait for a connection ended without one (perhaps it timed out): an idle worker ages,
+    /// and its memory may grow too, so it looks at its recycling limits.
+    pub(crate) fn on_idle_tick(&self) {
+        self.sample_usage_if_due();
+        self.check_recycle_limits();
     }
 
     /// Whether finished responses must be kept for the access log or LOG2HANDLER.
@@ -152,6 +163,11 @@ impl WorkerShared {
         self.stopping.get()
     }
 
+    /// Past a recycling limit and not yet replaced: connections are being closed.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
     /// Counts a request handed to a handler. True if the response must close its
     /// connection: this worker is draining towards its replacement, or told to stop.
     pub(crate) fn dispatch(&self) -> bool {
@@ -165,9 +181,7 @@ impl WorkerShared {
 
     /// Counts `accept4` calls (successful or not).
     pub(crate) fn record_accept_calls(&self, calls: u64) {
-        for _ in 0..calls {
-            self.slot.record_accept_call();
-        }
+        self.slot.record_accept_calls(calls);
     }
 
     /// Counts an accepted connection and returns its id.
@@ -196,7 +210,7 @@ impl WorkerShared {
         if self.draining.get() || limits.is_unlimited() {
             return;
         }
-        let rss = self.board.slot_snapshot(self.slot.index()).rss_bytes;
+        let rss = self.slot.rss_bytes();
         let (requests, connections, age) = (self.dispatched.get(), self.connections.get(), self.started.elapsed());
         if let Some(reason) =
             limits.early().reached(requests, connections, age, rss).filter(|_| !self.replacement_requested.get())

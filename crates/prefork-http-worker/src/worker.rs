@@ -77,10 +77,7 @@ impl<'l> HttpWorker<'l> {
         let connections = self.config.worker_connections.max(1);
         let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, doorbell, self.router, self.config));
         worker.sample_usage_if_due();
-        worker.set_state(WorkerState::Idle);
-        if connections > 1 {
-            worker.slot.set_state(WorkerState::Idle);
-        }
+        worker.slot.set_state(WorkerState::Idle);
         // Ready: tell the supervisor at once, so a reload or a recycling replacement that was
         // waiting for this worker completes now rather than at the next maintenance tick.
         worker.ring();
@@ -122,9 +119,7 @@ impl Context<'_> {
                 }
                 Waited::Nothing(calls) => {
                     worker.record_accept_calls(calls);
-                    // Timed out, perhaps: an idle worker ages and its memory may grow too.
-                    worker.sample_usage_if_due();
-                    worker.check_recycle_limits();
+                    worker.on_idle_tick();
                     continue;
                 }
                 Waited::Stop => continue,
@@ -133,12 +128,7 @@ impl Context<'_> {
             worker.ring();
             let id = worker.next_connection_id();
             worker.connection_opened();
-            local.block_on(runtime, async {
-                match PlainStream::from_accepted(fd, self.listener) {
-                    Ok((stream, peer)) => serve_accepted(stream, peer, id, worker, self.stop_watch).await,
-                    Err(error) => tracing::debug!(%error, "the client left before it was served"),
-                }
-            });
+            local.block_on(runtime, self.serve_fd(fd, id));
             worker.connection_closed();
         }
     }
@@ -146,6 +136,9 @@ impl Context<'_> {
     /// Up to `limit` connections at once: an accept thread waits (a real waiter, so
     /// `EPOLLEXCLUSIVE` still wakes one worker per connection) while a place is free, and hands
     /// connections to the runtime.
+    ///
+    /// On stop the thread stops accepting, but every connection it already took is served: the
+    /// runtime keeps reading the channel until the thread has gone.
     fn serve_many(
         &self,
         runtime: &tokio::runtime::Runtime,
@@ -158,68 +151,107 @@ impl Context<'_> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         std::thread::scope(|scope| {
             let (free, idle_check) = (&free, worker.idle_check_interval());
-            scope.spawn(move || {
-                while free.take() {
-                    let sent = match acceptor.wait(idle_check) {
-                        Ok(Waited::Connection(fd, calls)) => tx.send(Ok((fd, calls))).is_ok(),
-                        Ok(Waited::Nothing(calls)) => {
-                            free.give_back();
-                            tx.send(Err(calls)).is_ok()
-                        }
-                        Ok(Waited::Stop) => false,
-                        Err(error) => {
-                            tracing::error!(%error, "accept thread failed");
-                            false
-                        }
-                    };
-                    if !sent {
-                        break;
-                    }
-                }
-            });
+            scope.spawn(move || accept_loop(&acceptor, free, idle_check, &tx));
+            // However the runtime leaves (a panic included), the accept thread must stop too,
+            // or the scope would wait for it forever.
+            let _close_on_exit = CloseOnDrop(free);
             local.block_on(runtime, async {
                 let mut open = FuturesUnordered::new();
-                let mut stopping = false;
+                let (mut stopping, mut accepting) = (false, true);
+                let mut failure = None;
                 loop {
                     tokio::select! {
-                        accepted = rx.recv(), if !stopping => match accepted {
-                            Some(Ok((fd, calls))) => {
+                        handed = rx.recv(), if accepting => match handed {
+                            Some(Handed::Connection(fd, calls)) => {
                                 worker.record_accept_calls(calls);
                                 let id = worker.next_connection_id();
                                 worker.connection_opened();
                                 open.push(async move {
-                                    match PlainStream::from_accepted(fd, self.listener) {
-                                        Ok((stream, peer)) => serve_accepted(stream, peer, id, worker, self.stop_watch).await,
-                                        Err(error) => tracing::debug!(%error, "the client left before it was served"),
-                                    }
+                                    self.serve_fd(fd, id).await;
                                     worker.connection_closed();
                                     free.give_back();
                                 });
                             }
-                            Some(Err(calls)) => {
+                            Some(Handed::Nothing(calls)) => {
                                 worker.record_accept_calls(calls);
-                                worker.sample_usage_if_due();
-                                worker.check_recycle_limits();
+                                worker.on_idle_tick();
                             }
-                            None => stopping = true,
+                            Some(Handed::Failed(error)) => {
+                                tracing::error!(%error, "accept thread failed; finishing open connections");
+                                failure = Some(error);
+                            }
+                            None => accepting = false,
                         },
                         Some(()) = open.next(), if !open.is_empty() => {}
-                        () = self.stop_watch.requested(), if !stopping => {
-                            // No new connections; the open ones finish (they see the stop too).
-                            stopping = true;
-                            let state = if open.is_empty() { WorkerState::IdleKill } else { WorkerState::Graceful };
-                            worker.enter_stopping(state);
-                            free.close();
-                        }
+                        () = self.stop_watch.requested(), if !stopping => {}
                     }
-                    if stopping && open.is_empty() {
+                    if !stopping && (self.stop.requested() || !accepting) {
+                        // No new connections; the open ones finish (they see the stop too).
+                        stopping = true;
+                        let state = if open.is_empty() { WorkerState::IdleKill } else { WorkerState::Graceful };
+                        worker.enter_stopping(state);
+                        free.close();
+                    }
+                    if stopping && !accepting && open.is_empty() {
                         break;
                     }
                 }
-            });
-            free.close();
-        });
-        Ok(WorkerOutcome::Stopped)
+                failure.map_or(Ok(WorkerOutcome::Stopped), Err)
+            })
+        })
+    }
+
+    /// Serves one accepted connection to its end.
+    async fn serve_fd(&self, fd: std::os::fd::OwnedFd, id: u64) {
+        match PlainStream::from_accepted(fd, self.listener) {
+            Ok((stream, peer)) => serve_accepted(stream, peer, id, self.worker, self.stop_watch).await,
+            Err(error) => tracing::debug!(%error, "the client left before it was served"),
+        }
+    }
+}
+
+/// What the accept thread hands to the runtime.
+enum Handed {
+    Connection(std::os::fd::OwnedFd, u64),
+    /// A wait ended without a connection (timeout, or a sibling took it): `accept4` calls.
+    Nothing(u64),
+    /// The wait itself failed; the thread has stopped.
+    Failed(WorkerError),
+}
+
+/// The accept thread of a worker serving several connections: takes a free place, waits for a
+/// connection, hands it over; stops when the places are closed, on stop, or on failure.
+fn accept_loop(
+    acceptor: &Acceptor<'_>,
+    free: &FreeSlots,
+    idle_check: Option<std::time::Duration>,
+    tx: &mpsc::UnboundedSender<Handed>,
+) {
+    while free.take() {
+        let handed = match acceptor.wait(idle_check) {
+            Ok(Waited::Connection(fd, calls)) => Handed::Connection(fd, calls),
+            Ok(Waited::Nothing(calls)) => {
+                free.give_back();
+                Handed::Nothing(calls)
+            }
+            Ok(Waited::Stop) => return,
+            Err(error) => {
+                let _ = tx.send(Handed::Failed(error));
+                return;
+            }
+        };
+        if tx.send(handed).is_err() {
+            return;
+        }
+    }
+}
+
+/// Closes the free places when dropped.
+struct CloseOnDrop<'a>(&'a FreeSlots);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -65,6 +65,7 @@ impl Board {
         h.slot_count.store(slot_count as u32, Relaxed);
         h.parent_pid.store(parent_pid, Relaxed);
         h.generation.store(1, Relaxed);
+        h.highest_generation.store(1, Relaxed);
         h.start_unix_micros.store(unix_micros(), Relaxed);
         h.start_monotonic_micros.store(monotonic_micros(), Relaxed);
         h.max_clients.store(slot_count as u64, Relaxed);
@@ -160,10 +161,15 @@ impl Board {
 
     // ----- Parent only -----
 
-    /// Parent only: starts a new worker generation (graceful reload) and returns it.
+    /// Parent only: starts a new worker generation (graceful reload) and returns it: one
+    /// above any generation ever started, even if a failed reload went back to an older one.
     pub fn bump_generation(&self) -> u64 {
-        self.header().reloads.fetch_add(1, Relaxed);
-        self.header().generation.fetch_add(1, Release) + 1
+        let h = self.header();
+        h.reloads.fetch_add(1, Relaxed);
+        let next = h.highest_generation.load(Relaxed).max(h.generation.load(Relaxed)) + 1;
+        h.highest_generation.store(next, Relaxed);
+        h.generation.store(next, Release);
+        next
     }
 
     /// Parent only: goes back to an earlier generation (a reload whose new workers could not
@@ -222,26 +228,20 @@ impl Board {
         h.listen_queue_max.fetch_max(queued, Relaxed);
     }
 
-    /// Parent only, after `waitpid` has reaped the slot's worker: marks the slot empty and
-    /// folds the worker's counters into the header totals.
+    /// Parent only, after `waitpid` has reaped the slot's worker: marks the slot empty.
     ///
     /// The slot keeps its counters until the next worker claims it, so a status reader can
-    /// still see what the dead worker did; totals count only live slots plus the header.
+    /// still see what the dead worker did; the per-slot counters behind the totals go on.
     pub fn clear_slot(&self, index: usize) {
         let slot = self.slot(index);
         if slot.pid.swap(0, AcqRel) == 0 {
-            return; // never claimed, or already cleared: nothing to fold in twice
+            return; // never claimed, or already cleared
         }
         slot.state.store(WorkerState::Dead as u8, Release);
         slot.flags.store(0, Relaxed);
+        slot.oldest_in_flight_micros.store(0, Relaxed);
         slot.last_change_micros.store(monotonic_micros(), Relaxed);
         record::clear(slot);
-        let h = self.header();
-        h.retired_requests.fetch_add(slot.requests_child.load(Relaxed), Relaxed);
-        h.retired_bytes.fetch_add(slot.bytes_child.load(Relaxed), Relaxed);
-        h.retired_connections.fetch_add(slot.connections.load(Relaxed), Relaxed);
-        h.retired_accept_calls.fetch_add(slot.accept_calls.load(Relaxed), Relaxed);
-        h.retired_slow_requests.fetch_add(slot.slow_requests.load(Relaxed), Relaxed);
     }
 
     // ----- Worker only -----
@@ -263,6 +263,7 @@ impl Board {
             &slot.cpu_micros,
             &slot.rss_bytes,
             &slot.usage_sampled_micros,
+            &slot.oldest_in_flight_micros,
         ] {
             counter.store(0, Relaxed);
         }
@@ -317,6 +318,10 @@ impl Board {
         out.cpu_micros = s.cpu_micros.load(Relaxed);
         out.rss_bytes = s.rss_bytes.load(Relaxed);
         out.usage_sampled_micros = s.usage_sampled_micros.load(Relaxed);
+        out.connections_slot = s.connections_slot.load(Relaxed);
+        out.accept_calls_slot = s.accept_calls_slot.load(Relaxed);
+        out.slow_requests_slot = s.slow_requests_slot.load(Relaxed);
+        out.oldest_in_flight_micros = s.oldest_in_flight_micros.load(Relaxed);
         // An empty slot's record was cleared with it: skip the copy.
         out.request_unreadable = if out.pid == 0 {
             out.request = None;
@@ -344,11 +349,6 @@ impl Board {
                 max_requests_per_child: get(&h.max_requests_per_child),
                 slow_request_micros: get(&h.slow_request_micros),
             },
-            retired_requests: get(&h.retired_requests),
-            retired_bytes: get(&h.retired_bytes),
-            retired_connections: get(&h.retired_connections),
-            retired_accept_calls: get(&h.retired_accept_calls),
-            retired_slow_requests: get(&h.retired_slow_requests),
             workers_forked: get(&h.workers_forked),
             max_clients_reached: get(&h.max_clients_reached),
             listen_queue: get(&h.listen_queue),
@@ -414,27 +414,46 @@ impl SlotWriter<'_> {
     pub fn record_connection(&self) {
         self.slot.requests_connection.store(0, Relaxed);
         self.slot.connections.fetch_add(1, Relaxed);
+        self.slot.connections_slot.fetch_add(1, Relaxed);
     }
 
     /// Counts one `accept4` call, successful or not.
     pub fn record_accept_call(&self) {
-        self.slot.accept_calls.fetch_add(1, Relaxed);
+        self.record_accept_calls(1);
     }
 
-    /// Publishes the request that begins now.
-    pub fn begin_request(&self, info: &RequestInfo<'_>) {
-        record::publish(self.slot, monotonic_micros(), info);
+    /// Counts `calls` `accept4` calls, successful or not.
+    pub fn record_accept_calls(&self, calls: u64) {
+        if calls > 0 {
+            self.slot.accept_calls.fetch_add(calls, Relaxed);
+            self.slot.accept_calls_slot.fetch_add(calls, Relaxed);
+        }
     }
 
-    /// Counts the request that ends now, with the body bytes it sent; returns its duration
-    /// in µs (0 if no request was begun).
+    /// Publishes the request that begins now; returns its start (`CLOCK_MONOTONIC` µs), for
+    /// [`SlotWriter::finish_request_begun_at`].
+    pub fn begin_request(&self, info: &RequestInfo<'_>) -> u64 {
+        let now = monotonic_micros();
+        record::publish(self.slot, now, info);
+        now
+    }
+
+    /// Counts the request that ends now (the last one begun), with the body bytes it sent;
+    /// returns its duration in µs (0 if no request was begun).
     pub fn finish_request(&self, body_bytes: u64) -> u64 {
-        let started = self.slot.request_started_micros.load(Relaxed);
-        let duration = if started == 0 { 0 } else { monotonic_micros().saturating_sub(started) };
+        self.finish_request_begun_at(self.slot.request_started_micros.load(Relaxed), body_bytes)
+    }
+
+    /// Counts a request that began at `started_micros` (as [`SlotWriter::begin_request`]
+    /// returned) and ends now: with several requests at once (HTTP/2, several connections)
+    /// the last one begun is not necessarily the one ending.
+    pub fn finish_request_begun_at(&self, started_micros: u64, body_bytes: u64) -> u64 {
+        let duration = if started_micros == 0 { 0 } else { monotonic_micros().saturating_sub(started_micros) };
         let slow_after = self.header.slow_request_micros.load(Relaxed);
         self.slot.last_duration_micros.store(duration, Relaxed);
         if slow_after > 0 && duration > slow_after {
             self.slot.slow_requests.fetch_add(1, Relaxed);
+            self.slot.slow_requests_slot.fetch_add(1, Relaxed);
         }
         self.slot.bytes_child.fetch_add(body_bytes, Relaxed);
         self.slot.bytes_slot.fetch_add(body_bytes, Relaxed);
@@ -442,6 +461,17 @@ impl SlotWriter<'_> {
         self.slot.requests_slot.fetch_add(1, Relaxed);
         self.slot.requests_child.fetch_add(1, Release);
         duration
+    }
+
+    /// Publishes when the oldest request still running began (0: none is running), which the
+    /// supervisor's stuck-worker watchdog reads.
+    pub fn set_oldest_in_flight(&self, started_micros: u64) {
+        self.slot.oldest_in_flight_micros.store(started_micros, Release);
+    }
+
+    /// The resident memory last sampled, bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        self.slot.rss_bytes.load(Relaxed)
     }
 
     /// Publishes a sample of the process's CPU time (µs) and resident memory (bytes).

@@ -14,7 +14,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHPFSCBD");
 
 /// Bumped whenever the layout changes, so that a status tool built from another version
 /// refuses to read a segment it would misinterpret.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Upper bound on slots, far beyond Apache's default ServerLimit of 256.
 pub const MAX_SLOTS: usize = 65_536;
@@ -42,7 +42,7 @@ pub struct Header {
     pub(crate) slot_count: AtomicU32,
     pub(crate) parent_pid: AtomicU32,
     pub(crate) _reserved: AtomicU32,
-    /// Bumped by the parent on each graceful reload.
+    /// Bumped by the parent on each graceful reload (and set back by a failed one).
     pub(crate) generation: AtomicU64,
     pub(crate) start_unix_micros: AtomicU64,
     pub(crate) start_monotonic_micros: AtomicU64,
@@ -56,13 +56,6 @@ pub struct Header {
     pub(crate) max_requests_per_child: AtomicU64,
     /// Requests longer than this count as slow (0: not counted).
     pub(crate) slow_request_micros: AtomicU64,
-
-    // Counters of workers that have exited, folded in when the parent clears their slot.
-    pub(crate) retired_requests: AtomicU64,
-    pub(crate) retired_bytes: AtomicU64,
-    pub(crate) retired_connections: AtomicU64,
-    pub(crate) retired_accept_calls: AtomicU64,
-    pub(crate) retired_slow_requests: AtomicU64,
 
     // What the parent saw.
     pub(crate) workers_forked: AtomicU64,
@@ -80,6 +73,9 @@ pub struct Header {
     pub(crate) spawning_halted: AtomicU64,
     pub(crate) reloads: AtomicU64,
     pub(crate) reload_failures: AtomicU64,
+    /// The highest generation ever started: a reload after a failed one takes a number never
+    /// used, so no straggler of the abandoned generation passes for a new worker.
+    pub(crate) highest_generation: AtomicU64,
     /// Why the last worker failed to boot, published under its own sequence counter.
     pub(crate) last_boot_error: SeqText<BOOT_ERROR_WORDS>,
 }
@@ -147,6 +143,17 @@ pub struct Slot {
     pub(crate) text_lengths: AtomicU64,
     /// Request line, client, protocol, virtual host, back to back.
     pub(crate) text: [AtomicU64; TEXT_WORDS],
+
+    /// Connections, `accept4` calls and slow requests of every process in this slot. Like
+    /// `requests_slot`, never reset: the server's totals are sums of these, so they only grow
+    /// whatever workers come and go while a reader adds them up.
+    pub(crate) connections_slot: AtomicU64,
+    pub(crate) accept_calls_slot: AtomicU64,
+    pub(crate) slow_requests_slot: AtomicU64,
+    /// When the oldest request still running began (`CLOCK_MONOTONIC` µs); 0: none running.
+    /// Unlike the record above (the latest request), this is what the stuck-worker watchdog
+    /// needs when a worker runs several requests at once.
+    pub(crate) oldest_in_flight_micros: AtomicU64,
 }
 
 /// Bytes needed for a segment with `slot_count` slots.
@@ -180,10 +187,9 @@ mod tests {
         assert_eq!(offset_of!(Header, start_unix_micros), 40);
         assert_eq!(offset_of!(Header, start_servers), 56);
         assert_eq!(offset_of!(Header, slow_request_micros), 96);
-        assert_eq!(offset_of!(Header, retired_requests), 104);
-        assert_eq!(offset_of!(Header, workers_forked), 144);
-        assert_eq!(offset_of!(Header, reload_failures), 216);
-        assert_eq!(offset_of!(Header, last_boot_error), 224);
+        assert_eq!(offset_of!(Header, workers_forked), 104);
+        assert_eq!(offset_of!(Header, reload_failures), 176);
+        assert_eq!(offset_of!(Header, last_boot_error), 192);
     }
 
     #[test]
@@ -197,6 +203,8 @@ mod tests {
         assert_eq!(offset_of!(Slot, usage_sampled_micros), 120);
         assert_eq!(offset_of!(Slot, seq), 128);
         assert_eq!(offset_of!(Slot, text), 152);
+        assert_eq!(offset_of!(Slot, connections_slot), 408);
+        assert_eq!(offset_of!(Slot, oldest_in_flight_micros), 432);
     }
 
     #[test]

@@ -13,11 +13,6 @@ pub struct HeaderSnapshot {
     pub start_unix_micros: u64,
     pub start_monotonic_micros: u64,
     pub config: BoardConfig,
-    pub retired_requests: u64,
-    pub retired_bytes: u64,
-    pub retired_connections: u64,
-    pub retired_accept_calls: u64,
-    pub retired_slow_requests: u64,
     pub workers_forked: u64,
     pub max_clients_reached: u64,
     pub listen_queue: u64,
@@ -57,6 +52,11 @@ pub struct SlotSnapshot {
     pub cpu_micros: u64,
     pub rss_bytes: u64,
     pub usage_sampled_micros: u64,
+    pub connections_slot: u64,
+    pub accept_calls_slot: u64,
+    pub slow_requests_slot: u64,
+    /// When the oldest request still running began (`CLOCK_MONOTONIC` µs); 0: none running.
+    pub oldest_in_flight_micros: u64,
     /// The current or last request, if any was published since the slot was cleared.
     pub request: Option<RequestRecord>,
     /// The request record was being rewritten on every read attempt (or its writer died
@@ -86,6 +86,10 @@ impl SlotSnapshot {
         cpu_micros: 0,
         rss_bytes: 0,
         usage_sampled_micros: 0,
+        connections_slot: 0,
+        accept_calls_slot: 0,
+        slow_requests_slot: 0,
+        oldest_in_flight_micros: 0,
         request: None,
         request_unreadable: false,
     };
@@ -182,24 +186,15 @@ impl Snapshot {
         Some(self.taken_monotonic_micros.saturating_sub(request.started_micros) as f64 / 1e6)
     }
 
-    /// Counters of exited workers plus those of live ones.
+    /// Work done by all workers since the server started: the sum of every slot's per-slot
+    /// counters, which never go down, so neither do these (a Prometheus counter must not).
     pub fn totals(&self) -> Totals {
-        let h = &self.header;
-        self.live().fold(
-            Totals {
-                requests: h.retired_requests,
-                bytes: h.retired_bytes,
-                connections: h.retired_connections,
-                accept_calls: h.retired_accept_calls,
-                slow_requests: h.retired_slow_requests,
-            },
-            |t, s| Totals {
-                requests: t.requests + s.requests_child,
-                bytes: t.bytes + s.bytes_child,
-                connections: t.connections + s.connections,
-                accept_calls: t.accept_calls + s.accept_calls,
-                slow_requests: t.slow_requests + s.slow_requests,
-            },
-        )
+        self.slots.iter().fold(Totals::default(), |t, s| Totals {
+            requests: t.requests + s.requests_slot,
+            bytes: t.bytes + s.bytes_slot,
+            connections: t.connections + s.connections_slot,
+            accept_calls: t.accept_calls + s.accept_calls_slot,
+            slow_requests: t.slow_requests + s.slow_requests_slot,
+        })
     }
 }

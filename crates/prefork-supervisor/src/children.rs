@@ -20,6 +20,8 @@ pub(crate) struct ChildRecord {
     pub retiring: bool,
     /// When it was sent SIGTERM for running a request past `request_timeout`.
     pub stuck_since: Option<Micros>,
+    /// SIGKILL has been sent: it cannot refuse, so it is not sent again.
+    pub killed: bool,
 }
 
 /// Live children by pid, and slot occupancy.
@@ -78,7 +80,15 @@ mod tests {
     use super::*;
 
     fn record(pid: i32, slot: usize) -> ChildRecord {
-        ChildRecord { pid: Pid::from_raw(pid), slot, generation: 1, forked_at: 0, retiring: false, stuck_since: None }
+        ChildRecord {
+            pid: Pid::from_raw(pid),
+            slot,
+            generation: 1,
+            forked_at: 0,
+            retiring: false,
+            stuck_since: None,
+            killed: false,
+        }
     }
 
     #[test]

@@ -16,12 +16,13 @@
 //!    caps by the deficit too; Apache ramps 1, 2, 4 … per round, see [`SpawnRamp`]). Not while
 //!    boot failures are backing off; after `max_boot_failures` in a row, only one probe per
 //!    `boot_backoff_max` until a worker boots again.
-//! 3. **Reload.** Workers of an older generation are not capacity. Once the current generation
+//! 3. **Reload.** Workers of another generation than the current one are not capacity. Once the current generation
 //!    has `min_spare` workers ready (idle, not merely starting), every old worker is retired
 //!    (busy ones finish their request first). If old workers fill `max_clients` so that the new
 //!    generation cannot be forked, old *idle* workers are retired to make room. If the new
 //!    generation fails to boot `max_reload_boot_failures` times in a row, the reload is
-//!    abandoned: the old generation becomes current again.
+//!    abandoned: the old generation becomes current again, and the abandoned generation's
+//!    stragglers (forked before the revert, booting late) are retired.
 //! 4. **Recycle** a worker that asked to be replaced once the pool keeps `min_spare` ready idle
 //!    workers after it has gone and its client has moved (rule 2 forks that replacement first,
 //!    counting a busy recycling worker as a spare already spent), so capacity never dips; or,
@@ -30,8 +31,8 @@
 //!    surplus has lasted a whole `idle_retire_interval`, and at most one per interval
 //!    (hysteresis: a dip in load shorter than the interval retires nobody, and any
 //!    oscillation costs at most one worker per interval).
-//! 6. **Stuck workers.** A request running past `request_timeout`: SIGTERM, then SIGKILL after
-//!    `request_timeout_grace`.
+//! 6. **Stuck workers.** A request running past `request_timeout` (the oldest one running, in
+//!    a worker serving several): SIGTERM, then SIGKILL after `request_timeout_grace`.
 
 use prefork_scoreboard::WorkerState;
 
@@ -54,7 +55,7 @@ pub struct WorkerView {
     pub retiring: bool,
     /// It reached a recycling limit and asks to be replaced.
     pub retire_requested: bool,
-    /// When the request it is running began (while `W`).
+    /// When the oldest request it is running began (`None`: none is running).
     pub request_started: Option<Micros>,
     /// When it was sent SIGTERM for a request past `request_timeout`.
     pub stuck_since: Option<Micros>,
@@ -104,7 +105,13 @@ pub struct PolicyMemory {
     pub at_max_clients: bool,
     /// The current batch size of [`SpawnRamp::Doubling`].
     pub spawn_rate: usize,
+    /// When [`SpawnRamp::Doubling`] last forked a batch: its batches are [`RAMP_ROUND`] apart.
+    pub last_ramp_round: Option<Micros>,
 }
+
+/// Time between two batches of [`SpawnRamp::Doubling`]: Apache's one-second maintenance
+/// round, whatever wakes the supervisor in between.
+pub const RAMP_ROUND: Micros = 1_000_000;
 
 impl Default for PolicyMemory {
     fn default() -> Self {
@@ -117,6 +124,7 @@ impl Default for PolicyMemory {
             halted: false,
             at_max_clients: false,
             spawn_rate: 1,
+            last_ramp_round: None,
         }
     }
 }
@@ -220,12 +228,12 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     // Rule 1: counting.
     let processes = view.workers.len();
     let active = || view.workers.iter().filter(|w| !w.retiring);
-    let old = || active().filter(|w| w.generation < view.generation);
+    let old = || active().filter(|w| w.generation != view.generation);
     let mut requesting: Vec<&WorkerView> =
-        active().filter(|w| w.generation >= view.generation && w.retire_requested).collect();
+        active().filter(|w| w.generation == view.generation && w.retire_requested).collect();
     requesting.sort_by_key(|w| (w.forked_at, w.slot));
     let recycling: Vec<usize> = requesting.iter().take(config.max_recycling).map(|w| w.slot).collect();
-    let current = || active().filter(|w| w.generation >= view.generation && !recycling.contains(&w.slot));
+    let current = || active().filter(|w| w.generation == view.generation && !recycling.contains(&w.slot));
     let ready_idle = current().filter(|w| w.state == WorkerState::Idle).count();
     let capacity = current().filter(|w| w.state == WorkerState::Idle || w.state == WorkerState::Starting).count();
     // A busy worker that asked to be replaced closes its client's connection after the
@@ -242,6 +250,12 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     let room = config.max_clients.saturating_sub(processes);
     let rate = match config.spawn_ramp {
         SpawnRamp::Deficit => deficit.min(config.max_spawn_rate),
+        SpawnRamp::Doubling { .. } if deficit > 0 && memory.last_ramp_round.is_some_and(|t| now < t + RAMP_ROUND) => {
+            // Between two rounds: the batch already forked this round is booting.
+            let next = memory.last_ramp_round.map_or(now, |t| t + RAMP_ROUND);
+            decision.recheck_at = earliest(decision.recheck_at, next);
+            0
+        }
         SpawnRamp::Doubling { cap_at_deficit } => {
             let rate = memory.spawn_rate.clamp(1, config.max_spawn_rate);
             match (deficit, cap_at_deficit) {
@@ -251,12 +265,13 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
             }
         }
     };
+    let in_ramp_pause = matches!(config.spawn_ramp, SpawnRamp::Doubling { .. }) && deficit > 0 && rate == 0;
     let mut wanted = rate;
     if wanted > 0 && now < memory.spawn_not_before {
         decision
             .notices
             .push(Notice::BootBackoff { failures: memory.boot_failures, wait_micros: memory.spawn_not_before - now });
-        decision.recheck_at = Some(memory.spawn_not_before);
+        decision.recheck_at = earliest(decision.recheck_at, memory.spawn_not_before);
         wanted = 0;
     } else if wanted > 0 && memory.halted {
         // One probe, then wait the longest backoff for the next.
@@ -265,9 +280,16 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     }
     decision.spawn = wanted.min(room);
     if let SpawnRamp::Doubling { .. } = config.spawn_ramp {
-        memory.spawn_rate =
-            if deficit > 0 && room > 0 { (memory.spawn_rate * 2).min(config.max_spawn_rate) } else { 1 };
+        if decision.spawn > 0 {
+            memory.spawn_rate = (memory.spawn_rate * 2).min(config.max_spawn_rate);
+            memory.last_ramp_round = Some(now);
+        } else if !in_ramp_pause {
+            memory.spawn_rate = 1;
+            memory.last_ramp_round = None;
+        }
     }
+    // What the pool needs this round: a ramp may want a bigger batch than the deficit.
+    let needed = wanted.min(deficit);
 
     // Rule 3: old generation. Make room for the new one, then retire the rest once it is ready.
     let old_generation = old().map(|w| w.generation).max();
@@ -278,18 +300,21 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
             failures: memory.boot_failures,
         });
         decision.revert_generation = Some(old_generation);
+        // Workers of the abandoned generation forked before now and still booting (or booted
+        // late) would otherwise serve with the configuration that was just rejected.
+        decision.retire.extend(active().filter(|w| w.generation == view.generation).map(|w| w.slot));
         memory.boot_failures = 0;
         memory.spawn_not_before = 0;
         memory.halted = false;
         decision.spawn = 0;
-        return finish(decision, memory);
+        return finish(decision, memory, now);
     }
     let mut old_idle: Vec<&WorkerView> =
         old().filter(|w| w.state.is_idle() || w.state == WorkerState::Starting).collect();
     old_idle.sort_by_key(|w| (w.state_since, w.slot));
     // Old workers already told to go will free their slots; do not retire more for the same room.
     let pending_exits = view.workers.iter().filter(|w| w.retiring).count();
-    let short = (wanted - decision.spawn).saturating_sub(pending_exits);
+    let short = needed.saturating_sub(decision.spawn).saturating_sub(pending_exits);
     for w in old_idle.iter().take(short) {
         decision.retire.push(w.slot);
     }
@@ -301,7 +326,7 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
         }
     }
 
-    let blocked_by_max_clients = decision.spawn < wanted && decision.retire.is_empty();
+    let blocked_by_max_clients = decision.spawn < needed && decision.retire.is_empty();
     if blocked_by_max_clients && !memory.at_max_clients {
         decision.notices.push(Notice::MaxClientsReached { processes, idle: capacity });
     }
@@ -348,7 +373,7 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     if let Some(timeout) = config.request_timeout.map(micros) {
         let grace = micros(config.request_timeout_grace);
         for w in view.workers {
-            match (w.stuck_since, w.request_started.filter(|_| w.state == WorkerState::Writing)) {
+            match (w.stuck_since, w.request_started) {
                 (Some(termed), _) if now >= termed + grace => decision.stuck_kill.push(w.slot),
                 (Some(termed), _) => decision.recheck_at = earliest(decision.recheck_at, termed + grace),
                 (None, Some(started)) if now >= started + timeout => {
@@ -361,11 +386,12 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
             }
         }
     }
-    finish(decision, memory)
+    finish(decision, memory, now)
 }
 
-fn finish(mut decision: Decision, memory: PolicyMemory) -> (Decision, PolicyMemory) {
-    if memory.halted && memory.spawn_not_before > 0 {
+fn finish(mut decision: Decision, memory: PolicyMemory, now: Micros) -> (Decision, PolicyMemory) {
+    // Only a time still to come: one already past would have the loop spin.
+    if memory.halted && memory.spawn_not_before > now {
         decision.recheck_at = earliest(decision.recheck_at, memory.spawn_not_before);
     }
     (decision, memory)

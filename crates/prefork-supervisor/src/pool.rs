@@ -66,7 +66,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             "supervisor started"
         );
         for _ in 0..self.config.pool.start_servers {
-            self.fork_worker()?;
+            if !self.fork_worker()? {
+                break;
+            }
         }
         loop {
             self.maintain()?;
@@ -188,7 +190,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         }
         for slot in decision.retire {
             let reason = match workers.iter().find(|w| w.slot == slot) {
-                Some(w) if w.generation < view.generation => "old generation",
+                Some(w) if w.generation != view.generation => "old generation",
+                Some(_) if decision.revert_generation.is_some() => "abandoned reload",
                 Some(w) if w.retire_requested => "recycled: its replacement is ready",
                 _ => "surplus idle worker",
             };
@@ -209,9 +212,10 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             }
         }
         for slot in decision.stuck_kill {
-            if let Some(child) = self.children.by_slot_mut(slot) {
+            if let Some(child) = self.children.by_slot_mut(slot).filter(|c| !c.killed) {
                 tracing::error!(pid = child.pid.as_raw(), slot, "stuck worker ignored SIGTERM: killing it");
                 signal_child(child.pid, Signal::SIGKILL);
+                child.killed = true;
             }
         }
         if decision.spawn >= 8 {
@@ -222,7 +226,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             );
         }
         for _ in 0..decision.spawn {
-            self.fork_worker()?;
+            if !self.fork_worker()? {
+                break;
+            }
         }
         Ok(())
     }
@@ -413,10 +419,7 @@ fn view_of(child: &ChildRecord, board: &Board) -> WorkerView {
         forked_at: child.forked_at,
         retiring: child.retiring,
         retire_requested: claimed && slot.retire_requested(),
-        request_started: slot
-            .request
-            .filter(|_| claimed && slot.state == WorkerState::Writing)
-            .map(|r| r.started_micros),
+        request_started: (claimed && slot.oldest_in_flight_micros != 0).then_some(slot.oldest_in_flight_micros),
         stuck_since: child.stuck_since,
     }
 }

@@ -15,9 +15,10 @@ use crate::pool::Pool;
 use crate::worker::{WorkerContext, WorkerExit, exit_code};
 
 impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
-    /// Forks one worker of the current generation into the lowest free slot.
-    pub(crate) fn fork_worker(&mut self) -> Result<(), SupervisorError> {
-        let Some(slot) = self.children.free_slot() else { return Ok(()) };
+    /// Forks one worker of the current generation into the lowest free slot. False if none
+    /// was forked (no free slot, or fork failed): forking more this round would fail too.
+    pub(crate) fn fork_worker(&mut self) -> Result<bool, SupervisorError> {
+        let Some(slot) = self.children.free_slot() else { return Ok(false) };
         let generation = self.scoreboard.board().generation();
         // Chosen here, in the parent, so jitter differs between workers.
         let limits = self.config.recycle.limits_for_worker(|| fastrand::u64(..));
@@ -45,10 +46,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                     forked_at: monotonic_micros(),
                     retiring: false,
                     stuck_since: None,
+                    killed: false,
                 };
                 self.children.insert(record);
                 tracing::debug!(pid = child.as_raw(), slot, generation, "forked worker");
-                Ok(())
+                Ok(true)
             }
             Err(errno) => {
                 // Out of processes or memory: back off as for a worker that failed to boot.
@@ -60,7 +62,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                     &self.config.pool,
                     fastrand::f64(),
                 );
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -68,10 +70,14 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     /// The child side of a fork. Returns the process exit code.
     fn become_worker(&mut self, slot: usize, generation: u64, limits: RecycleLimits) -> i32 {
         // The supervisor forwards SIGUSR1 (reopen logs) to every worker; its default action
-        // would kill a worker that does not handle it. Ignored before the mask is restored:
-        // one sent since the fork is pending, and would be delivered at once.
-        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
-        let _ = unsafe { nix::sys::signal::signal(Signal::SIGUSR1, nix::sys::signal::SigHandler::SigIgn) };
+        // would kill a worker that does not handle it. A terminal sends SIGINT, SIGHUP and
+        // SIGQUIT to the whole process group: the supervisor decides what they mean for its
+        // workers. All ignored before the mask is restored: one sent since the fork is pending,
+        // and would be delivered at once (the worker installs its own handling later).
+        for signal in [Signal::SIGUSR1, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+            // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+            let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) };
+        }
         self.signals.release_in_child();
         // Die with the parent, even if it is SIGKILLed; then close the race where the parent
         // died before prctl took effect.

@@ -81,14 +81,18 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             Doorbell::new().map_err(|e| sys("eventfd", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         let scoreboard = Scoreboard::create(&self.config.scoreboard_prefix, self.config.pool.max_clients)?;
         scoreboard.board().publish_config(&self.config.board_config());
+        // A fork copies only the calling thread: with another thread alive (a runtime, a log
+        // writer, anything holding a lock) the workers would start from a broken copy. Checked
+        // before the start is announced, and again after the hook, which may start one.
+        let single_threaded = || match thread_count().filter(|n| *n != 1) {
+            Some(threads) => Err(SupervisorError::Threaded(threads)),
+            None => Ok(()),
+        };
+        single_threaded()?;
         if let Some(hook) = self.on_started {
             hook(scoreboard.name(), scoreboard.board());
         }
-        // A fork copies only the calling thread: with another thread alive (a runtime, a log
-        // writer, anything holding a lock) the workers would start from a broken copy.
-        if let Some(threads) = thread_count().filter(|n| *n != 1) {
-            return Err(SupervisorError::Threaded(threads));
-        }
+        single_threaded()?;
         let mut pool = Pool {
             children: ChildTable::new(self.config.pool.max_clients),
             config: self.config,

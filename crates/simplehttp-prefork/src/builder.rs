@@ -354,6 +354,13 @@ impl ServerBuilder {
         self
     }
 
+    /// After this many workers of a new generation fail to boot in a row, a reload (SIGHUP)
+    /// is abandoned and the old generation keeps serving (default 3).
+    pub fn max_reload_boot_failures(mut self, failures: u32) -> Self {
+        self.supervisor.pool.max_reload_boot_failures = failures;
+        self
+    }
+
     /// How long a graceful stop waits for busy workers before killing them (default 30 s).
     pub fn graceful_timeout(mut self, timeout: Duration) -> Self {
         self.supervisor.graceful_timeout = timeout;

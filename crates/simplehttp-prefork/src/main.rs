@@ -125,14 +125,18 @@ struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     request_timeout_grace: Duration,
     /// First delay before forking again after a worker failed to boot (doubles per failure).
-    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
-    boot_backoff: Duration,
+    #[arg(long, alias = "boot-backoff", default_value = "250ms", value_parser = humantime::parse_duration)]
+    boot_backoff_initial: Duration,
     /// Longest such delay, and the interval between probes once forking is halted.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     boot_backoff_max: Duration,
     /// Halt forking after this many boot failures in a row (0: never).
     #[arg(long, default_value_t = 10)]
     max_boot_failures: u32,
+    /// Abandon a reload (SIGHUP) after this many new workers fail to boot in a row: the old
+    /// generation keeps serving.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    max_reload_boot_failures: u32,
     /// Keep HTTP/1.1 connections open between requests (the default).
     #[arg(long, overrides_with = "no_keepalive")]
     keepalive: bool,
@@ -272,7 +276,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .idle_retire_interval(args.idle_retire_interval)
         .request_timeout(args.request_timeout, args.request_timeout_grace)
-        .boot_backoff(args.boot_backoff, args.boot_backoff_max, args.max_boot_failures)
+        .boot_backoff(args.boot_backoff_initial, args.boot_backoff_max, args.max_boot_failures)
+        .max_reload_boot_failures(args.max_reload_boot_failures)
         .keepalive(!args.no_keepalive)
         .keepalive_timeout(args.keepalive_timeout)
         .graceful_timeout(args.graceful_timeout)

@@ -58,7 +58,7 @@ fn attach_refuses_memory_without_the_magic() {
 }
 
 #[test]
-fn a_claimed_slot_records_requests_and_clear_folds_them_into_the_totals() {
+fn a_claimed_slot_records_requests_and_its_work_stays_in_the_totals_after_clear() {
     let mut mem = Memory::new(2);
     let board = mem.board(2);
     let w = board.claim_slot(1, 777, 1);
@@ -82,10 +82,15 @@ fn a_claimed_slot_records_requests_and_clear_folds_them_into_the_totals() {
     let snap = board.snapshot();
     assert_eq!(snap.scoreboard_string(), "..");
     assert!(snap.slots[1].request.is_none(), "a cleared slot forgets its request");
-    // The dead worker's work still counts, once, even if the parent clears twice.
+    // The dead worker's work still counts, once, even if the parent clears twice, and after
+    // a new worker claims the slot.
     board.clear_slot(1);
     let totals = board.snapshot().totals();
     assert_eq!((totals.requests, totals.bytes, totals.connections, totals.accept_calls), (2, 42, 1, 2));
+    let w = board.claim_slot(1, 778, 1);
+    w.record_connection();
+    let totals = board.snapshot().totals();
+    assert_eq!((totals.requests, totals.connections, totals.accept_calls), (2, 2, 2));
 }
 
 #[test]
@@ -157,6 +162,9 @@ fn header_counters_and_config_are_published() {
     assert_eq!((h.workers_forked, h.max_clients_reached, h.stuck_kills), (1, 1, 1));
     assert_eq!((h.listen_queue, h.listen_queue_max, h.listen_backlog), (2, 5, 511));
     assert_eq!((h.boot_failures, h.spawning_halted, h.reloads, h.reload_failures), (3, true, 1, 1));
+    // A failed reload goes back to generation 1; the next one never reuses 2.
+    board.set_generation(1);
+    assert_eq!(board.bump_generation(), 3);
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct WorkerInfo {
     pub accept_calls: u64,
     pub slow_requests: u64,
     pub last_request_micros: u64,
+    /// How long the oldest request still running has run (`null`: none is running).
+    pub running_seconds: Option<f64>,
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
     pub request: Option<RequestInfoReport>,
@@ -194,6 +196,9 @@ impl StatusReport {
                     accept_calls: s.accept_calls,
                     slow_requests: s.slow_requests,
                     last_request_micros: s.last_duration_micros,
+                    running_seconds: (s.oldest_in_flight_micros != 0).then(|| {
+                        round3(snapshot.taken_monotonic_micros.saturating_sub(s.oldest_in_flight_micros) as f64 / 1e6)
+                    }),
                     cpu_seconds: round3(s.cpu_micros as f64 / 1e6),
                     rss_bytes: s.rss_bytes,
                     request: s.request.map(|r| RequestInfoReport {

@@ -38,6 +38,10 @@ fn slot(index: usize, pid: u32, state: WorkerState, requests: u64) -> SlotSnapsh
         cpu_micros: 250_000,
         rss_bytes: 8 << 20,
         usage_sampled_micros: 9_000_000,
+        connections_slot: requests,
+        accept_calls_slot: requests,
+        slow_requests_slot: 0,
+        oldest_in_flight_micros: 0,
         request: None,
         request_unreadable: false,
     }
@@ -48,6 +52,9 @@ pub(crate) fn snapshot() -> Snapshot {
     writing.request = Some(record("GET /<script>alert(\"x\")</script>&q=1 HTTP/1.1", "127.0.0.1:40000"));
     let mut keepalive = slot(3, 104, WorkerState::KeepAlive, 3);
     keepalive.request_unreadable = true;
+    // A slot whose worker has exited: its work still counts in the totals.
+    let mut dead = slot(2, 0, WorkerState::Dead, 9);
+    dead.slow_requests_slot = 1;
     Snapshot {
         taken_unix_micros: 1_700_000_010_000_000,
         taken_monotonic_micros: 10_000_000,
@@ -65,11 +72,6 @@ pub(crate) fn snapshot() -> Snapshot {
                 max_requests_per_child: 0,
                 slow_request_micros: 1_000_000,
             },
-            retired_requests: 5,
-            retired_bytes: 50,
-            retired_connections: 5,
-            retired_accept_calls: 7,
-            retired_slow_requests: 1,
             workers_forked: 6,
             max_clients_reached: 2,
             listen_queue: 3,
@@ -82,7 +84,7 @@ pub(crate) fn snapshot() -> Snapshot {
             reload_failures: 0,
             last_boot_error: String::new(),
         },
-        slots: vec![slot(0, 101, WorkerState::Idle, 1), writing, slot(2, 0, WorkerState::Dead, 9), keepalive],
+        slots: vec![slot(0, 101, WorkerState::Idle, 1), writing, dead, keepalive],
     }
 }
 
@@ -92,12 +94,12 @@ fn json_has_the_documented_fields_and_counts() {
     let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!((v["processes"].as_u64(), v["idle"].as_u64(), v["busy"].as_u64()), (Some(3), Some(1), Some(2)));
     assert_eq!(v["scoreboard"], "_W.K");
-    // Dead slot 2 is not counted; the header's retired work is.
-    assert_eq!(v["total_accesses"], 5 + 1 + 2 + 3);
+    // Dead slot 2 is not counted as a worker, but its work is: totals add the per-slot counts.
+    assert_eq!(v["total_accesses"], 2 + 3 + 10 + 4);
     assert_eq!(v["slow_requests"], 1);
     assert_eq!(v["server"]["scoreboard"], "/x.100");
     assert_eq!(v["server"]["uptime_seconds"], 10.0);
-    assert_eq!(v["requests_per_second"], 1.1);
+    assert_eq!(v["requests_per_second"], 1.9);
     assert_eq!(v["config"]["max_requests_per_child"], serde_json::Value::Null);
     assert_eq!(v["config"]["slow_request_seconds"], 1.0);
     assert_eq!(
@@ -146,7 +148,7 @@ fn apache_auto_lines_parse_as_key_value() {
     let text = StatusReport::new(&snapshot(), "/x.100").to_apache_auto();
     let map: std::collections::HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once(": ")).collect();
     assert_eq!(map.len(), text.lines().count(), "every line is `Key: value`");
-    assert_eq!(map["Total Accesses"], "11");
+    assert_eq!(map["Total Accesses"], "19");
     assert_eq!(map["BusyWorkers"], "2");
     assert_eq!(map["IdleWorkers"], "1");
     assert_eq!(map["Processes"], "3");
@@ -200,7 +202,7 @@ fn openmetrics_has_types_help_counters_and_eof() {
     let text = StatusReport::new(&snapshot(), "/x.100").to_openmetrics();
     assert!(text.ends_with("# EOF\n"));
     assert!(text.contains("# TYPE simplehttp_prefork_requests counter\n"));
-    assert!(text.contains("simplehttp_prefork_requests_total 11\n"));
+    assert!(text.contains("simplehttp_prefork_requests_total 19\n"));
     assert!(text.contains("simplehttp_prefork_workers{state=\"idle\"} 1\n"));
     assert!(text.contains("simplehttp_prefork_workers{state=\"keepalive\"} 1\n"));
     for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -221,6 +221,39 @@ fn a_reload_whose_new_generation_cannot_boot_is_abandoned() {
 }
 
 #[test]
+fn an_abandoned_reload_retires_the_stragglers_of_the_abandoned_generation() {
+    let cfg = PoolConfig { max_reload_boot_failures: 3, ..config(1, 2, 10) };
+    let workers =
+        vec![generation(worker(0, WorkerState::Idle, 0), 1), generation(worker(1, WorkerState::Starting, 0), 2)];
+    let mut m = PolicyMemory::default();
+    for _ in 0..3 {
+        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
+    }
+    let (d, _) = decide(&PoolView { now: 100 * SEC, generation: 2, workers: &workers }, &cfg, &m);
+    assert_eq!((d.revert_generation, d.retire.clone()), (Some(1), vec![1]));
+}
+
+#[test]
+fn a_worker_of_a_newer_abandoned_generation_is_not_current() {
+    // Generation 2 was abandoned (back to 1), then a reload started generation 3: a worker of
+    // 2 that booted late is neither capacity nor kept once generation 3 is ready.
+    let cfg = config(1, 2, 10);
+    let workers = vec![generation(worker(0, WorkerState::Idle, 0), 2), generation(worker(1, WorkerState::Idle, 0), 3)];
+    let (d, _) = decide(&PoolView { now: SEC, generation: 3, workers: &workers }, &cfg, &PolicyMemory::default());
+    assert_eq!((d.spawn, d.retire.clone()), (0, vec![0]));
+    let (d, _) = decide(&PoolView { now: SEC, generation: 1, workers: &workers }, &cfg, &PolicyMemory::default());
+    assert_eq!(d.spawn, 1, "generations 2 and 3 are not generation 1's capacity");
+}
+
+#[test]
+fn a_halted_pool_never_asks_to_be_woken_in_the_past() {
+    let cfg = PoolConfig { max_boot_failures: 1, ..config(1, 2, 10) };
+    let m = PolicyMemory { halted: true, boot_failures: 5, spawn_not_before: SEC, ..PolicyMemory::default() };
+    let (d, _) = run(&[worker(0, WorkerState::Writing, 0)], &PoolConfig { min_spare_servers: 0, ..cfg }, 5 * SEC, &m);
+    assert!(d.recheck_at.is_none_or(|t| t > 5 * SEC), "{d:?}");
+}
+
+#[test]
 fn too_many_boot_failures_halt_forking_but_for_a_probe_and_a_boot_resumes_it() {
     let cfg = PoolConfig {
         max_boot_failures: 3,
@@ -341,6 +374,19 @@ fn a_surplus_must_last_a_whole_interval_before_anyone_is_retired() {
 fn running(mut w: WorkerView, since: Micros) -> WorkerView {
     w.request_started = Some(since);
     w
+}
+
+#[test]
+fn the_watchdog_looks_at_running_requests_whatever_the_letter() {
+    // A worker serving several connections shows `_` while it can take more, and a stopping
+    // one shows `G`: a request running past the timeout is stuck all the same.
+    let cfg = PoolConfig { request_timeout: Some(Duration::from_secs(30)), ..config(0, 4, 10) };
+    let workers = vec![running(worker(0, WorkerState::Idle, 0), 0), running(worker(1, WorkerState::Graceful, 0), 0)];
+    let (d, _) = run(&workers, &cfg, 31 * SEC, &PolicyMemory::default());
+    assert_eq!(d.stuck_term, vec![0, 1]);
+    // Nothing running: nothing stuck, however long the worker has been busy.
+    let (d, _) = run(&[worker(0, WorkerState::Writing, 0)], &cfg, 100 * SEC, &PolicyMemory::default());
+    assert!(d.stuck_term.is_empty());
 }
 
 #[test]

@@ -142,6 +142,21 @@ fn configured_like_apache_the_pool_forks_1_2_4_up_to_32_per_second() {
 }
 
 #[test]
+fn the_doubling_ramp_forks_one_batch_per_second_however_often_the_supervisor_wakes() {
+    // The doorbell wakes the supervisor every 10 ms: the ramp must still be 1, 2, 4 per
+    // second (Apache's maintenance round), not per wake-up.
+    let apache = PoolConfig {
+        start_servers: 1,
+        max_spawn_rate: 32,
+        spawn_ramp: SpawnRamp::Doubling { cap_at_deficit: false },
+        ..config(100, 200, 256)
+    };
+    let mut sim = Sim::new(apache, 10 * MS);
+    let per_second: Vec<usize> = (0..3).map(|s| (1..=100).map(|t| sim.step(s * 100 + t, 10_000)).sum()).collect();
+    assert_eq!(per_second, vec![1, 2, 4]);
+}
+
+#[test]
 fn apache_forks_the_whole_rate_where_php_fpm_caps_it_at_the_deficit() {
     let memory = PolicyMemory { spawn_rate: 8, ..PolicyMemory::default() };
     let workers: Vec<_> = (0..3).map(|i| WorkerView::new(i, WorkerState::Writing, 0)).collect();
