@@ -40,10 +40,14 @@ fn build_server_binary() -> Result<PathBuf> {
     let profile = profile_dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
-    command.args(["build", "--quiet", "-p", "simplehttp-prefork", "--bin", "simplehttp-prefork"]);
+    // The same selection as `cargo test --workspace` (which builds this binary for the
+    // facade's own tests): the same features, so after it this build has nothing to do. A
+    // narrower `-p simplehttp-prefork` would resolve features differently and build the
+    // server a second time.
+    command.args(["build", "--quiet", "--workspace", "--tests"]);
     command.arg("--target-dir").arg(target_dir);
     if profile != "debug" {
-        command.args(["--profile", if profile == "release" { "release" } else { profile }]);
+        command.args(["--profile", profile]);
     }
     let status = command.status().context("running cargo build for the server binary")?;
     ensure!(status.success(), "cargo build of simplehttp-prefork failed: {status}");
@@ -55,21 +59,32 @@ fn build_server_binary() -> Result<PathBuf> {
 /// Runs `simplehttp-prefork args...` (a subcommand such as `status`) to completion, with a
 /// generous deadline, and returns its output.
 pub fn run_command(args: &[&str]) -> Result<std::process::Output> {
-    let mut child = Command::new(server_binary()?)
+    let child = Command::new(server_binary()?)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let deadline = Instant::now() + DEADLINE;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("simplehttp-prefork {args:?} did not finish within {DEADLINE:?}");
+    let pid = Pid::from_raw(child.id() as i32);
+    // Read the output while waiting (a full pipe would stall the command), on a thread, so
+    // that the deadline holds.
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(DEADLINE) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            bail!("simplehttp-prefork {args:?} did not finish within {DEADLINE:?}")
         }
-        thread::sleep(Duration::from_millis(10));
     }
-    Ok(child.wait_with_output()?)
+}
+
+/// The status document of the server whose pid file is `pid_file`, from the `status` command
+/// (which reads the scoreboard directly, even while every worker is busy).
+pub fn status_json(pid_file: &TempPath) -> Result<serde_json::Value> {
+    let output = run_command(&["status", "--pid-file", pid_file.as_str(), "--json"])?;
+    ensure!(output.status.success(), "status failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(serde_json::from_slice(&output.stdout)?)
 }
 
 /// A path in the temporary directory, unique to this process and call, removed on drop.
@@ -121,6 +136,21 @@ impl ServerProcess {
     /// `listening on http://ADDR:PORT` line.
     pub fn start(args: &[&str]) -> Result<ServerProcess> {
         ServerProcess::spawn(server_command(&server_binary()?, args))
+    }
+
+    /// As [`ServerProcess::start`], with a pool of `start` workers kept between `min_spare`
+    /// and `max_spare` idle ones, and `args` besides.
+    pub fn start_pool(start: u32, min_spare: u32, max_spare: u32, args: &[&str]) -> Result<ServerProcess> {
+        let pool = [start, min_spare, max_spare].map(|n| n.to_string());
+        let mut all =
+            vec!["--start-servers", &pool[0], "--min-spare-servers", &pool[1], "--max-spare-servers", &pool[2]];
+        all.extend_from_slice(args);
+        ServerProcess::start(&all)
+    }
+
+    /// Waits until the server has logged a line containing `text`.
+    pub fn wait_logged(&self, text: &str) -> Result<()> {
+        wait_for(&format!("{text:?} in the log"), DEADLINE, || Ok(self.stderr().contains(text).then_some(())))
     }
 
     /// Starts any program that prints `listening on http://ADDR:PORT` (or `https://…`, or
@@ -244,9 +274,14 @@ impl ServerProcess {
         }
     }
 
+    /// The scoreboard segment's name, with the default prefix.
+    pub fn scoreboard_name(&self) -> String {
+        format!("/simplehttp-prefork.{}", self.pid())
+    }
+
     /// The scoreboard segment's path under /dev/shm.
     pub fn segment_path(&self) -> PathBuf {
-        PathBuf::from(format!("/dev/shm/simplehttp-prefork.{}", self.pid()))
+        Path::new("/dev/shm").join(self.scoreboard_name().trim_start_matches('/'))
     }
 }
 
@@ -446,6 +481,14 @@ pub fn status_pids(status: &serde_json::Value) -> Vec<u32> {
         .unwrap_or_default();
     pids.sort_unstable();
     pids
+}
+
+/// The worker that answered the demo's `/`: the pid in "Hello from simplehttp-prefork worker
+/// <pid> ...".
+pub fn hello_pid(body: &str) -> Result<u32> {
+    let pid =
+        body.strip_prefix("Hello from simplehttp-prefork worker ").and_then(|rest| rest.split_whitespace().next());
+    pid.and_then(|pid| pid.parse().ok()).with_context(|| format!("not an answer of the demo's `/`: {body:?}"))
 }
 
 /// A count field of a status JSON document.

@@ -3,16 +3,15 @@
 use anyhow::{Result, ensure};
 use std::time::Duration;
 
-use prefork_tests::{DEADLINE, ServerProcess, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, hello_pid, wait_for};
 
 #[test]
 fn root_says_hello_from_a_worker_and_unknown_paths_are_404() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let server = ServerProcess::start_pool(2, 1, 4, &[])?;
     let hello = server.get("/")?;
     ensure!(hello.status == 200, "GET / answered {}", hello.status);
     ensure!(hello.body.starts_with("Hello from simplehttp-prefork worker"), "body {:?}", hello.body);
-    let worker_pid: u32 = hello.body.split_whitespace().nth(4).unwrap_or_default().parse()?;
+    let worker_pid = hello_pid(&hello.body)?;
     ensure!(server.children().contains(&worker_pid), "answered by {worker_pid}, not a child");
     ensure!(hello.header("content-type") == Some("text/plain"), "{:?}", hello.headers);
     ensure!(hello.header("date").is_some(), "no Date header");
@@ -25,9 +24,8 @@ fn root_says_hello_from_a_worker_and_unknown_paths_are_404() -> Result<()> {
 }
 
 #[test]
-fn status_page_answers_json_apache_auto_and_text() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+fn status_page_answers_json_apache_auto_text_and_html() -> Result<()> {
+    let server = ServerProcess::start_pool(2, 1, 4, &[])?;
     let json = server.get("/server-status?json")?;
     ensure!(json.header("content-type") == Some("application/json"));
     let status: serde_json::Value = serde_json::from_str(&json.body)?;
@@ -37,15 +35,22 @@ fn status_page_answers_json_apache_auto_and_text() -> Result<()> {
     let auto = server.get("/server-status?auto")?;
     ensure!(auto.body.lines().any(|l| l.starts_with("Scoreboard: ")), "{}", auto.body);
     ensure!(auto.body.lines().any(|l| l.starts_with("Total Accesses: ")), "{}", auto.body);
-    let text = server.get("/server-status")?;
-    ensure!(text.status == 200 && text.body.contains("processes"), "{}", text.body);
+    let text = server.get("/server-status?text")?;
+    ensure!(text.header("content-type") == Some("text/plain; charset=utf-8"), "{:?}", text.headers);
+    ensure!(
+        text.body.starts_with("simplehttp-prefork: parent ") && text.body.contains(" processes: "),
+        "{}",
+        text.body
+    );
+    let html = server.get("/server-status")?;
+    ensure!(html.header("content-type") == Some("text/html; charset=utf-8"), "{:?}", html.headers);
+    ensure!(html.body.contains("<h2>Scoreboard</h2>") && html.body.contains("<table>"), "{}", html.body);
     Ok(())
 }
 
 #[test]
 fn bad_sleep_arguments_are_rejected_not_obeyed() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "1", "--min-spare-servers", "1", "--max-spare-servers", "2"])?;
+    let server = ServerProcess::start_pool(1, 1, 2, &[])?;
     ensure!(server.get("/sleep/60001")?.status == 400);
     ensure!(server.get("/sleep/abc")?.status == 400);
     ensure!(server.get("/sleep/1")?.status == 200);
@@ -54,22 +59,12 @@ fn bad_sleep_arguments_are_rejected_not_obeyed() -> Result<()> {
 
 #[test]
 fn keep_alive_connections_are_reused_shown_as_k_and_closed_after_the_timeout() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "4",
-        "--keepalive-timeout",
-        "1s",
-    ])?;
+    let server = ServerProcess::start_pool(2, 1, 4, &["--keepalive-timeout", "1s"])?;
     let mut connection = server.connect()?;
     let first = connection.get("/")?;
     let second = connection.get("/")?;
     ensure!(first.status == 200 && second.status == 200);
-    let pid = |body: &str| body.split_whitespace().nth(4).unwrap_or_default().to_owned();
-    ensure!(pid(&first.body) == pid(&second.body), "a keep-alive connection stays with its worker");
+    ensure!(hello_pid(&first.body)? == hello_pid(&second.body)?, "a keep-alive connection stays with its worker");
     // While idle between requests the worker shows K, and is not available to others.
     wait_for("the worker to show keep-alive", DEADLINE, || {
         let status = server.status()?;
@@ -81,19 +76,55 @@ fn keep_alive_connections_are_reused_shown_as_k_and_closed_after_the_timeout() -
 
 #[test]
 fn a_client_that_never_sends_headers_is_disconnected() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "1",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "2",
-        "--keepalive-timeout",
-        "1s",
-    ])?;
+    let server = ServerProcess::start_pool(1, 1, 2, &["--keepalive-timeout", "1s"])?;
     let mut slowloris = server.connect()?;
     slowloris.send(b"GET / HTTP/1.1\r\nHost: x\r\n")?;
     ensure!(slowloris.closed_by_server_within(Duration::from_secs(15))?, "a half-sent request held the worker");
     ensure!(server.get("/")?.status == 200);
+    Ok(())
+}
+
+/// Sends `raw` on a fresh connection and reads one response.
+fn exchange(server: &ServerProcess, raw: &[u8]) -> Result<prefork_tests::HttpResponse> {
+    let mut connection = server.connect()?;
+    connection.send(raw)?;
+    connection.read_response()
+}
+
+#[test]
+fn the_limit_and_logging_flags_take_effect() -> Result<()> {
+    let server = ServerProcess::start_pool(
+        1,
+        1,
+        2,
+        &[
+            "--max-request-line",
+            "64",
+            "--max-headers",
+            "8",
+            "--max-body-size",
+            "10",
+            "--handler-timeout",
+            "300ms",
+            "--status-path",
+            "/st",
+            "--access-log",
+            "common",
+            "--no-keepalive",
+        ],
+    )?;
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(80));
+    ensure!(exchange(&server, long.as_bytes())?.status == 414, "--max-request-line");
+    let many: String = (0..12).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let crowded = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    ensure!(exchange(&server, crowded.as_bytes())?.status == 431, "--max-headers");
+    let big = b"POST /sleep/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n01234567890123456789";
+    ensure!(exchange(&server, big)?.status == 413, "--max-body-size");
+    ensure!(server.get("/sleep/5000")?.status == 503, "--handler-timeout");
+    let hello = server.get("/")?;
+    ensure!(hello.status == 200 && hello.header("connection") == Some("close"), "--no-keepalive: {:?}", hello.headers);
+    ensure!(server.get("/st?json")?.status == 200, "--status-path");
+    ensure!(server.get("/server-status")?.status == 404, "the status page moved");
+    server.wait_logged("\"GET /st?json HTTP/1.1\" 200")?;
     Ok(())
 }

@@ -3,12 +3,11 @@
 use std::thread;
 
 use anyhow::{Result, ensure};
-use prefork_tests::{DEADLINE, ServerProcess, Sig, count, http_get, is_alive, status_pids, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, count, hello_pid, http_get, is_alive, status_pids, wait_for};
 
 #[test]
 fn the_parent_has_exactly_start_servers_children_and_the_status_page_agrees() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "1", "--max-spare-servers", "5"])?;
+    let server = ServerProcess::start_pool(3, 1, 5, &[])?;
     // The status request itself keeps one worker busy: ready means 2 idle + that one.
     let status = wait_for("3 ready workers", DEADLINE, || {
         let status = server.status()?;
@@ -26,8 +25,7 @@ fn the_parent_has_exactly_start_servers_children_and_the_status_page_agrees() ->
 
 #[test]
 fn a_worker_killed_with_sigkill_is_replaced() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "3", "--max-spare-servers", "5"])?;
+    let server = ServerProcess::start_pool(3, 3, 5, &[])?;
     let before = wait_for("3 workers", DEADLINE, || {
         let children = server.children();
         Ok((children.len() == 3).then_some(children))
@@ -44,7 +42,7 @@ fn a_worker_killed_with_sigkill_is_replaced() -> Result<()> {
         let status = server.status()?;
         Ok((status_pids(&status) == server.children() && !status_pids(&status).contains(&victim)).then_some(()))
     })?;
-    wait_for("the death to be logged", DEADLINE, || Ok(server.stderr().contains("worker died").then_some(())))?;
+    server.wait_logged("worker died")?;
     ensure!(after.len() == 3);
     ensure!(!server.stderr().contains("failed to boot"), "a killed ready worker is not a boot failure");
     Ok(())
@@ -52,16 +50,7 @@ fn a_worker_killed_with_sigkill_is_replaced() -> Result<()> {
 
 #[test]
 fn spares_are_forked_while_workers_are_busy_and_retired_after() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "2",
-        "--max-spare-servers",
-        "3",
-        "--max-clients",
-        "16",
-    ])?;
+    let server = ServerProcess::start_pool(2, 2, 3, &["--max-clients", "16"])?;
     // (The status request takes a worker too, so the pool may already grow here.)
     wait_for("2 ready workers", DEADLINE, || {
         let status = server.status()?;
@@ -96,8 +85,7 @@ fn spares_are_forked_while_workers_are_busy_and_retired_after() -> Result<()> {
 
 #[test]
 fn a_busy_worker_does_not_accept_so_an_idle_sibling_serves_the_next_client() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "1", "--max-spare-servers", "5"])?;
+    let server = ServerProcess::start_pool(3, 1, 5, &[])?;
     let addr = server.addr();
     let sleeping = thread::spawn(move || http_get(addr, "/sleep/3000"));
     let busy_pid = wait_for("the sleep request to run", DEADLINE, || {
@@ -114,7 +102,7 @@ fn a_busy_worker_does_not_accept_so_an_idle_sibling_serves_the_next_client() -> 
     })?;
     for _ in 0..5 {
         let hello = server.get("/")?;
-        let pid: u32 = hello.body.split_whitespace().nth(4).unwrap_or_default().parse()?;
+        let pid = hello_pid(&hello.body)?;
         ensure!(pid != busy_pid, "worker {busy_pid} accepted a connection while busy");
     }
     ensure!(sleeping.join().expect("request thread")?.status == 200);
@@ -123,23 +111,14 @@ fn a_busy_worker_does_not_accept_so_an_idle_sibling_serves_the_next_client() -> 
 
 #[test]
 fn a_worker_that_reaches_max_requests_per_child_is_replaced_without_a_failed_request() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "1",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "2",
-        "--max-requests-per-child",
-        "3",
-    ])?;
+    let server = ServerProcess::start_pool(1, 1, 2, &["--max-requests-per-child", "3"])?;
     // On one keep-alive connection: the worker asks for its replacement near the limit, and
     // once that is ready it is told to go, so a response soon says the connection will close.
     // It drains: no idle keep-alive connection is cut.
     let mut connection = server.connect()?;
     let first = connection.get("/")?;
     ensure!(first.status == 200 && first.header("connection").is_none(), "{:?}", first.headers);
-    let pid: u32 = first.body.split_whitespace().nth(4).unwrap_or_default().parse()?;
+    let pid = hello_pid(&first.body)?;
     let mut answered = 1;
     loop {
         let response = connection.get("/")?;
@@ -162,9 +141,9 @@ fn a_worker_that_reaches_max_requests_per_child_is_replaced_without_a_failed_req
     for _ in 0..12 {
         let response = server.get("/")?;
         ensure!(response.status == 200, "answered {}", response.status);
-        answered_by.insert(response.body.split_whitespace().nth(4).unwrap_or_default().to_owned());
+        answered_by.insert(hello_pid(&response.body)?);
     }
-    ensure!(answered_by.len() >= 2 && !answered_by.contains(&pid.to_string()), "{answered_by:?}");
+    ensure!(answered_by.len() >= 2 && !answered_by.contains(&pid), "{answered_by:?}");
     let log = server.stderr();
     ensure!(
         log.contains("asking the supervisor for a replacement") && log.contains("recycled: its replacement is ready"),
@@ -176,8 +155,7 @@ fn a_worker_that_reaches_max_requests_per_child_is_replaced_without_a_failed_req
 
 #[test]
 fn sighup_replaces_every_worker_with_a_new_generation() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "2", "--max-spare-servers", "4"])?;
+    let server = ServerProcess::start_pool(3, 2, 4, &[])?;
     let old = wait_for("3 ready workers", DEADLINE, || {
         let status = server.status()?;
         Ok((count(&status, "starting") == 0 && count(&status, "processes") == 3).then(|| status_pids(&status)))
@@ -197,17 +175,12 @@ fn sighup_replaces_every_worker_with_a_new_generation() -> Result<()> {
 
 #[test]
 fn ttin_and_ttou_move_the_spare_bounds() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "2"])?;
+    let server = ServerProcess::start_pool(2, 1, 2, &[])?;
     // Standard signals do not queue: send the second only once the first has been handled.
     server.signal(Sig::SIGTTIN)?;
-    wait_for("the change to be logged", DEADLINE, || {
-        Ok(server.stderr().contains("min_spare_servers=2 max_spare_servers=3").then_some(()))
-    })?;
+    server.wait_logged("min_spare_servers=2 max_spare_servers=3")?;
     server.signal(Sig::SIGTTIN)?;
-    wait_for("the change to be logged", DEADLINE, || {
-        Ok(server.stderr().contains("min_spare_servers=3 max_spare_servers=4").then_some(()))
-    })?;
+    server.wait_logged("min_spare_servers=3 max_spare_servers=4")?;
     // min_spare_servers is now 3: three idle besides the worker answering the status page.
     wait_for("3 idle workers", DEADLINE, || Ok((count(&server.status()?, "idle") >= 3).then_some(())))?;
     server.signal(Sig::SIGTTOU)?;
@@ -219,11 +192,10 @@ fn ttin_and_ttou_move_the_spare_bounds() -> Result<()> {
 
 #[test]
 fn a_keep_alive_client_between_requests_is_drained_not_cut_by_a_reload() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "3"])?;
+    let server = ServerProcess::start_pool(2, 1, 3, &[])?;
     let mut connection = server.connect()?;
     let before = connection.get("/")?;
-    let old: u32 = before.body.split_whitespace().nth(4).unwrap_or_default().parse()?;
+    let old = hello_pid(&before.body)?;
     server.signal(Sig::SIGHUP)?;
     // The new generation is ready and the old worker is told to stop while its client idles.
     wait_for("the old worker to be told to stop", DEADLINE, || {

@@ -4,16 +4,15 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use prefork_tests::{DEADLINE, ServerProcess, Sig, cpu_ticks, http_get, is_alive, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, count, cpu_ticks, http_get, is_alive, status_pids, wait_for};
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_leaves_nothing_behind() -> Result<()> {
-    let mut server =
-        ServerProcess::start(&["--start-servers", "3", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let mut server = ServerProcess::start_pool(3, 1, 4, &[])?;
     let status = server.status()?;
     let segment = server.segment_path();
     ensure!(segment.exists(), "no scoreboard segment at {}", segment.display());
-    ensure!(status["server"]["scoreboard"].as_str() == Some(&*format!("/simplehttp-prefork.{}", server.pid())));
+    ensure!(status["server"]["scoreboard"].as_str() == Some(&*server.scoreboard_name()));
 
     let addr = server.addr();
     let in_flight = thread::spawn(move || http_get(addr, "/sleep/1500"));
@@ -33,7 +32,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_leaves_nothing_behind() -> Res
     ensure!(exit.success(), "server exited with {exit}; stderr:\n{}", server.stderr());
     wait_for("every worker to be gone", DEADLINE, || Ok(workers.iter().all(|pid| !is_alive(*pid)).then_some(())))?;
     ensure!(!segment.exists(), "scoreboard segment {} left behind", segment.display());
-    wait_for("the stop to be logged", DEADLINE, || Ok(server.stderr().contains("all workers stopped").then_some(())))?;
+    server.wait_logged("all workers stopped")?;
     Ok(())
 }
 
@@ -44,16 +43,7 @@ fn sleeper_running(status: &serde_json::Value) -> bool {
 
 #[test]
 fn a_request_still_running_at_graceful_timeout_is_cut_off_and_the_server_still_exits() -> Result<()> {
-    let mut server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "4",
-        "--graceful-timeout",
-        "1s",
-    ])?;
+    let mut server = ServerProcess::start_pool(2, 1, 4, &["--graceful-timeout", "1s"])?;
     let addr = server.addr();
     let in_flight = thread::spawn(move || http_get(addr, "/sleep/20000"));
     wait_for("the sleep request to be in a worker", DEADLINE, || Ok(sleeper_running(&server.status()?).then_some(())))?;
@@ -65,16 +55,13 @@ fn a_request_still_running_at_graceful_timeout_is_cut_off_and_the_server_still_e
     ensure!(in_flight.join().expect("request thread").is_err(), "a 20 s request cannot finish within a 1 s grace");
     ensure!(workers.iter().all(|pid| !is_alive(*pid)), "workers survived");
     ensure!(!segment.exists(), "scoreboard segment left behind");
-    wait_for("the kill to be logged", DEADLINE, || {
-        Ok(server.stderr().contains("graceful_timeout passed").then_some(()))
-    })?;
+    server.wait_logged("graceful_timeout passed")?;
     Ok(())
 }
 
 #[test]
 fn sigquit_stops_at_once_even_with_a_long_request_in_flight() -> Result<()> {
-    let mut server =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let mut server = ServerProcess::start_pool(2, 1, 4, &[])?;
     let addr = server.addr();
     let _in_flight = thread::spawn(move || http_get(addr, "/sleep/30000"));
     wait_for("the sleep request to be in a worker", DEADLINE, || Ok(sleeper_running(&server.status()?).then_some(())))?;
@@ -89,9 +76,39 @@ fn sigquit_stops_at_once_even_with_a_long_request_in_flight() -> Result<()> {
 }
 
 #[test]
+fn sigint_stops_gracefully_like_sigterm_and_a_second_signal_stops_at_once() -> Result<()> {
+    let mut server = ServerProcess::start_pool(2, 1, 4, &[])?;
+    // A terminal sends SIGINT, SIGHUP and SIGQUIT to the whole process group: workers leave
+    // them to the supervisor.
+    let worker = wait_for("a ready worker", DEADLINE, || {
+        let status = server.status()?;
+        Ok((count(&status, "starting") == 0).then(|| status_pids(&status)).and_then(|pids| pids.first().copied()))
+    })?;
+    for signal in [Sig::SIGHUP, Sig::SIGINT, Sig::SIGQUIT] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), signal)?;
+    }
+    ensure!(server.get("/")?.status == 200);
+    ensure!(is_alive(worker) && server.children().contains(&worker), "a worker died of a terminal's signal");
+    let addr = server.addr();
+    let in_flight = thread::spawn(move || http_get(addr, "/sleep/30000"));
+    wait_for("the sleep request to be in a worker", DEADLINE, || Ok(sleeper_running(&server.status()?).then_some(())))?;
+    let workers = server.children();
+    server.signal(Sig::SIGINT)?;
+    server.wait_logged("graceful stop requested")?;
+    // Graceful: the idle workers leave, the busy one finishes its request.
+    wait_for("only the busy worker to be left", DEADLINE, || Ok((server.children().len() == 1).then_some(())))?;
+    server.signal(Sig::SIGTERM)?;
+    let exit = server.wait_exit(Duration::from_secs(10))?;
+    ensure!(exit.success(), "server exited with {exit}");
+    ensure!(in_flight.join().expect("request thread").is_err(), "the 30 s request was cut by the second signal");
+    ensure!(server.stderr().contains("second stop signal: stopping immediately"), "{}", server.stderr());
+    ensure!(workers.iter().all(|pid| !is_alive(*pid)), "workers survived");
+    Ok(())
+}
+
+#[test]
 fn a_stale_segment_from_a_killed_server_is_removed_by_the_next_start() -> Result<()> {
-    let mut first =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "4"])?;
+    let mut first = ServerProcess::start_pool(2, 1, 4, &[])?;
     let stale = first.segment_path();
     let workers = first.children();
     first.signal(Sig::SIGKILL)?;
@@ -99,8 +116,7 @@ fn a_stale_segment_from_a_killed_server_is_removed_by_the_next_start() -> Result
     // Workers die with their parent (PR_SET_PDEATHSIG).
     wait_for("orphaned workers to die", DEADLINE, || Ok(workers.iter().all(|pid| !is_alive(*pid)).then_some(())))?;
     ensure!(stale.exists(), "a SIGKILLed parent cannot clean up; the segment should be there");
-    let second =
-        ServerProcess::start(&["--start-servers", "1", "--min-spare-servers", "1", "--max-spare-servers", "2"])?;
+    let second = ServerProcess::start_pool(1, 1, 2, &[])?;
     ensure!(!stale.exists(), "stale segment {} survived the next start:\n{}", stale.display(), second.stderr());
     wait_for("the removal to be logged", DEADLINE, || {
         Ok(second.stderr().contains("removed stale scoreboard segment").then_some(()))

@@ -6,29 +6,14 @@ use std::process::{Command, Stdio};
 use std::thread;
 
 use anyhow::{Context as _, Result, ensure};
-use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, count, http_get, run_command, wait_for};
-
-fn status_json(pid_file: &TempPath) -> Result<serde_json::Value> {
-    let output = run_command(&["status", "--pid-file", pid_file.as_str(), "--json"])?;
-    ensure!(output.status.success(), "status failed: {}", String::from_utf8_lossy(&output.stderr));
-    Ok(serde_json::from_slice(&output.stdout)?)
-}
+use prefork_tests::{
+    DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, count, http_get, run_command, status_json, wait_for,
+};
 
 #[test]
 fn the_status_command_answers_while_every_worker_is_busy_and_shows_the_queue() -> Result<()> {
     let pid_file = TempPath::new("busy.pid");
-    let mut server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "2",
-        "--max-clients",
-        "2",
-        "--pid-file",
-        pid_file.as_str(),
-    ])?;
+    let mut server = ServerProcess::start_pool(2, 1, 2, &["--max-clients", "2", "--pid-file", pid_file.as_str()])?;
     ensure!(std::fs::read_to_string(pid_file.path())?.trim() == server.pid().to_string(), "pid file content");
     let addr = server.addr();
     let sleepers: Vec<_> = (0..2).map(|_| thread::spawn(move || http_get(addr, "/sleep/8000"))).collect();
@@ -98,8 +83,7 @@ fn the_status_command_explains_a_missing_server() -> Result<()> {
 
 #[test]
 fn openmetrics_parses_with_the_prometheus_client_parser() -> Result<()> {
-    let server =
-        ServerProcess::start(&["--start-servers", "2", "--min-spare-servers", "1", "--max-spare-servers", "3"])?;
+    let server = ServerProcess::start_pool(2, 1, 3, &[])?;
     server.get("/")?;
     wait_for("both workers to be up", DEADLINE, || Ok((count(&server.status()?, "processes") >= 2).then_some(())))?;
     let metrics = server.get("/server-status?openmetrics")?;
@@ -149,16 +133,7 @@ print(len(families))
 
 #[test]
 fn the_html_page_is_well_formed_and_draws_every_slot_and_worker() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "3",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "4",
-        "--max-clients",
-        "16",
-    ])?;
+    let server = ServerProcess::start_pool(3, 1, 4, &["--max-clients", "16"])?;
     wait_for("3 workers", DEADLINE, || Ok((count(&server.status()?, "processes") == 3).then_some(())))?;
     let page = server.get("/server-status?refresh=3")?;
     ensure!(page.header("content-type") == Some("text/html; charset=utf-8"), "{:?}", page.headers);
@@ -216,17 +191,27 @@ fn slow_requests_are_counted_and_logged_with_their_request_line() -> Result<()> 
 }
 
 #[test]
+fn a_slow_request_is_logged_by_its_own_line_when_a_worker_runs_several() -> Result<()> {
+    // One worker, two connections: the scoreboard's record shows the request begun last,
+    // which is not the slow one.
+    let server =
+        ServerProcess::start_pool(1, 1, 1, &["--worker-connections", "2", "--slow-request-threshold", "200ms"])?;
+    let mut slow = HttpConnection::open(server.addr())?;
+    slow.send(b"GET /sleep/600 HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    thread::sleep(std::time::Duration::from_millis(100)); // so that the fast one begins later
+    let mut fast = HttpConnection::open(server.addr())?;
+    ensure!(fast.get("/sleep/1")?.status == 200);
+    ensure!(slow.read_response()?.status == 200);
+    let logged = wait_for("the slow request to be logged", DEADLINE, || {
+        Ok(server.stderr().lines().find(|l| l.contains("slow request")).map(str::to_owned))
+    })?;
+    ensure!(logged.contains("GET /sleep/600"), "the log names another request: {logged}");
+    Ok(())
+}
+
+#[test]
 fn per_worker_counters_follow_connections_processes_and_slots() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "1",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "1",
-        "--max-clients",
-        "1",
-    ])?;
+    let server = ServerProcess::start_pool(1, 1, 1, &["--max-clients", "1"])?;
     let mut connection = server.connect()?;
     for _ in 0..3 {
         ensure!(connection.get("/")?.status == 200);

@@ -3,31 +3,18 @@
 use std::thread;
 
 use anyhow::{Result, ensure};
-use prefork_tests::{DEADLINE, ServerProcess, Sig, TempPath, count, http_get, is_alive, wait_for};
-
-fn worker_pid(body: &str) -> Result<u32> {
-    Ok(body.split_whitespace().nth(4).unwrap_or_default().parse()?)
-}
+use prefork_tests::{DEADLINE, ServerProcess, Sig, TempPath, count, hello_pid, http_get, is_alive, wait_for};
 
 #[test]
 fn a_worker_is_replaced_after_max_connections_per_child() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "1",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "2",
-        "--max-connections-per-child",
-        "2",
-    ])?;
-    let first = worker_pid(&server.get("/")?.body)?;
+    let server = ServerProcess::start_pool(1, 1, 2, &["--max-connections-per-child", "2"])?;
+    let first = hello_pid(&server.get("/")?.body)?;
     // After its first connection it asks for a replacement, which takes over: connections go
     // on being answered, by other workers.
     wait_for("the worker to be replaced", DEADLINE, || Ok((!server.children().contains(&first)).then_some(())))?;
     for _ in 0..5 {
         let response = server.get("/")?;
-        ensure!(response.status == 200 && worker_pid(&response.body)? != first);
+        ensure!(response.status == 200 && hello_pid(&response.body)? != first);
     }
     let log = server.stderr();
     ensure!(log.contains("asking the supervisor for a replacement") && log.contains("accepted 1 connections"), "{log}");
@@ -36,16 +23,7 @@ fn a_worker_is_replaced_after_max_connections_per_child() -> Result<()> {
 
 #[test]
 fn a_worker_is_replaced_after_max_worker_lifetime() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "2",
-        "--max-spare-servers",
-        "3",
-        "--max-worker-lifetime",
-        "1s",
-    ])?;
+    let server = ServerProcess::start_pool(2, 2, 3, &["--max-worker-lifetime", "1s"])?;
     let originals = wait_for("2 workers", DEADLINE, || {
         let children = server.children();
         Ok((children.len() == 2).then_some(children))
@@ -62,16 +40,7 @@ fn a_worker_is_replaced_after_max_worker_lifetime() -> Result<()> {
 
 #[test]
 fn a_worker_that_grows_past_max_worker_rss_is_replaced() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "3",
-        "--max-worker-rss",
-        "96MiB",
-    ])?;
+    let server = ServerProcess::start_pool(2, 1, 3, &["--max-worker-rss", "96MiB"])?;
     let leaked = server.get("/leak/128")?;
     ensure!(leaked.status == 200, "{}", leaked.body);
     let leaker: u32 = leaked.body.split_whitespace().last().unwrap_or_default().parse()?;
@@ -84,18 +53,7 @@ fn a_worker_that_grows_past_max_worker_rss_is_replaced() -> Result<()> {
 
 #[test]
 fn a_request_past_request_timeout_is_logged_and_its_worker_killed_and_replaced() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "3",
-        "--request-timeout",
-        "1s",
-        "--request-timeout-grace",
-        "500ms",
-    ])?;
+    let server = ServerProcess::start_pool(2, 1, 3, &["--request-timeout", "1s", "--request-timeout-grace", "500ms"])?;
     let addr = server.addr();
     let stuck = thread::spawn(move || http_get(addr, "/sleep/30000"));
     let outcome = stuck.join().expect("request thread");
@@ -117,20 +75,12 @@ fn a_request_its_client_abandoned_ends_with_it_and_is_never_taken_for_stuck() ->
     // watchdog goes by the running requests a worker publishes: one left behind by a client
     // that went away would get an innocent worker killed.
     for connections in ["1", "4"] {
-        let server = ServerProcess::start(&[
-            "--start-servers",
-            "2",
-            "--min-spare-servers",
-            "1",
-            "--max-spare-servers",
-            "3",
-            "--worker-connections",
-            connections,
-            "--request-timeout",
-            "1s",
-            "--request-timeout-grace",
-            "300ms",
-        ])?;
+        let server = ServerProcess::start_pool(
+            2,
+            1,
+            3,
+            &["--worker-connections", connections, "--request-timeout", "1s", "--request-timeout-grace", "300ms"],
+        )?;
         // The client goes once its request is running (the status page shows it running; a
         // worker serving several connections shows the status request as its latest).
         let mut abandoned = server.connect()?;
@@ -166,18 +116,8 @@ fn a_request_its_client_abandoned_ends_with_it_and_is_never_taken_for_stuck() ->
 fn sigusr1_reopens_the_log_file_in_the_supervisor_and_its_workers() -> Result<()> {
     let log = TempPath::new("server.log");
     let rotated = TempPath::new("server.log.1");
-    let mut server = ServerProcess::start(&[
-        "--start-servers",
-        "2",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "3",
-        "--slow-request-threshold",
-        "10ms",
-        "--log-file",
-        log.as_str(),
-    ])?;
+    let mut server =
+        ServerProcess::start_pool(2, 1, 3, &["--slow-request-threshold", "10ms", "--log-file", log.as_str()])?;
     wait_for("the log file to fill", DEADLINE, || {
         Ok(std::fs::read_to_string(log.path())?.contains("supervisor started").then_some(()))
     })?;
@@ -200,8 +140,13 @@ fn sigusr1_reopens_the_log_file_in_the_supervisor_and_its_workers() -> Result<()
 
 #[test]
 fn the_apache_and_php_fpm_spawn_ramps_can_be_chosen() -> Result<()> {
-    for ramp in ["apache", "php-fpm", "deficit"] {
+    for (ramp, logged) in [
+        ("apache", "spawn_ramp=Doubling { cap_at_deficit: false }"),
+        ("php-fpm", "spawn_ramp=Doubling { cap_at_deficit: true }"),
+        ("deficit", "spawn_ramp=Deficit"),
+    ] {
         let server = ServerProcess::start(&["--start-servers", "1", "--min-spare-servers", "2", "--spawn-ramp", ramp])?;
+        server.wait_logged(logged)?;
         wait_for(
             "the pool to reach min_spare",
             DEADLINE,

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::thread;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use prefork_tests::{DEADLINE, ServerProcess, Sig, TempPath, count, http_get, run_command, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, TempPath, count, http_get, status_json, wait_for};
 
 /// `curl args...`: (status code, HTTP version, body).
 fn curl(args: &[&str]) -> Result<(u16, String, String)> {
@@ -116,26 +116,17 @@ fn ipv6_loopback_serves_when_the_machine_has_ipv6() -> Result<()> {
 #[test]
 fn with_worker_connections_one_worker_serves_several_connections_at_once() -> Result<()> {
     let pid_file = TempPath::new("conns.pid");
-    let mut server = ServerProcess::start(&[
-        "--start-servers",
-        "1",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "1",
-        "--max-clients",
-        "1",
-        "--worker-connections",
-        "4",
-        "--pid-file",
-        pid_file.as_str(),
-    ])?;
+    let mut server = ServerProcess::start_pool(
+        1,
+        1,
+        1,
+        &["--max-clients", "1", "--worker-connections", "4", "--pid-file", pid_file.as_str()],
+    )?;
     let addr = server.addr();
     let clients: Vec<_> = (0..4).map(|_| thread::spawn(move || http_get(addr, "/sleep/30000"))).collect();
     // All four are accepted and running together in the only worker.
     wait_for("four connections in one worker", DEADLINE, || {
-        let output = run_command(&["status", "--pid-file", pid_file.as_str(), "--json"])?;
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let status = status_json(&pid_file)?;
         let worker = &status["workers"][0];
         Ok((count(&status, "processes") == 1
             && worker["connections"] == 4
@@ -155,16 +146,7 @@ fn with_worker_connections_one_worker_serves_several_connections_at_once() -> Re
 
 #[test]
 fn with_worker_connections_a_worker_below_its_limit_shows_idle() -> Result<()> {
-    let server = ServerProcess::start(&[
-        "--start-servers",
-        "1",
-        "--min-spare-servers",
-        "1",
-        "--max-spare-servers",
-        "1",
-        "--worker-connections",
-        "3",
-    ])?;
+    let server = ServerProcess::start_pool(1, 1, 1, &["--worker-connections", "3"])?;
     let addr = server.addr();
     let _sleeper = thread::spawn(move || http_get(addr, "/sleep/5000"));
     // One of three places taken (and the status request a second): still idle, no spare

@@ -2,10 +2,8 @@
 //! accept calls each connection costs (the thundering-herd figure), how fast a burst is
 //! answered with new spares, and the scoreboard's criterion benchmarks.
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,7 +85,7 @@ pub fn measure(options: &Options) -> Result<()> {
             "256",
         ],
     )?;
-    let bare = BareHyper::start()?;
+    let bare = start_bare_hyper()?;
     wait_for("prefork workers", Duration::from_secs(20), || {
         Ok((count(&prefork.status()?, "processes") >= options.connections as u64).then_some(()))
     })?;
@@ -96,7 +94,7 @@ pub fn measure(options: &Options) -> Result<()> {
     let mut table: Vec<(&str, bool, f64)> = Vec::new();
     for _ in 0..options.rounds {
         for keepalive in [true, false] {
-            for (name, addr) in [("prefork", prefork.addr()), ("hyper", bare.addr)] {
+            for (name, addr) in [("prefork", prefork.addr()), ("hyper", bare.addr())] {
                 let spec = LoadSpec {
                     addr,
                     connections: options.connections,
@@ -153,7 +151,7 @@ fn burst(binary: &Path) -> Result<()> {
                 "100",
             ],
         )?;
-        let scoreboard = AttachedScoreboard::open(&format!("/simplehttp-prefork.{}", server.pid()))?;
+        let scoreboard = AttachedScoreboard::open(&server.scoreboard_name())?;
         wait_for("20 idle workers", Duration::from_secs(20), || {
             let snapshot = scoreboard.snapshot();
             Ok((snapshot.idle() == BURST && snapshot.count(WorkerState::Starting) == 0).then_some(()))
@@ -241,31 +239,8 @@ fn accept_calls(binary: &Path, options: &Options, worker_connections: usize) -> 
 }
 
 /// The baseline server, run as `xtask bare-hyper` from the same release build.
-struct BareHyper {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BareHyper {
-    fn start() -> Result<BareHyper> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["bare-hyper", "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the bare hyper server")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
-            let _ = child.kill();
-            bail!("bare hyper printed {line:?}");
-        };
-        Ok(BareHyper { addr: addr.parse()?, child })
-    }
-}
-
-impl Drop for BareHyper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_bare_hyper() -> Result<ServerProcess> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["bare-hyper", "--port", "0"]);
+    ServerProcess::spawn(command).context("starting the bare hyper server")
 }

@@ -123,6 +123,12 @@ fn busy_worker(server: &ServerProcess) -> Result<u32> {
         .context("no busy worker under load")
 }
 
+/// No request of the load failed (the first failure named if one did).
+fn no_failed_requests(scenario: &'static str, result: &LoadResult, report: &mut Report) {
+    let first = result.failures.first().map(|f| format!(", first: {}", f.error)).unwrap_or_default();
+    report.check(scenario, "failed requests", result.failures.is_empty(), format!("{}{first}", result.failures.len()));
+}
+
 /// The shared checks after a scenario's load: answers, scoreboard = ps, bounds, clean stop.
 fn after_load(
     scenario: &'static str,
@@ -247,16 +253,7 @@ fn reload_scenario(
     thread::sleep(options.duration / 2);
     server.signal(Signal::SIGHUP)?;
     let result = join(load)?;
-    report.check(
-        scenario,
-        "failed requests",
-        result.failures.is_empty(),
-        format!(
-            "{}{}",
-            result.failures.len(),
-            result.failures.first().map(|f| format!(", first: {}", f.error)).unwrap_or_default()
-        ),
-    );
+    no_failed_requests(scenario, &result, report);
     let taken_over = wait_for("only generation-2 workers", SETTLE, || {
         let status = server.status()?;
         let workers = status["workers"].as_array().cloned().unwrap_or_default();
@@ -274,7 +271,7 @@ fn reload_scenario(
 fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
     let server = start(binary, &["--max-requests-per-child", "50", "--max-requests-jitter", "10"])?;
     let forked_before = count(&server.status()?, "workers_forked");
-    let scoreboard = AttachedScoreboard::open(&format!("/simplehttp-prefork.{}", server.pid()))?;
+    let scoreboard = AttachedScoreboard::open(&server.scoreboard_name())?;
     let load = start_load(&server, options);
     // Watch the pool through shared memory all along (the status page needs a worker).
     let (mut min_spare, mut min_capacity, mut samples) = (u64::MAX, u64::MAX, 0u64);
@@ -290,16 +287,7 @@ fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> 
     }
     let result = join(load)?;
     let forked = count(&server.status()?, "workers_forked") - forked_before;
-    report.check(
-        "recycle",
-        "failed requests",
-        result.failures.is_empty(),
-        format!(
-            "{}{}",
-            result.failures.len(),
-            result.failures.first().map(|f| format!(", first: {}", f.error)).unwrap_or_default()
-        ),
-    );
+    no_failed_requests("recycle", &result, report);
     report.check("recycle", "workers recycled", forked >= 10, format!("{forked} forked for {} requests", result.ok));
     // A client moving from a recycled worker is in flight between the two for a moment, so
     // the spares can be momentarily spoken for; the workers able to serve never fall below

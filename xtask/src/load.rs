@@ -11,6 +11,7 @@ use hyper::Request;
 use hyper::client::conn::http1;
 use hyper::header::{CONNECTION, HOST};
 use hyper_util::rt::TokioIo;
+use prefork_tests::hello_pid;
 
 /// What to send.
 #[derive(Clone, Debug)]
@@ -122,7 +123,7 @@ async fn client(spec: LoadSpec, start: Instant, deadline: Instant) -> LoadResult
             match response.into_body().collect().await {
                 Ok(body) => {
                     let body = body.to_bytes();
-                    worker_pid = worker_pid_of(&body).or(worker_pid);
+                    worker_pid = std::str::from_utf8(&body).ok().and_then(|b| hello_pid(b).ok()).or(worker_pid);
                     if status.is_success() {
                         result.ok += 1;
                     } else {
@@ -141,15 +142,4 @@ async fn client(spec: LoadSpec, start: Instant, deadline: Instant) -> LoadResult
         break;
     }
     result
-}
-
-/// The pid in "Hello from simplehttp-prefork worker <pid> ...".
-fn worker_pid_of(body: &[u8]) -> Option<u32> {
-    std::str::from_utf8(body)
-        .ok()?
-        .strip_prefix("Hello from simplehttp-prefork worker ")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

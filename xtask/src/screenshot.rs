@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use prefork_tests::{DEADLINE, ServerProcess, count, http_get, server_command, wait_for};
@@ -65,7 +64,6 @@ pub fn run(options: &Options) -> Result<()> {
         .with_context(|| format!("running {} (apt-get install chromium)", options.chromium))?;
     let _ = std::fs::remove_dir_all(&profile);
     ensure!(status.success(), "chromium failed: {status}");
-    thread::sleep(Duration::from_millis(100));
     println!("status page screenshot: {}", output.display());
     Ok(())
 }

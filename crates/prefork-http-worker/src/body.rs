@@ -1,10 +1,8 @@
 //! The response body: the handler's bytes or its stream, and the bookkeeping when it is done
-//! (scoreboard, slow-request log, LOG2HANDLER, access log).
+//! (the request finished in the scoreboard, LOG2HANDLER, the access log).
 
-use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -15,31 +13,27 @@ use time::OffsetDateTime;
 use crate::handler::{CloseConnection, StreamItem};
 use crate::hooks::{access_line, call_hook};
 use crate::in_flight::InFlight;
-use crate::io::FlushSignal;
-use crate::shared::WorkerShared;
 
 enum Source {
     /// A whole body, sent in one frame; `exact` gives hyper its Content-Length.
     Full { data: Option<Bytes>, len: u64, exact: bool },
     /// A stream; `closing` once it asked to close the connection (after the flush).
-    Stream { body: Pin<Box<dyn Stream<Item = StreamItem>>>, flush: Rc<FlushSignal>, closing: bool },
+    Stream { body: Pin<Box<dyn Stream<Item = StreamItem>>>, closing: bool },
 }
 
 /// What the access log and LOG2HANDLER need once the response is written.
 pub(crate) struct Written {
     pub request: http::request::Parts,
     pub response: http::response::Parts,
-    pub client: IpAddr,
 }
 
 /// A response body. When hyper is done with it (sent, or dropped because the client left or
-/// the request was HEAD) the request is counted and logged.
+/// the request was HEAD) the request is finished and logged.
 pub(crate) struct ResponseBody {
     source: Source,
     in_flight: InFlight,
     sent: u64,
     complete: bool,
-    worker: Rc<WorkerShared>,
     written: Option<Box<Written>>,
 }
 
@@ -52,34 +46,28 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// A whole body; `exact: false` leaves the length unknown to hyper (PROXYMODE adds no
     /// Content-Length of its own).
-    pub(crate) fn full(
-        data: Bytes,
-        exact: bool,
-        in_flight: InFlight,
-        worker: Rc<WorkerShared>,
-        written: Option<Box<Written>>,
-    ) -> Self {
+    pub(crate) fn full(data: Bytes, exact: bool, in_flight: InFlight, written: Option<Box<Written>>) -> Self {
         let len = data.len() as u64;
         let source = Source::Full { data: (!data.is_empty()).then_some(data), len, exact };
-        ResponseBody { source, in_flight, sent: 0, complete: false, worker, written }
+        ResponseBody { source, in_flight, sent: 0, complete: false, written }
     }
 
     /// A streamed body.
     pub(crate) fn stream(
         body: Pin<Box<dyn Stream<Item = StreamItem>>>,
-        flush: Rc<FlushSignal>,
         in_flight: InFlight,
-        worker: Rc<WorkerShared>,
         written: Option<Box<Written>>,
     ) -> Self {
-        ResponseBody {
-            source: Source::Stream { body, flush, closing: false },
-            in_flight,
-            sent: 0,
-            complete: false,
-            worker,
-            written,
-        }
+        ResponseBody { source: Source::Stream { body, closing: false }, in_flight, sent: 0, complete: false, written }
+    }
+}
+
+/// Fails the body once hyper has flushed the chunks before it (HTTP/1.1: hyper drops unflushed
+/// data when a body fails); at once on HTTP/2, where the failure resets only this stream.
+fn poll_close(in_flight: &InFlight, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, CloseConnection>>> {
+    match &in_flight.scope().flush {
+        Some(flush) if flush.poll_flushed(cx).is_pending() => Poll::Pending,
+        _ => Poll::Ready(Some(Err(CloseConnection))),
     }
 }
 
@@ -105,11 +93,8 @@ impl Body for ResponseBody {
             },
             // CLOSE: first let hyper flush the chunks before it, then fail the body, which
             // makes hyper drop the connection without the terminating chunk.
-            Source::Stream { flush, closing: true, .. } => match flush.poll_flushed(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(CloseConnection))),
-                Poll::Pending => Poll::Pending,
-            },
-            Source::Stream { body, flush, closing } => loop {
+            Source::Stream { closing: true, .. } => poll_close(&this.in_flight, cx),
+            Source::Stream { body, closing } => loop {
                 // A panicking stream costs its connection (the response is half sent, so the
                 // only honest end is to cut it), never the worker.
                 let polled =
@@ -126,10 +111,7 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(Some(Err(CloseConnection))) => {
                         *closing = true;
-                        return match flush.poll_flushed(cx) {
-                            Poll::Ready(()) => Poll::Ready(Some(Err(CloseConnection))),
-                            Poll::Pending => Poll::Pending,
-                        };
+                        return poll_close(&this.in_flight, cx);
                     }
                     Poll::Ready(None) => {
                         this.complete = true;
@@ -155,29 +137,18 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let worker = &self.worker;
-        let duration = self.in_flight.finish(self.sent);
-        let slow_after = worker.slot.slow_request_micros();
-        if slow_after > 0 && duration > slow_after {
-            // Like php-fpm's slowlog: say which request, from whom, and how long it took.
-            let request = worker.board.slot_snapshot(worker.slot.index()).request;
-            tracing::warn!(
-                duration_ms = duration / 1000,
-                request = %request.as_ref().map(|r| r.line().to_string_lossy()).unwrap_or_default(),
-                client = %request.as_ref().map(|r| r.client().to_string_lossy()).unwrap_or_default(),
-                "slow request"
-            );
+        self.in_flight.finish(self.sent);
+        let Some(written) = self.written.take() else { return };
+        let scope = self.in_flight.scope();
+        let config = &scope.worker.config;
+        if let Some(format) = config.access_log {
+            let status = written.response.status.as_u16();
+            let now = OffsetDateTime::now_utc();
+            let line = access_line(format, scope.info.remote_ip, &written.request, status, self.sent, now);
+            tracing::info!(target: "access", "{line}{}", if self.complete { "" } else { " (incomplete)" });
         }
-        if let Some(written) = self.written.take() {
-            if let Some(format) = worker.config.access_log {
-                let status = written.response.status.as_u16();
-                let line =
-                    access_line(format, written.client, &written.request, status, self.sent, OffsetDateTime::now_utc());
-                tracing::info!(target: "access", "{line}{}", if self.complete { "" } else { " (incomplete)" });
-            }
-            if let Some(log2) = &worker.config.hooks.log2 {
-                call_hook("LOG2HANDLER", || log2(&written.request, &written.response));
-            }
+        if let Some(log2) = &config.hooks.log2 {
+            call_hook("LOG2HANDLER", || log2(&written.request, &written.response));
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prefork_scoreboard::WorkerState;
@@ -11,7 +12,7 @@ use prefork_scoreboard::WorkerState;
 use crate::handler::CloseConnection;
 use crate::handler::ConnectionInfo;
 use crate::io::{FlushSignal, ObservedIo};
-use crate::rewind::Rewind;
+use crate::preface::sniff_h2_preface;
 use crate::service::{ClosedByHandler, ConnectionScope, serve_request};
 use crate::shared::WorkerShared;
 use crate::stop::StopWatch;
@@ -31,7 +32,7 @@ pub(crate) async fn serve_accepted(
         Peer::Unix => ConnectionInfo::unix(id),
     };
     let config = &worker.config;
-    let io = match &config.tls {
+    let mut io = match &config.tls {
         Some(settings) => match settings.accept(stream, config.keepalive_timeout).await {
             Ok(io) => io,
             Err(error) => {
@@ -48,15 +49,14 @@ pub(crate) async fn serve_accepted(
         info.ssl_cipher = Some(cipher);
         alpn_h2 = h2;
     }
-    let mut io = Rewind::new(io);
-    let mut h2 = alpn_h2;
-    if config.http2_cleartext && !info.ssl {
-        let (is_h2, rewound) = io.sniff_h2_preface(config.keepalive_timeout).await;
-        (h2, io) = (is_h2, rewound);
-    }
-    let flush = Rc::new(FlushSignal::default());
-    let scope = Rc::new(ConnectionScope::new(Rc::clone(worker), info, Rc::clone(&flush)));
-    let io = TokioIo::new(ObservedIo::new(io, Rc::clone(worker), flush));
+    let (h2, prefix) = if config.http2_cleartext && !info.ssl {
+        sniff_h2_preface(&mut io, config.keepalive_timeout).await
+    } else {
+        (alpn_h2, Bytes::new())
+    };
+    let flush = (!h2).then(|| Rc::new(FlushSignal::default()));
+    let scope = Rc::new(ConnectionScope::new(Rc::clone(worker), info, flush.clone()));
+    let io = TokioIo::new(ObservedIo::new(io, prefix, Rc::clone(worker), flush));
     let result = if h2 { serve_h2(io, &scope, stop).await } else { serve_h1(io, &scope, stop).await };
     worker.set_state(WorkerState::Closing);
     match result {
@@ -77,7 +77,7 @@ pub(crate) async fn serve_accepted(
     }
 }
 
-type Conn = TokioIo<ObservedIo<Rewind<Io>>>;
+type Conn = TokioIo<ObservedIo<Io>>;
 
 /// HTTP/1.1. On a stop request the connection is drained, not cut: the request in hand is
 /// finished, and so is the next one if the client is between requests (a fresh connection gets

@@ -4,7 +4,8 @@
 //! and port, body read in full), the DIR pattern that matched, and the connection. It answers
 //! with a whole response ([`Reply::Done`], SimpleHTTP's DONE), a streamed one
 //! ([`Reply::Stream`]: headers, then chunks over time, chunked encoding; SimpleHTTP's STREAM),
-//! by closing the connection without a response ([`Reply::Close`], CLOSE), or later
+//! by closing the connection without a response ([`Reply::Close`], CLOSE; on HTTP/2, where
+//! the connection carries other streams, only this request's stream is reset), or later
 //! ([`Reply::later`]: a [`Responder`] answers from elsewhere, once; a second answer is an
 //! [`AlreadyAnswered`] error, never a crash). A classic worker serves one connection at a time,
 //! so a blocking handler is fine: that is what a preforking server is for.
@@ -14,7 +15,6 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -139,8 +139,9 @@ impl StreamingResponse {
     /// the body; [`StreamSender::close`] closes the connection instead.
     pub fn channel(head: http::response::Parts) -> (StreamingResponse, StreamSender) {
         // A few chunks of slack; a slow client slows the sender down (backpressure).
-        let (tx, rx) = mpsc::channel(8);
-        (StreamingResponse::new(head, ReceiverStream(rx)), StreamSender(tx))
+        let (tx, mut rx) = mpsc::channel(8);
+        let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        (StreamingResponse::new(head, body), StreamSender(tx))
     }
 }
 
@@ -160,16 +161,6 @@ impl StreamSender {
     /// Ends the stream by closing the connection (SimpleHTTP's CLOSE).
     pub async fn close(self) -> Result<(), StreamClosed> {
         self.0.send(Err(CloseConnection)).await.map_err(|_| StreamClosed)
-    }
-}
-
-struct ReceiverStream(mpsc::Receiver<StreamItem>);
-
-impl Stream for ReceiverStream {
-    type Item = StreamItem;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
-        self.0.poll_recv(cx)
     }
 }
 

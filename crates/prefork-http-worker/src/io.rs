@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use bytes::{Buf as _, Bytes};
 use prefork_scoreboard::WorkerState;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -43,22 +44,33 @@ impl FlushSignal {
     }
 }
 
-/// Passes reads and writes through; the first bytes read while in `K` switch the slot to `R`.
+/// Passes reads and writes through, reading first the bytes already read from the connection
+/// to tell HTTP/2 from HTTP/1.1 (see [`crate::preface`]); the first bytes read while in `K`
+/// switch the slot to `R`.
 #[derive(Debug)]
 pub(crate) struct ObservedIo<S> {
     inner: S,
+    /// Bytes put back in front of the stream.
+    prefix: Bytes,
     worker: Rc<WorkerShared>,
-    flush: Rc<FlushSignal>,
+    /// HTTP/1.1 only (see [`crate::service::ConnectionScope::flush`]).
+    flush: Option<Rc<FlushSignal>>,
 }
 
 impl<S> ObservedIo<S> {
-    pub(crate) fn new(inner: S, worker: Rc<WorkerShared>, flush: Rc<FlushSignal>) -> Self {
-        ObservedIo { inner, worker, flush }
+    pub(crate) fn new(inner: S, prefix: Bytes, worker: Rc<WorkerShared>, flush: Option<Rc<FlushSignal>>) -> Self {
+        ObservedIo { inner, prefix, worker, flush }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ObservedIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before && self.worker.slot.state() == WorkerState::KeepAlive {
@@ -87,8 +99,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedIo<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = result {
-            self.flush.flush_completed();
+        if let (Poll::Ready(Ok(())), Some(flush)) = (&result, &self.flush) {
+            flush.flush_completed();
         }
         result
     }

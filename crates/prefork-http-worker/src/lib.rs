@@ -22,7 +22,7 @@ mod handler;
 mod hooks;
 mod in_flight;
 mod io;
-mod rewind;
+mod preface;
 mod router;
 mod service;
 mod shared;
@@ -41,7 +41,7 @@ pub use hooks::{AccessLogFormat, ErrorHook, Hooks, Log2Hook, LogHook};
 pub use router::{BadDir, Router};
 pub use tls::{TlsError, TlsFiles, TlsSettings};
 pub use transport::{DEFAULT_BACKLOG, ListenAddress, Listener};
-pub use worker::{HttpWorker, PoolLink, WorkerOutcome};
+pub use worker::{HttpWorker, PoolLink};
 
 /// Why a worker could not serve.
 #[derive(Debug, thiserror::Error)]

@@ -2,19 +2,19 @@
 //! reply, SimpleHTTP's response defaults.
 
 use std::cell::Cell;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use prefork_scoreboard::{REQUEST_LINE_BYTES, RequestInfo};
+use prefork_scoreboard::RequestStart;
+use prefork_scoreboard::clock::monotonic_micros;
 
 use crate::body::{ResponseBody, Written};
 use crate::handler::{CloseHandlers, ConnectionInfo, Reply, Request, RequestContext, Response, StreamingResponse};
@@ -38,16 +38,22 @@ pub(crate) struct ConnectionScope {
     pub client: String,
     /// Run when the connection closes (SETCLOSEHANDLER).
     pub close_handlers: CloseHandlers,
-    /// Tells a stream ending in CLOSE that its last chunks are out.
-    pub flush: Rc<FlushSignal>,
+    /// Tells a stream ending in CLOSE that its last chunks are out (HTTP/1.1 only: on HTTP/2
+    /// a CLOSE resets its stream, and there is nothing to wait for).
+    pub flush: Option<Rc<FlushSignal>>,
     /// Requests of this connection now running (several on HTTP/2).
     in_flight: Cell<usize>,
-    /// When a request of this connection last began or ended (or the connection opened).
-    last_activity: Cell<Instant>,
+    /// When a request of this connection last began or ended, or the connection opened
+    /// (`CLOCK_MONOTONIC` µs).
+    last_activity_micros: Cell<u64>,
 }
 
 impl ConnectionScope {
-    pub(crate) fn new(worker: Rc<WorkerShared>, info: ConnectionInfo, flush: Rc<FlushSignal>) -> ConnectionScope {
+    pub(crate) fn new(
+        worker: Rc<WorkerShared>,
+        info: ConnectionInfo,
+        flush: Option<Rc<FlushSignal>>,
+    ) -> ConnectionScope {
         let client = if info.unix_socket {
             "unix".to_owned()
         } else {
@@ -60,23 +66,30 @@ impl ConnectionScope {
             close_handlers: CloseHandlers::default(),
             flush,
             in_flight: Cell::new(0),
-            last_activity: Cell::new(Instant::now()),
+            last_activity_micros: Cell::new(monotonic_micros()),
         }
     }
 
-    pub(crate) fn request_started(&self) {
+    /// A request of this connection began (see [`InFlight`], the only caller).
+    pub(crate) fn request_started(&self, start: RequestStart) {
         self.in_flight.set(self.in_flight.get() + 1);
-        self.last_activity.set(Instant::now());
+        self.last_activity_micros.set(start.micros());
+        self.worker.request_started(start);
     }
 
-    pub(crate) fn request_finished(&self) {
+    /// The request begun at `start` ended after `duration_micros`.
+    pub(crate) fn request_finished(&self, start: RequestStart, duration_micros: u64) {
         self.in_flight.set(self.in_flight.get().saturating_sub(1));
-        self.last_activity.set(Instant::now());
+        self.last_activity_micros.set(start.micros() + duration_micros);
+        self.worker.request_finished(start);
     }
 
     /// How long this connection has had no request running (zero while one is).
     pub(crate) fn idle_for(&self) -> Duration {
-        if self.in_flight.get() > 0 { Duration::ZERO } else { self.last_activity.get().elapsed() }
+        if self.in_flight.get() > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(monotonic_micros().saturating_sub(self.last_activity_micros.get()))
     }
 }
 
@@ -93,10 +106,7 @@ pub(crate) async fn serve_request(
     scope: Rc<ConnectionScope>,
 ) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
     let worker = &scope.worker;
-    // Published before the request counts as running, so that whoever sees it running (the
-    // status page, the watchdog) sees which request it is.
-    let started = publish_request(&request, &scope);
-    let in_flight = InFlight::begin(Rc::clone(&scope), started);
+    let in_flight = InFlight::begin(&request, Rc::clone(&scope));
     let close_after = worker.dispatch();
     let (parts, body) = request.into_parts();
     if let Some(log) = &worker.config.hooks.log {
@@ -109,10 +119,10 @@ pub(crate) async fn serve_request(
     } else if request_line > worker.config.max_request_line {
         Outcome::Full(text(StatusCode::URI_TOO_LONG, "414 URI Too Long"))
     } else {
-        dispatch(parts, body, &scope).await
+        dispatch(parts, body, &in_flight).await
     };
     let written = |response: &http::response::Parts| {
-        logged.map(|request| Box::new(Written { request, response: response.clone(), client: scope.info.remote_ip }))
+        logged.map(|request| Box::new(Written { request, response: response.clone() }))
     };
     match outcome {
         // Dropping `in_flight` ends the request.
@@ -122,20 +132,20 @@ pub(crate) async fn serve_request(
             apply_defaults(&mut head, worker, close_after);
             // PROXYMODE adds no Content-Length of its own: the handler's, or chunked.
             let exact = !worker.config.proxy_mode || head.headers.contains_key(header::CONTENT_LENGTH);
-            let body = ResponseBody::full(bytes, exact, in_flight, Rc::clone(worker), written(&head));
+            let body = ResponseBody::full(bytes, exact, in_flight, written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
         Outcome::Stream(StreamingResponse { mut head, body }) => {
             apply_defaults(&mut head, worker, close_after);
             head.headers.remove(header::CONTENT_LENGTH);
-            let body =
-                ResponseBody::stream(body, Rc::clone(&scope.flush), in_flight, Rc::clone(worker), written(&head));
+            let body = ResponseBody::stream(body, in_flight, written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
     }
 }
 
-async fn dispatch(mut parts: http::request::Parts, body: Incoming, scope: &ConnectionScope) -> Outcome {
+async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &InFlight) -> Outcome {
+    let scope = in_flight.scope();
     let worker = &scope.worker;
     let config = &worker.config;
     let route = if config.proxy_mode {
@@ -162,7 +172,6 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, scope: &Conne
         let scheme = if scope.info.ssl { Scheme::HTTPS } else { Scheme::HTTP };
         parts.uri = absolute_uri(&parts.uri, scheme, authority);
     }
-    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let request = Request::from_parts(parts, body);
     let context = RequestContext {
         dir: Rc::clone(dir),
@@ -181,7 +190,10 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, scope: &Conne
             reply = match receiver.await {
                 Ok(later) => later,
                 Err(_) => {
-                    tracing::error!(%method, %uri, "handler dropped its responder without answering; answered 500");
+                    tracing::error!(
+                        request = %in_flight.line(),
+                        "handler dropped its responder without answering; answered 500"
+                    );
                     return Ok(Reply::Done(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error")));
                 }
             };
@@ -212,65 +224,6 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, scope: &Conne
             tracing::error!(panic = %message, "handler panicked; answered 500");
             Outcome::Full(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
         }
-    }
-}
-
-/// Shows the request in the scoreboard: line, client, protocol, virtual host, start time.
-/// Built on the stack: no allocation per request. Returns the request's start time.
-fn publish_request(request: &hyper::Request<Incoming>, scope: &ConnectionScope) -> u64 {
-    let mut line = LineBuffer::default();
-    let protocol = protocol_name(request.version());
-    let _ = write!(line, "{} {} {protocol}", request.method(), request.uri());
-    let vhost = request
-        .headers()
-        .get(header::HOST)
-        .map(HeaderValue::as_bytes)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default();
-    scope.worker.slot.begin_request(&RequestInfo {
-        line: line.as_bytes(),
-        client: scope.client.as_bytes(),
-        protocol: protocol.as_bytes(),
-        vhost,
-    })
-}
-
-/// `HTTP/1.1` and friends.
-fn protocol_name(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/?",
-    }
-}
-
-/// A request line cut at the scoreboard's field size, formatted without allocating.
-struct LineBuffer {
-    bytes: [u8; REQUEST_LINE_BYTES],
-    len: usize,
-}
-
-impl Default for LineBuffer {
-    fn default() -> Self {
-        LineBuffer { bytes: [0; REQUEST_LINE_BYTES], len: 0 }
-    }
-}
-
-impl LineBuffer {
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl std::fmt::Write for LineBuffer {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let n = s.len().min(REQUEST_LINE_BYTES - self.len);
-        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
     }
 }
 
@@ -376,14 +329,6 @@ mod tests {
     fn absolute_uris_are_kept() {
         let uri: Uri = "http://other:1/x".parse().unwrap();
         assert_eq!(absolute_uri(&uri, Scheme::HTTP, &authority("example.org", 8080).unwrap()), uri);
-    }
-
-    #[test]
-    fn the_request_line_buffer_cuts_at_the_field_size() {
-        let mut line = LineBuffer::default();
-        let _ = write!(line, "GET /{} HTTP/1.1", "x".repeat(500));
-        assert_eq!(line.as_bytes().len(), REQUEST_LINE_BYTES);
-        assert!(line.as_bytes().starts_with(b"GET /xxx"));
     }
 
     #[test]

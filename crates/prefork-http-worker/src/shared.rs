@@ -1,11 +1,11 @@
 //! State one worker process shares among its connection, service, body and I/O wrappers.
 
 use std::cell::{Cell, RefCell};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use prefork_scoreboard::clock::coarse_monotonic_micros;
-use prefork_scoreboard::{Board, Doorbell, SlotWriter, WorkerState, usage};
+use prefork_scoreboard::{Board, Doorbell, RecycleLimits, RequestStart, SlotWriter, WorkerState, usage};
 
 const USAGE_SAMPLE_INTERVAL_MICROS: u64 = 1_000_000;
 
@@ -38,10 +38,14 @@ pub(crate) struct WorkerShared {
     connections: Cell<u64>,
     /// When this process started, for the lifetime limit.
     started: Instant,
-    /// Start times of the requests between service entry and the end of their response
-    /// (several on HTTP/2 or with several connections); the oldest is published for the
-    /// supervisor's stuck-worker watchdog.
-    in_flight: RefCell<Vec<u64>>,
+    /// Where to ask for a replacement, and where to start draining (from `config.recycle`,
+    /// worked out once).
+    early_limits: RecycleLimits,
+    hard_limits: RecycleLimits,
+    /// The requests between service entry and the end of their response (several on HTTP/2
+    /// or with several connections); the oldest is published for the supervisor's
+    /// stuck-worker watchdog.
+    in_flight: RefCell<Vec<RequestStart>>,
     /// Open connections (several with `worker_connections` > 1).
     open_connections: Cell<usize>,
 }
@@ -57,6 +61,8 @@ impl WorkerShared {
     ) -> WorkerShared {
         WorkerShared {
             authority: crate::service::authority(&config.hostname, config.port),
+            early_limits: config.recycle.early(),
+            hard_limits: config.recycle.hard(),
             slot,
             board,
             scoreboard_name,
@@ -103,30 +109,32 @@ impl WorkerShared {
         }
     }
 
-    /// A request that began at `started_micros` entered the service (see
-    /// [`crate::in_flight::InFlight`], the only caller).
-    pub(crate) fn request_started(&self, started_micros: u64) {
+    /// A request began (see [`crate::in_flight::InFlight`], the only caller).
+    pub(crate) fn request_started(&self, start: RequestStart) {
         let oldest = {
             let mut in_flight = self.in_flight.borrow_mut();
-            in_flight.push(started_micros);
-            in_flight.iter().copied().min().unwrap_or(0)
+            in_flight.push(start);
+            in_flight.iter().copied().min()
         };
         self.slot.set_oldest_in_flight(oldest);
         self.set_state(WorkerState::Writing);
     }
 
-    /// The request that began at `started_micros` is done (or abandoned).
-    pub(crate) fn request_finished(&self, started_micros: u64) {
+    /// The request begun at `start` is done (or abandoned).
+    pub(crate) fn request_finished(&self, start: RequestStart) {
         let (left, oldest) = {
             let mut in_flight = self.in_flight.borrow_mut();
-            if let Some(at) = in_flight.iter().position(|&s| s == started_micros) {
+            if let Some(at) = in_flight.iter().position(|&s| s == start) {
                 in_flight.swap_remove(at);
             }
-            (in_flight.len(), in_flight.iter().copied().min().unwrap_or(0))
+            (in_flight.len(), in_flight.iter().copied().min())
         };
         self.slot.set_oldest_in_flight(oldest);
-        self.sample_usage_if_due();
-        self.check_recycle_limits();
+        // Requests and connections are checked as they are counted; memory only changes when
+        // it is sampled.
+        if self.sample_usage_if_due() {
+            self.check_recycle_limits();
+        }
         if left == 0 {
             self.set_state(WorkerState::KeepAlive);
         }
@@ -145,12 +153,14 @@ impl WorkerShared {
     }
 
     /// Samples this process's CPU time and resident memory into the slot, at most once a
-    /// second (reading `/proc` per request would cost more than the request).
-    pub(crate) fn sample_usage_if_due(&self) {
+    /// second (reading `/proc` per request would cost more than the request). True if it did.
+    pub(crate) fn sample_usage_if_due(&self) -> bool {
         let last = self.slot.usage_sampled_micros();
-        if last == 0 || coarse_monotonic_micros().saturating_sub(last) >= USAGE_SAMPLE_INTERVAL_MICROS {
+        let due = last == 0 || coarse_monotonic_micros().saturating_sub(last) >= USAGE_SAMPLE_INTERVAL_MICROS;
+        if due {
             self.slot.record_usage(usage::cpu_micros(), usage::rss_bytes());
         }
+        due
     }
 
     /// The worker was told to stop; `state` is `G` (finishing) or `I` (was idle).
@@ -206,21 +216,22 @@ impl WorkerShared {
     /// limit (the pool is at `max_clients`), it drains anyway: every response closes its
     /// connection, so that the supervisor can let it go when it is idle.
     pub(crate) fn check_recycle_limits(&self) {
-        let limits = &self.config.recycle;
-        if self.draining.get() || limits.is_unlimited() {
+        if self.draining.get() || self.config.recycle.is_unlimited() {
             return;
         }
         let rss = self.slot.rss_bytes();
-        let (requests, connections, age) = (self.dispatched.get(), self.connections.get(), self.started.elapsed());
-        if let Some(reason) =
-            limits.early().reached(requests, connections, age, rss).filter(|_| !self.replacement_requested.get())
-        {
+        let (requests, connections) = (self.dispatched.get(), self.connections.get());
+        // The clock only when a lifetime limit asks for it.
+        let age = if self.config.recycle.max_lifetime.is_some() { self.started.elapsed() } else { Duration::ZERO };
+        let early =
+            (!self.replacement_requested.get()).then(|| self.early_limits.reached(requests, connections, age, rss));
+        if let Some(reason) = early.flatten() {
             self.replacement_requested.set(true);
             self.slot.request_retirement();
             self.ring();
             tracing::info!(%reason, "approaching a recycling limit: asking the supervisor for a replacement");
         }
-        if let Some(reason) = limits.hard().reached(requests, connections, age, rss) {
+        if let Some(reason) = self.hard_limits.reached(requests, connections, age, rss) {
             self.draining.set(true);
             tracing::warn!(%reason, "well past a recycling limit and not yet replaced: closing connections");
         }
@@ -228,8 +239,8 @@ impl WorkerShared {
 
     /// How long the idle worker may wait for a connection before it must look at its
     /// lifetime and memory again (`None`: no such limit).
-    pub(crate) fn idle_check_interval(&self) -> Option<std::time::Duration> {
+    pub(crate) fn idle_check_interval(&self) -> Option<Duration> {
         let limits = &self.config.recycle;
-        (limits.max_lifetime.is_some() || limits.max_rss_bytes.is_some()).then(|| std::time::Duration::from_secs(1))
+        (limits.max_lifetime.is_some() || limits.max_rss_bytes.is_some()).then(|| Duration::from_secs(1))
     }
 }

@@ -59,11 +59,6 @@ impl StopSignal {
         Ok(StopSignal { eventfd })
     }
 
-    /// SIGTERM has arrived.
-    pub(crate) fn requested(&self) -> bool {
-        STOP_REQUESTED.load(SeqCst)
-    }
-
     pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.eventfd.as_fd()
     }

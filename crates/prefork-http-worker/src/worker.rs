@@ -16,16 +16,8 @@ use crate::config::WorkerConfig;
 use crate::connection::serve_accepted;
 use crate::router::Router;
 use crate::shared::WorkerShared;
-use crate::stop::{StopSignal, StopWatch};
+use crate::stop::{StopSignal, StopWatch, stop_requested};
 use crate::transport::{Listener, PlainStream};
-
-/// Why a worker's loop ended normally.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkerOutcome {
-    /// SIGTERM: stopped after finishing the work in hand (retired, recycled, reloaded or the
-    /// server stopping).
-    Stopped,
-}
 
 /// What ties a worker to its pool: its scoreboard slot, the board, the parent's doorbell.
 #[derive(Debug)]
@@ -62,7 +54,7 @@ impl<'l> HttpWorker<'l> {
     /// connection, serves it to its end, and waits again: while it holds a connection it does
     /// not accept, so idle siblings take new ones. With more, a second thread waits and
     /// accepts while the runtime serves, and stops accepting while the worker is full.
-    pub fn run(self, link: PoolLink) -> Result<WorkerOutcome, WorkerError> {
+    pub fn run(self, link: PoolLink) -> Result<(), WorkerError> {
         let stop = StopSignal::install()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -99,17 +91,13 @@ struct Context<'a> {
 
 impl Context<'_> {
     /// Classic prefork.
-    fn serve_one_at_a_time(
-        &self,
-        runtime: &tokio::runtime::Runtime,
-        local: &LocalSet,
-    ) -> Result<WorkerOutcome, WorkerError> {
+    fn serve_one_at_a_time(&self, runtime: &tokio::runtime::Runtime, local: &LocalSet) -> Result<(), WorkerError> {
         let worker = self.worker;
         let acceptor = Acceptor::new(self.listener, self.stop.as_fd())?;
         loop {
-            if self.stop.requested() {
+            if stop_requested() {
                 worker.enter_stopping(WorkerState::IdleKill);
-                return Ok(WorkerOutcome::Stopped);
+                return Ok(());
             }
             worker.set_state(WorkerState::Idle);
             let fd = match acceptor.wait(worker.idle_check_interval())? {
@@ -139,12 +127,7 @@ impl Context<'_> {
     ///
     /// On stop the thread stops accepting, but every connection it already took is served: the
     /// runtime keeps reading the channel until the thread has gone.
-    fn serve_many(
-        &self,
-        runtime: &tokio::runtime::Runtime,
-        local: &LocalSet,
-        limit: usize,
-    ) -> Result<WorkerOutcome, WorkerError> {
+    fn serve_many(&self, runtime: &tokio::runtime::Runtime, local: &LocalSet, limit: usize) -> Result<(), WorkerError> {
         let worker = self.worker;
         let acceptor = Acceptor::new(self.listener, self.stop.as_fd())?;
         let free = FreeSlots::new(limit);
@@ -185,7 +168,7 @@ impl Context<'_> {
                         Some(()) = open.next(), if !open.is_empty() => {}
                         () = self.stop_watch.requested(), if !stopping => {}
                     }
-                    if !stopping && (self.stop.requested() || !accepting) {
+                    if !stopping && (stop_requested() || !accepting) {
                         // No new connections; the open ones finish (they see the stop too).
                         stopping = true;
                         let state = if open.is_empty() { WorkerState::IdleKill } else { WorkerState::Graceful };
@@ -196,7 +179,7 @@ impl Context<'_> {
                         break;
                     }
                 }
-                failure.map_or(Ok(WorkerOutcome::Stopped), Err)
+                failure.map_or(Ok(()), Err)
             })
         })
     }

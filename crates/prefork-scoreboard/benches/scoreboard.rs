@@ -19,7 +19,7 @@ fn benches(c: &mut Criterion) {
     };
     for writer in &writers {
         writer.set_state(WorkerState::Writing);
-        writer.begin_request(&info);
+        let _running = writer.begin_request(&info);
     }
 
     let writer = &writers[0];
@@ -33,8 +33,8 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("request published and finished", |b| {
         b.iter(|| {
-            writer.begin_request(black_box(&info));
-            writer.finish_request(black_box(1234));
+            let start = writer.begin_request(black_box(&info));
+            writer.finish_request(start, black_box(1234));
         })
     });
     let mut snapshot = Snapshot::empty();

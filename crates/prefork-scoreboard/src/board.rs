@@ -139,24 +139,9 @@ impl Board {
         self.slot_count
     }
 
-    /// Pid of the parent (supervisor) that created the segment.
-    pub fn parent_pid(&self) -> u32 {
-        self.header().parent_pid.load(Relaxed)
-    }
-
     /// The current worker generation.
     pub fn generation(&self) -> u64 {
         self.header().generation.load(Acquire)
-    }
-
-    /// The state stored in a slot.
-    pub fn slot_state(&self, index: usize) -> WorkerState {
-        WorkerState::from_u8(self.slot(index).state.load(Acquire))
-    }
-
-    /// The pid stored in a slot (0 when empty).
-    pub fn slot_pid(&self, index: usize) -> u32 {
-        self.slot(index).pid.load(Acquire)
     }
 
     // ----- Parent only -----
@@ -180,7 +165,7 @@ impl Board {
 
     /// Parent only: why the last worker failed to boot.
     pub fn publish_boot_error(&self, cause: &str) {
-        self.header().last_boot_error.publish(cause.as_bytes());
+        self.header().last_boot_error.publish_text(cause.as_bytes());
     }
 
     /// Parent only: publishes the configuration in force.
@@ -230,8 +215,8 @@ impl Board {
 
     /// Parent only, after `waitpid` has reaped the slot's worker: marks the slot empty.
     ///
-    /// The slot keeps its counters until the next worker claims it, so a status reader can
-    /// still see what the dead worker did; the per-slot counters behind the totals go on.
+    /// The per-slot counters (behind the server's totals) keep what the dead worker did; the
+    /// next worker to claim the slot restarts only the per-process ones.
     pub fn clear_slot(&self, index: usize) {
         let slot = self.slot(index);
         if slot.pid.swap(0, AcqRel) == 0 {
@@ -270,7 +255,7 @@ impl Board {
         slot.flags.store(0, Relaxed);
         slot.generation.store(generation, Relaxed);
         slot.started_unix_micros.store(unix_micros(), Relaxed);
-        let writer = SlotWriter { slot, header: self.header(), index };
+        let writer = SlotWriter { slot, header: self.header() };
         writer.set_state(WorkerState::Starting);
         slot.pid.store(pid, Release);
         writer
@@ -292,12 +277,21 @@ impl Board {
     /// Reads one slot without locking; its request record is a consistent copy.
     pub fn slot_snapshot(&self, index: usize) -> SlotSnapshot {
         let mut snapshot = SlotSnapshot::EMPTY;
-        self.fill_slot_snapshot(index, &mut snapshot);
+        self.fill_slot_snapshot(index, &mut snapshot, true);
         snapshot
     }
 
-    /// Reads one slot into `out` in place (no allocation, no copy of the record).
-    fn fill_slot_snapshot(&self, index: usize, out: &mut SlotSnapshot) {
+    /// Reads one slot's states and counters, not its request record (`request` is `None`):
+    /// for the supervisor's maintenance rounds, which never look at the record.
+    pub fn slot_counters(&self, index: usize) -> SlotSnapshot {
+        let mut snapshot = SlotSnapshot::EMPTY;
+        self.fill_slot_snapshot(index, &mut snapshot, false);
+        snapshot
+    }
+
+    /// Reads one slot into `out` in place (no allocation); the request record too if
+    /// `with_request`.
+    fn fill_slot_snapshot(&self, index: usize, out: &mut SlotSnapshot, with_request: bool) {
         let s = self.slot(index);
         out.index = index;
         out.pid = s.pid.load(Acquire);
@@ -323,7 +317,7 @@ impl Board {
         out.slow_requests_slot = s.slow_requests_slot.load(Relaxed);
         out.oldest_in_flight_micros = s.oldest_in_flight_micros.load(Relaxed);
         // An empty slot's record was cleared with it: skip the copy.
-        out.request_unreadable = if out.pid == 0 {
+        out.request_unreadable = if out.pid == 0 || !with_request {
             out.request = None;
             false
         } else {
@@ -359,7 +353,7 @@ impl Board {
             spawning_halted: get(&h.spawning_halted) != 0,
             reloads: get(&h.reloads),
             reload_failures: get(&h.reload_failures),
-            last_boot_error: h.last_boot_error.read().unwrap_or_default(),
+            last_boot_error: h.last_boot_error.read_text().unwrap_or_default(),
         }
     }
 
@@ -379,7 +373,7 @@ impl Board {
         into.header = self.header_snapshot();
         into.slots.resize(self.slot_count, SlotSnapshot::EMPTY);
         for (index, slot) in into.slots.iter_mut().enumerate() {
-            self.fill_slot_snapshot(index, slot);
+            self.fill_slot_snapshot(index, slot, true);
         }
     }
 }
@@ -389,15 +383,9 @@ impl Board {
 pub struct SlotWriter<'a> {
     slot: &'a Slot,
     header: &'a Header,
-    index: usize,
 }
 
 impl SlotWriter<'_> {
-    /// The slot's index.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
     /// The state last written.
     pub fn state(&self) -> WorkerState {
         WorkerState::from_u8(self.slot.state.load(Relaxed))
@@ -417,11 +405,6 @@ impl SlotWriter<'_> {
         self.slot.connections_slot.fetch_add(1, Relaxed);
     }
 
-    /// Counts one `accept4` call, successful or not.
-    pub fn record_accept_call(&self) {
-        self.record_accept_calls(1);
-    }
-
     /// Counts `calls` `accept4` calls, successful or not.
     pub fn record_accept_calls(&self, calls: u64) {
         if calls > 0 {
@@ -430,28 +413,24 @@ impl SlotWriter<'_> {
         }
     }
 
-    /// Publishes the request that begins now; returns its start (`CLOCK_MONOTONIC` µs), for
-    /// [`SlotWriter::finish_request_begun_at`].
-    pub fn begin_request(&self, info: &RequestInfo<'_>) -> u64 {
+    /// Publishes the request that begins now (the status page shows it as the slot's current
+    /// request); finish it with [`SlotWriter::finish_request`].
+    #[must_use = "a begun request is finished with SlotWriter::finish_request"]
+    pub fn begin_request(&self, info: &RequestInfo<'_>) -> RequestStart {
         let now = monotonic_micros();
         record::publish(self.slot, now, info);
-        now
+        RequestStart(now)
     }
 
-    /// Counts the request that ends now (the last one begun), with the body bytes it sent;
-    /// returns its duration in µs (0 if no request was begun).
-    pub fn finish_request(&self, body_bytes: u64) -> u64 {
-        self.finish_request_begun_at(self.slot.request_started_micros.load(Relaxed), body_bytes)
-    }
-
-    /// Counts a request that began at `started_micros` (as [`SlotWriter::begin_request`]
-    /// returned) and ends now: with several requests at once (HTTP/2, several connections)
-    /// the last one begun is not necessarily the one ending.
-    pub fn finish_request_begun_at(&self, started_micros: u64, body_bytes: u64) -> u64 {
-        let duration = if started_micros == 0 { 0 } else { monotonic_micros().saturating_sub(started_micros) };
+    /// Counts the request begun at `start` that ends now, with the body bytes it sent. With
+    /// several requests at once (HTTP/2, several connections) the one ending is not
+    /// necessarily the last one begun: hence the start passed back.
+    pub fn finish_request(&self, start: RequestStart, body_bytes: u64) -> FinishedRequest {
+        let duration_micros = monotonic_micros().saturating_sub(start.0);
         let slow_after = self.header.slow_request_micros.load(Relaxed);
-        self.slot.last_duration_micros.store(duration, Relaxed);
-        if slow_after > 0 && duration > slow_after {
+        let slow = slow_after > 0 && duration_micros > slow_after;
+        self.slot.last_duration_micros.store(duration_micros, Relaxed);
+        if slow {
             self.slot.slow_requests.fetch_add(1, Relaxed);
             self.slot.slow_requests_slot.fetch_add(1, Relaxed);
         }
@@ -460,13 +439,13 @@ impl SlotWriter<'_> {
         self.slot.requests_connection.fetch_add(1, Relaxed);
         self.slot.requests_slot.fetch_add(1, Relaxed);
         self.slot.requests_child.fetch_add(1, Release);
-        duration
+        FinishedRequest { duration_micros, slow }
     }
 
-    /// Publishes when the oldest request still running began (0: none is running), which the
+    /// Publishes the oldest request still running (`None`: none is running), which the
     /// supervisor's stuck-worker watchdog reads.
-    pub fn set_oldest_in_flight(&self, started_micros: u64) {
-        self.slot.oldest_in_flight_micros.store(started_micros, Release);
+    pub fn set_oldest_in_flight(&self, oldest: Option<RequestStart>) {
+        self.slot.oldest_in_flight_micros.store(oldest.map_or(0, |start| start.0), Release);
     }
 
     /// The resident memory last sampled, bytes.
@@ -490,16 +469,25 @@ impl SlotWriter<'_> {
     pub fn request_retirement(&self) {
         self.slot.flags.fetch_or(SlotFlags::RETIRE_REQUESTED, Release);
     }
+}
 
-    /// Requests this worker has finished.
-    pub fn requests(&self) -> u64 {
-        self.slot.requests_child.load(Relaxed)
-    }
+/// A request begun with [`SlotWriter::begin_request`]; ordered by start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestStart(u64);
 
-    /// The slow-request threshold in force (µs, 0: none).
-    pub fn slow_request_micros(&self) -> u64 {
-        self.header.slow_request_micros.load(Relaxed)
+impl RequestStart {
+    /// When it began (`CLOCK_MONOTONIC` µs).
+    pub fn micros(self) -> u64 {
+        self.0
     }
+}
+
+/// What [`SlotWriter::finish_request`] recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinishedRequest {
+    pub duration_micros: u64,
+    /// Longer than the slow-request threshold in force (and counted as slow).
+    pub slow: bool,
 }
 
 #[cfg(test)]

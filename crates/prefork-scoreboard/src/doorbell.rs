@@ -6,7 +6,7 @@
 //! supervisor), so a flood of connections does not become a flood of parent wake-ups.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -22,13 +22,6 @@ impl Doorbell {
     pub fn new() -> io::Result<Doorbell> {
         let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         Ok(Doorbell { fd })
-    }
-
-    /// Another handle on the same eventfd (a `dup`), for a worker to own.
-    pub fn try_clone(&self) -> io::Result<Doorbell> {
-        let owned: OwnedFd = self.fd.as_fd().try_clone_to_owned()?;
-        // SAFETY: `owned` is a fresh duplicate of an eventfd descriptor.
-        Ok(Doorbell { fd: unsafe { EventFd::from_owned_fd(owned) } })
     }
 
     /// Worker side: wake the parent. Never blocks; a full counter (2^64 - 2 rings nobody
@@ -57,12 +50,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rings_through_any_clone_are_drained_once() {
+    fn rings_are_coalesced_and_drained_once() {
         let bell = Doorbell::new().unwrap();
         assert!(!bell.drain());
-        let clone = bell.try_clone().unwrap();
-        clone.ring();
-        clone.ring();
+        bell.ring();
+        bell.ring();
         bell.ring();
         assert!(bell.drain());
         assert!(!bell.drain());

@@ -29,6 +29,8 @@ pub const PROTOCOL_BYTES: usize = 16;
 pub const VHOST_BYTES: usize = 64;
 /// The four texts, packed into words.
 pub(crate) const TEXT_WORDS: usize = (REQUEST_LINE_BYTES + CLIENT_BYTES + PROTOCOL_BYTES + VHOST_BYTES) / 8;
+/// A request record: start time, the texts' lengths, the texts.
+pub(crate) const RECORD_WORDS: usize = 2 + TEXT_WORDS;
 
 /// The segment header. Written by the parent only.
 #[repr(C, align(64))]
@@ -77,21 +79,22 @@ pub struct Header {
     /// used, so no straggler of the abandoned generation passes for a new worker.
     pub(crate) highest_generation: AtomicU64,
     /// Why the last worker failed to boot, published under its own sequence counter.
-    pub(crate) last_boot_error: SeqText<BOOT_ERROR_WORDS>,
+    pub(crate) last_boot_error: SeqWords<BOOT_ERROR_WORDS>,
 }
 
 /// Bytes kept of the last boot failure's cause.
 pub const BOOT_ERROR_BYTES: usize = 128;
-pub(crate) const BOOT_ERROR_WORDS: usize = BOOT_ERROR_BYTES / 8;
+/// Its length, then the text.
+pub(crate) const BOOT_ERROR_WORDS: usize = 1 + BOOT_ERROR_BYTES / 8;
 
-/// A text that one process rewrites while others read it, under a sequence counter (the
-/// same protocol as the slot's request record, see [`crate::record`]).
+/// Words one process rewrites while others read them, under a sequence counter (see
+/// [`crate::seqlock`]).
 #[repr(C)]
 #[derive(Debug)]
-pub struct SeqText<const WORDS: usize> {
+pub struct SeqWords<const N: usize> {
+    /// Odd while the writer writes.
     pub(crate) seq: AtomicU64,
-    pub(crate) len: AtomicU64,
-    pub(crate) words: [AtomicU64; WORDS],
+    pub(crate) words: [AtomicU64; N],
 }
 
 /// One worker's slot. Written only by the worker that owns it, and reset by the parent after
@@ -135,14 +138,10 @@ pub struct Slot {
     /// When `cpu_micros` and `rss_bytes` were sampled (`CLOCK_MONOTONIC` µs).
     pub(crate) usage_sampled_micros: AtomicU64,
 
-    /// Sequence counter of the request record below: odd while the owner writes it.
-    pub(crate) seq: AtomicU64,
-    /// When the current (or last) request began (`CLOCK_MONOTONIC` µs); 0: none yet.
-    pub(crate) request_started_micros: AtomicU64,
-    /// Lengths of the four texts, one byte each.
-    pub(crate) text_lengths: AtomicU64,
-    /// Request line, client, protocol, virtual host, back to back.
-    pub(crate) text: [AtomicU64; TEXT_WORDS],
+    /// The current (or last) request: when it began (`CLOCK_MONOTONIC` µs; 0: none yet), the
+    /// lengths of its four texts (one byte each), then request line, client, protocol and
+    /// virtual host back to back (see [`crate::record`]).
+    pub(crate) record: SeqWords<RECORD_WORDS>,
 
     /// Connections, `accept4` calls and slow requests of every process in this slot. Like
     /// `requests_slot`, never reset: the server's totals are sums of these, so they only grow
@@ -201,8 +200,7 @@ mod tests {
         assert_eq!(offset_of!(Slot, requests_child), 32);
         assert_eq!(offset_of!(Slot, accept_calls), 80);
         assert_eq!(offset_of!(Slot, usage_sampled_micros), 120);
-        assert_eq!(offset_of!(Slot, seq), 128);
-        assert_eq!(offset_of!(Slot, text), 152);
+        assert_eq!(offset_of!(Slot, record), 128);
         assert_eq!(offset_of!(Slot, connections_slot), 408);
         assert_eq!(offset_of!(Slot, oldest_in_flight_micros), 432);
     }

@@ -32,21 +32,23 @@ mod limits;
 mod record;
 pub mod report;
 mod segment;
+mod seqlock;
 mod snapshot;
 mod state;
 pub mod usage;
 
-pub use board::{Board, BoardConfig, SlotFlags, SlotWriter};
+pub use board::{Board, BoardConfig, FinishedRequest, RequestStart, SlotFlags, SlotWriter};
 pub use doorbell::Doorbell;
 pub use layout::{
     BOOT_ERROR_BYTES, CLIENT_BYTES, LAYOUT_VERSION, MAX_SLOTS, PROTOCOL_BYTES, REQUEST_LINE_BYTES, VHOST_BYTES,
     segment_size,
 };
 pub use limits::{RecycleLimits, RecycleReason};
-pub use record::{RecordRead, RequestInfo, RequestRecord, Text};
+pub use record::{RequestInfo, RequestRecord, Text};
 pub use report::StatusReport;
 pub use segment::{
-    AttachedScoreboard, DEFAULT_PREFIX, SHM_DIR, Scoreboard, is_segment_live, remove_stale_segments, shm_path,
+    AttachedScoreboard, DEFAULT_PREFIX, SHM_DIR, Scoreboard, is_segment_live, remove_stale_segments, segment_name,
+    shm_path,
 };
 pub use snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot, Totals};
 pub use state::WorkerState;

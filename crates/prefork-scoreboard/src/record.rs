@@ -1,21 +1,11 @@
 //! A slot's current request (line, client, protocol, virtual host, start time), published under
-//! a sequence lock: a reader never sees a torn record, and the writer never waits.
-//!
-//! The owner makes the counter odd, stores the words, and makes it even again. A reader copies
-//! the words between two reads of the counter and keeps the copy only if the counter was even
-//! and unchanged. Everything is an atomic (relaxed loads and stores fenced by the counter), so
-//! the copy is defined behaviour even while the owner writes. A writer killed mid-update leaves
-//! the counter odd: readers then give up on that record after a few tries instead of spinning,
-//! and the parent resets the record when it clears the dead worker's slot.
+//! the slot's sequence lock (see [`crate::seqlock`]): a reader never sees a torn record, and the
+//! writer never waits. A writer killed mid-update leaves the record unreadable until the parent
+//! clears the dead worker's slot.
 
 use std::borrow::Cow;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::fence;
 
-use crate::layout::{CLIENT_BYTES, PROTOCOL_BYTES, REQUEST_LINE_BYTES, SeqText, Slot, TEXT_WORDS};
-
-/// Reads of one record before a reader decides its writer is mid-update (or dead).
-const READ_ATTEMPTS: usize = 64;
+use crate::layout::{CLIENT_BYTES, PROTOCOL_BYTES, RECORD_WORDS, REQUEST_LINE_BYTES, Slot, TEXT_WORDS};
 
 /// What a worker publishes when a request begins. Longer values are cut to the field size.
 #[derive(Clone, Copy, Debug, Default)]
@@ -62,19 +52,26 @@ impl std::fmt::Debug for Text<'_> {
 /// shared memory allocates nothing).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RequestRecord {
-    /// When it began (`CLOCK_MONOTONIC` µs).
-    pub started_micros: u64,
-    lengths: u64,
-    bytes: [u8; TEXT_WORDS * 8],
+    /// The words as published: start time, lengths, texts (native byte order).
+    words: [[u8; 8]; RECORD_WORDS],
 }
 
 impl RequestRecord {
-    const EMPTY: RequestRecord = RequestRecord { started_micros: 0, lengths: 0, bytes: [0; TEXT_WORDS * 8] };
+    const EMPTY: RequestRecord = RequestRecord { words: [[0; 8]; RECORD_WORDS] };
+
+    /// When it began (`CLOCK_MONOTONIC` µs).
+    pub fn started_micros(&self) -> u64 {
+        u64::from_ne_bytes(self.words[0])
+    }
+
+    fn lengths(&self) -> u64 {
+        u64::from_ne_bytes(self.words[1])
+    }
 
     fn field(&self, n: usize) -> Text<'_> {
-        let len = ((self.lengths >> (8 * n)) & 0xff) as usize;
+        let len = ((self.lengths() >> (8 * n)) & 0xff) as usize;
         let (start, end) = (OFFSETS[n], OFFSETS[n + 1]);
-        Text(&self.bytes[start..start + len.min(end - start)])
+        Text(&self.words[2..].as_flattened()[start..start + len.min(end - start)])
     }
 
     /// `METHOD target VERSION`, at most [`REQUEST_LINE_BYTES`].
@@ -101,7 +98,7 @@ impl RequestRecord {
 impl std::fmt::Debug for RequestRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestRecord")
-            .field("started_micros", &self.started_micros)
+            .field("started_micros", &self.started_micros())
             .field("line", &self.line())
             .field("client", &self.client())
             .field("protocol", &self.protocol())
@@ -112,7 +109,7 @@ impl std::fmt::Debug for RequestRecord {
 
 /// The outcome of reading a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordRead {
+pub(crate) enum RecordRead {
     /// No request has been published in this slot since it was last cleared.
     Empty,
     /// A consistent copy was made.
@@ -131,63 +128,37 @@ const OFFSETS: [usize; 5] = [
 
 /// Owner only: publishes a new record.
 pub(crate) fn publish(slot: &Slot, started_micros: u64, info: &RequestInfo<'_>) {
-    let mut buffer = [0u8; TEXT_WORDS * 8];
+    let mut words = [[0u8; 8]; RECORD_WORDS];
     let mut lengths = 0u64;
+    let text = words[2..].as_flattened_mut();
     for (field, value) in [info.line, info.client, info.protocol, info.vhost].into_iter().enumerate() {
         let (start, end) = (OFFSETS[field], OFFSETS[field + 1]);
         let len = value.len().min(end - start);
-        buffer[start..start + len].copy_from_slice(&value[..len]);
+        text[start..start + len].copy_from_slice(&value[..len]);
         lengths |= (len as u64) << (8 * field);
     }
-    write(slot, started_micros, lengths, &buffer);
+    words[0] = started_micros.to_ne_bytes();
+    words[1] = lengths.to_ne_bytes();
+    slot.record.publish(&words);
 }
 
 /// Parent only, after the owner is reaped: forgets the record.
 pub(crate) fn clear(slot: &Slot) {
-    write(slot, 0, 0, &[0u8; TEXT_WORDS * 8]);
-}
-
-fn write(slot: &Slot, started_micros: u64, lengths: u64, buffer: &[u8; TEXT_WORDS * 8]) {
-    // Whatever a dead previous writer left, make the counter odd (and not equal to anything a
-    // reader may hold) for the duration of the update.
-    let odd = (slot.seq.load(Relaxed) | 1) + 2;
-    slot.seq.store(odd, Relaxed);
-    fence(Release);
-    slot.request_started_micros.store(started_micros, Relaxed);
-    slot.text_lengths.store(lengths, Relaxed);
-    for (word, chunk) in slot.text.iter().zip(buffer.chunks_exact(8)) {
-        word.store(u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk")), Relaxed);
-    }
-    slot.seq.store(odd + 1, Release);
+    slot.record.publish(&[[0; 8]; RECORD_WORDS]);
 }
 
 /// Any process: copies the record into `out` (in place), retrying while the owner is
 /// mid-update. `out` is `Some` exactly when the outcome is [`RecordRead::Copied`].
 pub(crate) fn read_into(slot: &Slot, out: &mut Option<RequestRecord>) -> RecordRead {
     let record = out.get_or_insert(RequestRecord::EMPTY);
-    for _ in 0..READ_ATTEMPTS {
-        let before = slot.seq.load(Acquire);
-        if before & 1 == 1 {
-            std::hint::spin_loop();
-            continue;
-        }
-        record.started_micros = slot.request_started_micros.load(Relaxed);
-        record.lengths = slot.text_lengths.load(Relaxed);
-        for (word, chunk) in slot.text.iter().zip(record.bytes.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&word.load(Relaxed).to_ne_bytes());
-        }
-        fence(Acquire);
-        if slot.seq.load(Relaxed) != before {
-            continue;
-        }
-        if record.started_micros == 0 && record.lengths == 0 {
-            *out = None;
-            return RecordRead::Empty;
-        }
-        return RecordRead::Copied;
-    }
+    let copied = slot.record.read(&mut record.words);
+    let outcome = match (copied, record.started_micros() == 0 && record.lengths() == 0) {
+        (false, _) => RecordRead::Unreadable,
+        (true, true) => RecordRead::Empty,
+        (true, false) => return RecordRead::Copied,
+    };
     *out = None;
-    RecordRead::Unreadable
+    outcome
 }
 
 /// Any process: a copy of the record, if one can be made.
@@ -198,61 +169,11 @@ pub(crate) fn read(slot: &Slot) -> (RecordRead, Option<RequestRecord>) {
     (outcome, out)
 }
 
-impl<const WORDS: usize> SeqText<WORDS> {
-    /// Writer only (one process): replaces the text, cut to the field size.
-    pub(crate) fn publish(&self, text: &[u8]) {
-        let len = text.len().min(WORDS * 8);
-        let odd = (self.seq.load(Relaxed) | 1) + 2;
-        self.seq.store(odd, Relaxed);
-        fence(Release);
-        self.len.store(len as u64, Relaxed);
-        for (i, word) in self.words.iter().enumerate() {
-            let mut chunk = [0u8; 8];
-            let start = (i * 8).min(len);
-            let end = (start + 8).min(len);
-            chunk[..end - start].copy_from_slice(&text[start..end]);
-            word.store(u64::from_ne_bytes(chunk), Relaxed);
-        }
-        self.seq.store(odd + 1, Release);
-    }
-
-    /// Any process: a consistent copy (lossy UTF-8), or `None` while the writer is mid-update.
-    pub(crate) fn read(&self) -> Option<String> {
-        for _ in 0..READ_ATTEMPTS {
-            let before = self.seq.load(Acquire);
-            if before & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let len = (self.len.load(Relaxed) as usize).min(WORDS * 8);
-            let mut words = [[0u8; 8]; WORDS];
-            for (word, chunk) in self.words.iter().zip(words.iter_mut()) {
-                *chunk = word.load(Relaxed).to_ne_bytes();
-            }
-            fence(Acquire);
-            if self.seq.load(Relaxed) == before {
-                return Some(String::from_utf8_lossy(&words.as_flattened()[..len]).into_owned());
-            }
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layout::VHOST_BYTES;
-
-    #[test]
-    fn a_sequenced_text_reads_back_what_was_published_last() {
-        // SAFETY: atomics only; all-zero is valid.
-        let text: Box<SeqText<2>> = Box::new(unsafe { std::mem::zeroed() });
-        assert_eq!(text.read().as_deref(), Some(""));
-        text.publish(b"database unreachable");
-        assert_eq!(text.read().as_deref(), Some("database unreach"), "cut to the field's 16 bytes");
-        text.publish(b"short");
-        assert_eq!(text.read().as_deref(), Some("short"));
-    }
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn slot() -> Box<Slot> {
         // SAFETY: a Slot is only atomics, for which all-zero bytes are valid.
@@ -274,7 +195,7 @@ mod tests {
             },
         );
         let (RecordRead::Copied, Some(record)) = read(&slot) else { panic!("no record") };
-        assert_eq!(record.started_micros, 42);
+        assert_eq!(record.started_micros(), 42);
         assert_eq!(record.line().to_string_lossy(), "GET /x HTTP/1.1");
         assert_eq!(record.client().to_string_lossy(), "127.0.0.1:5000");
         assert_eq!(record.protocol().to_string_lossy(), "HTTP/1.1");
@@ -308,11 +229,11 @@ mod tests {
         let slot = slot();
         publish(&slot, 7, &RequestInfo { line: b"GET /old HTTP/1.1", ..Default::default() });
         // Simulate a SIGKILL between the two counter updates.
-        slot.seq.store(slot.seq.load(Relaxed) | 1, Relaxed);
+        slot.record.seq.store(slot.record.seq.load(Relaxed) | 1, Relaxed);
         assert_eq!(read(&slot), (RecordRead::Unreadable, None));
         clear(&slot);
         assert_eq!(read(&slot), (RecordRead::Empty, None));
         publish(&slot, 8, &RequestInfo { line: b"GET /new HTTP/1.1", ..Default::default() });
-        assert!(matches!(read(&slot), (RecordRead::Copied, Some(r)) if r.started_micros == 8));
+        assert!(matches!(read(&slot), (RecordRead::Copied, Some(r)) if r.started_micros() == 8));
     }
 }

@@ -61,7 +61,7 @@ impl Scoreboard {
         }
         remove_stale_segments(prefix)?;
         let pid = std::process::id();
-        let os_id = format!("/{prefix}.{pid}");
+        let os_id = segment_name(prefix, pid);
         let shmem = ShmemConf::new()
             .size(segment_size(slot_count))
             .os_id(&os_id)
@@ -169,6 +169,11 @@ impl Drop for AttachedScoreboard {
         // SAFETY: the mapping made in `open`; the board pointing into it is dropped with us.
         let _ = unsafe { munmap(self.mapping, self.len) };
     }
+}
+
+/// The name of the segment created by the supervisor `pid` with `prefix`: `/<prefix>.<pid>`.
+pub fn segment_name(prefix: &str, pid: u32) -> String {
+    format!("/{prefix}.{pid}")
 }
 
 /// Path of a POSIX shared-memory object under `/dev/shm`.

@@ -183,7 +183,7 @@ impl Snapshot {
     /// Seconds since the slot's current or last request began.
     pub fn seconds_since_request(&self, slot: &SlotSnapshot) -> Option<f64> {
         let request = slot.request?;
-        Some(self.taken_monotonic_micros.saturating_sub(request.started_micros) as f64 / 1e6)
+        Some(self.taken_monotonic_micros.saturating_sub(request.started_micros()) as f64 / 1e6)
     }
 
     /// Work done by all workers since the server started: the sum of every slot's per-slot

@@ -59,6 +59,21 @@ impl WorkerState {
         }
     }
 
+    /// A lower-case name, for metric labels and CSS classes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WorkerState::Dead => "dead",
+            WorkerState::Starting => "starting",
+            WorkerState::Idle => "idle",
+            WorkerState::Reading => "reading",
+            WorkerState::Writing => "writing",
+            WorkerState::KeepAlive => "keepalive",
+            WorkerState::Closing => "closing",
+            WorkerState::Graceful => "graceful",
+            WorkerState::IdleKill => "idle_kill",
+        }
+    }
+
     /// A short human description, for legends.
     pub const fn describe(self) -> &'static str {
         match self {

@@ -4,7 +4,8 @@
 //! name the same (slot, counter) pair, as fast as they can, while this process reads snapshots
 //! in a loop, validates every record it sees, and SIGKILLs a writer every few milliseconds
 //! (leaving its slot uncleared for a while, as a parent that has not reaped it yet would).
-//! A torn record (fields from two different updates) or a read that waits would fail it.
+//! A torn record (fields from two different updates) fails it; a read that blocked on a dead
+//! writer would never finish (the slowest snapshot is printed for the record).
 //!
 //! `harness = false`: the test binary is single-threaded, so it may fork.
 
@@ -105,13 +106,13 @@ fn spawn_writer(scoreboard: &mut Scoreboard, slot: usize) -> Pid {
                 let client = format!("w{slot}:k{counter}");
                 let vhost = format!("k{counter}.w{slot}.test");
                 writer.set_state(WorkerState::Writing);
-                writer.begin_request(&RequestInfo {
+                let start = writer.begin_request(&RequestInfo {
                     line: line.as_bytes(),
                     client: client.as_bytes(),
                     protocol: b"HTTP/1.1",
                     vhost: vhost.as_bytes(),
                 });
-                writer.finish_request(line.len() as u64);
+                writer.finish_request(start, line.len() as u64);
                 writer.set_state(WorkerState::KeepAlive);
             }
             std::process::exit(0)

@@ -20,7 +20,8 @@
 //!    has `min_spare` workers ready (idle, not merely starting), every old worker is retired
 //!    (busy ones finish their request first). If old workers fill `max_clients` so that the new
 //!    generation cannot be forked, old *idle* workers are retired to make room. If the new
-//!    generation fails to boot `max_reload_boot_failures` times in a row, the reload is
+//!    generation fails to boot `max_reload_boot_failures` times in a row (its own workers:
+//!    failures from before the reload do not count), the reload is
 //!    abandoned: the old generation becomes current again, and the abandoned generation's
 //!    stragglers (forked before the revert, booting late) are retired.
 //! 4. **Recycle** a worker that asked to be replaced once the pool keeps `min_spare` ready idle
@@ -94,8 +95,13 @@ pub struct PolicyMemory {
     pub last_retire: Option<Micros>,
     /// Since when more than `max_spare` workers have been idle.
     pub surplus_since: Option<Micros>,
-    /// Boot failures in a row.
+    /// Boot failures in a row (any generation): the backoff and halting go by these.
     pub boot_failures: u32,
+    /// The generation of the last worker that failed to boot, and how many of that
+    /// generation failed in a row: a reload is judged by its own workers only, not by
+    /// failures from before it.
+    pub failing_generation: u64,
+    pub generation_failures: u32,
     pub last_boot_failure: Option<Micros>,
     /// No spawn before this time (boot-failure backoff).
     pub spawn_not_before: Micros,
@@ -119,6 +125,8 @@ impl Default for PolicyMemory {
             last_retire: None,
             surplus_since: None,
             boot_failures: 0,
+            failing_generation: 0,
+            generation_failures: 0,
             last_boot_failure: None,
             spawn_not_before: 0,
             halted: false,
@@ -160,8 +168,8 @@ pub enum Notice {
 pub struct Decision {
     /// Fork this many workers of the current generation.
     pub spawn: usize,
-    /// Tell the workers in these slots to finish and exit (SIGTERM).
-    pub retire: Vec<usize>,
+    /// Tell the workers in these slots to finish and exit (SIGTERM), and why.
+    pub retire: Vec<(usize, RetireReason)>,
     /// SIGTERM these workers for running a request too long (then watch them).
     pub stuck_term: Vec<usize>,
     /// SIGKILL these stuck workers: their grace is over.
@@ -173,12 +181,57 @@ pub struct Decision {
     pub recheck_at: Option<Micros>,
 }
 
+/// Why the policy retires a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetireReason {
+    /// Rule 3: a reload's new generation is ready (or needs the room).
+    OldGeneration,
+    /// Rule 3: the reload was abandoned; this worker belongs to the generation given up.
+    AbandonedReload,
+    /// Rule 4: it asked to be replaced, and its replacement is ready.
+    Recycled,
+    /// Rule 4: it asked to be replaced, and `max_clients` leaves no room for a replacement.
+    RecycledWithoutReplacement,
+    /// Rule 5: more than `max_spare` idle for a whole interval.
+    Surplus,
+}
+
+impl RetireReason {
+    /// For the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RetireReason::OldGeneration => "old generation",
+            RetireReason::AbandonedReload => "abandoned reload",
+            RetireReason::Recycled => "recycled: its replacement is ready",
+            RetireReason::RecycledWithoutReplacement => "recycled: max_clients leaves no room for a replacement",
+            RetireReason::Surplus => "surplus idle worker",
+        }
+    }
+}
+
+impl Decision {
+    /// The slots retired, in order.
+    pub fn retired_slots(&self) -> Vec<usize> {
+        self.retire.iter().map(|(slot, _)| *slot).collect()
+    }
+
+    fn retires(&self, slot: usize) -> bool {
+        self.retire.iter().any(|(s, _)| *s == slot)
+    }
+}
+
 impl PolicyMemory {
-    /// Records a worker's exit; boot failures start or extend the backoff. `jitter` (0..=1)
-    /// spreads the retry so that many failing servers do not retry in step.
-    pub fn worker_exited(&mut self, kind: ExitKind, now: Micros, config: &PoolConfig, jitter: f64) {
+    /// Records the exit of a worker of `generation`; boot failures start or extend the
+    /// backoff. `jitter` (0..=1) spreads the retry so that many failing servers do not retry
+    /// in step.
+    pub fn worker_exited(&mut self, kind: ExitKind, generation: u64, now: Micros, config: &PoolConfig, jitter: f64) {
         if kind == ExitKind::BootFailure {
             self.boot_failures = self.boot_failures.saturating_add(1);
+            if generation == self.failing_generation {
+                self.generation_failures = self.generation_failures.saturating_add(1);
+            } else {
+                (self.failing_generation, self.generation_failures) = (generation, 1);
+            }
             self.last_boot_failure = Some(now);
             let delay = backoff(self.boot_failures, config);
             self.spawn_not_before = now + delay + (delay as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as Micros;
@@ -217,6 +270,7 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
             decision.notices.push(Notice::SpawningResumed);
         }
         memory.boot_failures = 0;
+        memory.generation_failures = 0;
         memory.spawn_not_before = 0;
         memory.halted = false;
     }
@@ -293,17 +347,21 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
 
     // Rule 3: old generation. Make room for the new one, then retire the rest once it is ready.
     let old_generation = old().map(|w| w.generation).max();
-    if let Some(old_generation) = old_generation.filter(|_| memory.boot_failures >= config.max_reload_boot_failures) {
+    let reload_failed =
+        memory.failing_generation == view.generation && memory.generation_failures >= config.max_reload_boot_failures;
+    if let Some(old_generation) = old_generation.filter(|_| reload_failed) {
         decision.notices.push(Notice::ReloadFailed {
             abandoned: view.generation,
             current: old_generation,
-            failures: memory.boot_failures,
+            failures: memory.generation_failures,
         });
         decision.revert_generation = Some(old_generation);
         // Workers of the abandoned generation forked before now and still booting (or booted
         // late) would otherwise serve with the configuration that was just rejected.
-        decision.retire.extend(active().filter(|w| w.generation == view.generation).map(|w| w.slot));
+        let stragglers = active().filter(|w| w.generation == view.generation);
+        decision.retire.extend(stragglers.map(|w| (w.slot, RetireReason::AbandonedReload)));
         memory.boot_failures = 0;
+        memory.generation_failures = 0;
         memory.spawn_not_before = 0;
         memory.halted = false;
         decision.spawn = 0;
@@ -316,12 +374,12 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
     let pending_exits = view.workers.iter().filter(|w| w.retiring).count();
     let short = needed.saturating_sub(decision.spawn).saturating_sub(pending_exits);
     for w in old_idle.iter().take(short) {
-        decision.retire.push(w.slot);
+        decision.retire.push((w.slot, RetireReason::OldGeneration));
     }
-    if ready_idle >= config.min_spare_servers.min(config.max_clients) {
+    if ready_idle >= config.min_spare_servers {
         for w in old() {
-            if !decision.retire.contains(&w.slot) {
-                decision.retire.push(w.slot);
+            if !decision.retires(w.slot) {
+                decision.retire.push((w.slot, RetireReason::OldGeneration));
             }
         }
     }
@@ -339,9 +397,9 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
         let takes = usize::from(!w.state.is_idle());
         if spare_after >= config.min_spare_servers + takes {
             spare_after -= takes;
-            decision.retire.push(w.slot);
+            decision.retire.push((w.slot, RetireReason::Recycled));
         } else if room == 0 && w.state.is_idle() {
-            decision.retire.push(w.slot);
+            decision.retire.push((w.slot, RetireReason::RecycledWithoutReplacement));
         }
     }
 
@@ -352,11 +410,11 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
         let surplus_since = *memory.surplus_since.get_or_insert(now);
         let due = memory.last_retire.map_or(now, |t| t + interval).max(surplus_since + interval);
         let longest = current()
-            .filter(|w| w.state == WorkerState::Idle && !decision.retire.contains(&w.slot))
+            .filter(|w| w.state == WorkerState::Idle && !decision.retires(w.slot))
             .min_by_key(|w| (w.state_since, w.slot));
         match longest {
             Some(w) if now >= due => {
-                decision.retire.push(w.slot);
+                decision.retire.push((w.slot, RetireReason::Surplus));
                 memory.last_retire = Some(now);
                 if ready_idle - 1 > config.max_spare_servers {
                     decision.recheck_at = earliest(decision.recheck_at, now + interval);

@@ -48,7 +48,6 @@ pub(crate) struct Pool<'a, W> {
     pub(crate) children: ChildTable,
     pub(crate) memory: PolicyMemory,
     pub(crate) parent_pid: u32,
-    pub(crate) forked: u64,
     pub(crate) recheck_at: Option<Micros>,
     pub(crate) listen_socket: Option<BorrowedFd<'a>>,
     pub(crate) on_reopen_logs: Option<ReopenLogsHook<'a>>,
@@ -63,6 +62,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             min_spare_servers = pool.min_spare_servers,
             max_spare_servers = pool.max_spare_servers,
             max_clients = pool.max_clients,
+            spawn_ramp = ?pool.spawn_ramp,
             "supervisor started"
         );
         for _ in 0..self.config.pool.start_servers {
@@ -136,36 +136,39 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     }
 
     /// Blocks until a signal arrives, `deadline` (monotonic µs) passes, or (when
-    /// `watch_doorbell`) a worker rings the doorbell, coalescing rings closer than
-    /// [`DOORBELL_GAP`].
+    /// `watch_doorbell`) a worker rings the doorbell. Rings closer than [`DOORBELL_GAP`] to the
+    /// last round are coalesced: inside the gap the doorbell is not watched, and once the gap
+    /// is over the wait goes on, the doorbell watched again, so that one round answers them all.
     fn wait_for_signals(&mut self, deadline: Micros, watch_doorbell: bool) -> Result<Vec<Signal>, SupervisorError> {
-        let now = monotonic_micros();
-        let doorbell_open_at = self.last_doorbell_round + DOORBELL_GAP;
-        let deadline = match (watch_doorbell, now >= doorbell_open_at) {
-            // Still inside the coalescing gap: wake when it ends, to look at the doorbell then.
-            (true, false) => deadline.min(doorbell_open_at),
-            _ => deadline,
-        };
-        let watch_doorbell = watch_doorbell && now >= doorbell_open_at;
-        let wait = Duration::from_micros(deadline.saturating_sub(now));
-        // Round up so a wait for 0.4 ms does not become a busy loop of 0 ms polls.
-        let millis = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         let doorbell = self.doorbell.as_ref().expect("the parent keeps its doorbell");
-        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-        if watch_doorbell {
-            fds.push(PollFd::new(doorbell.as_fd(), PollFlags::POLLIN));
+        loop {
+            let now = monotonic_micros();
+            let doorbell_open_at = self.last_doorbell_round + DOORBELL_GAP;
+            let watching = watch_doorbell && now >= doorbell_open_at;
+            // Still inside the coalescing gap: wake when it ends, to watch the doorbell then.
+            let wake_at = if watch_doorbell && !watching { deadline.min(doorbell_open_at) } else { deadline };
+            let wait = Duration::from_micros(wake_at.saturating_sub(now));
+            // Round up so a wait for 0.4 ms does not become a busy loop of 0 ms polls.
+            let millis = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+            let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+            if watching {
+                fds.push(PollFd::new(doorbell.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(errno) => return Err(sys("poll", errno)),
+            }
+            let rang = watching && fds[1].any().unwrap_or(false);
+            if rang {
+                doorbell.drain();
+                self.last_doorbell_round = monotonic_micros();
+            }
+            let signals = self.signals.drain()?;
+            if rang || !signals.is_empty() || monotonic_micros() >= deadline {
+                return Ok(signals);
+            }
         }
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => return Err(sys("poll", errno)),
-        }
-        let rang = watch_doorbell && fds[1].any().unwrap_or(false);
-        if rang {
-            doorbell.drain();
-            self.last_doorbell_round = monotonic_micros();
-        }
-        self.signals.drain()
     }
 
     /// One maintenance round: ask the policy, carry out its decision.
@@ -188,16 +191,10 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             board.set_generation(generation);
             board.count_reload_failure();
         }
-        for slot in decision.retire {
-            let reason = match workers.iter().find(|w| w.slot == slot) {
-                Some(w) if w.generation != view.generation => "old generation",
-                Some(_) if decision.revert_generation.is_some() => "abandoned reload",
-                Some(w) if w.retire_requested => "recycled: its replacement is ready",
-                _ => "surplus idle worker",
-            };
+        for (slot, reason) in decision.retire {
             if let Some(child) = self.children.by_slot_mut(slot) {
                 child.retiring = true;
-                tracing::info!(pid = child.pid.as_raw(), slot, reason, "retiring worker");
+                tracing::info!(pid = child.pid.as_raw(), slot, reason = reason.describe(), "retiring worker");
                 signal_child(child.pid, Signal::SIGTERM);
             }
         }
@@ -295,7 +292,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         // SIGKILLed meanwhile (an operator, the OOM killer) says nothing about booting.
         let never_ready = last_state == WorkerState::Starting && signal != Some(Signal::SIGKILL);
         let boot_failure = !record.retiring && !stopping && (code == Some(exit_code::BOOT_FAILED) || never_ready);
-        let cause = match (code, signal) {
+        let mut cause = match (code, signal) {
             (Some(code), _) => format!("exited with code {code}"),
             (None, Some(signal)) => format!("killed by {signal}"),
             (None, None) => "ended".to_owned(),
@@ -303,12 +300,14 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         if boot_failure {
             // The worker leaves its reason in its slot before exiting (see spawn.rs).
             let note = slot.request.filter(|_| claimed).map(|r| r.line().to_string_lossy().into_owned());
-            let cause = note.filter(|n| !n.is_empty()).map_or(cause.clone(), |n| format!("{n} ({cause})"));
+            if let Some(note) = note.filter(|n| !n.is_empty()) {
+                cause = format!("{note} ({cause})");
+            }
             board.publish_boot_error(&cause);
         }
         board.clear_slot(record.slot);
         let kind = if boot_failure { ExitKind::BootFailure } else { ExitKind::AfterReady };
-        self.memory.worker_exited(kind, monotonic_micros(), &self.config.pool, fastrand::f64());
+        self.memory.worker_exited(kind, record.generation, monotonic_micros(), &self.config.pool, fastrand::f64());
         board.set_boot_failures(u64::from(self.memory.boot_failures), self.memory.halted);
 
         let (pid, slot) = (pid.as_raw(), record.slot);
@@ -317,7 +316,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             _ if boot_failure => tracing::error!(
                 pid,
                 slot,
-                cause = %board.header_snapshot().last_boot_error,
+                %cause,
                 failures_in_a_row = self.memory.boot_failures,
                 retry_in_ms = self.memory.spawn_not_before.saturating_sub(monotonic_micros()) / 1000,
                 "worker failed to boot"
@@ -336,8 +335,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
 
     /// Stops every worker and returns once all are reaped.
     fn stop(&mut self, mode: StopMode) -> Result<StopReport, SupervisorError> {
-        let mut report =
-            StopReport { graceful: mode == StopMode::Graceful, killed_at_timeout: 0, workers_forked: self.forked };
+        let workers_forked = self.scoreboard.board().header_snapshot().workers_forked;
+        let mut report = StopReport { graceful: mode == StopMode::Graceful, killed_at_timeout: 0, workers_forked };
         if mode == StopMode::Graceful {
             let deadline = monotonic_micros() + self.config.graceful_timeout.as_micros() as u64;
             for child in self.children.iter_mut() {
@@ -367,7 +366,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         tracing::info!(graceful = report.graceful, "all workers stopped");
         Ok(report)
     }
+}
 
+impl<W> Pool<'_, W> {
     /// SIGKILLs and reaps every remaining child (blocking: SIGKILL cannot be refused).
     fn kill_all(&mut self) {
         let pids: Vec<Pid> = self.children.iter().map(|c| c.pid).collect();
@@ -396,19 +397,13 @@ impl<W> Drop for Pool<'_, W> {
     fn drop(&mut self) {
         // Normal stops have emptied the table already; this is the error/panic path. Never
         // leave workers serving without a parent, and reap them before the segment goes.
-        let pids: Vec<Pid> = self.children.iter().map(|c| c.pid).collect();
-        for pid in &pids {
-            signal_child(*pid, Signal::SIGKILL);
-        }
-        for pid in pids {
-            let _ = waitpid(pid, None);
-        }
+        self.kill_all();
     }
 }
 
 /// The policy's view of one child, from the parent's table and the child's slot.
 fn view_of(child: &ChildRecord, board: &Board) -> WorkerView {
-    let slot = board.slot_snapshot(child.slot);
+    let slot = board.slot_counters(child.slot);
     let claimed = slot.pid == child.pid.as_raw() as u32;
     WorkerView {
         slot: child.slot,
@@ -432,7 +427,7 @@ fn log_stuck(child: &ChildRecord, slot: &SlotSnapshot, now: Micros, grace: Durat
         slot = child.slot,
         request = %request.map(|r| r.line().to_string_lossy().into_owned()).unwrap_or_default(),
         client = %request.map(|r| r.client().to_string_lossy().into_owned()).unwrap_or_default(),
-        running_s = request.map_or(0.0, |r| now.saturating_sub(r.started_micros) as f64 / 1e6),
+        running_s = request.map_or(0.0, |r| now.saturating_sub(r.started_micros()) as f64 / 1e6),
         kill_after = ?grace,
         "request ran past request_timeout: sending SIGTERM"
     );

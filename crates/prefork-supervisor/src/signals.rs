@@ -94,11 +94,7 @@ impl Drop for SignalInbox {
 }
 
 fn handled_set() -> SigSet {
-    let mut set = SigSet::empty();
-    for handled in HANDLED {
-        set.add(handled);
-    }
-    set
+    HANDLED.into_iter().collect()
 }
 
 pub(crate) fn sys(what: &'static str, errno: Errno) -> SupervisorError {

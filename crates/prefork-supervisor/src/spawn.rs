@@ -37,7 +37,6 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 std::process::exit(code);
             }
             Ok(ForkResult::Parent { child }) => {
-                self.forked += 1;
                 self.scoreboard.board().count_fork();
                 let record = ChildRecord {
                     pid: child,
@@ -58,6 +57,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 self.scoreboard.board().publish_boot_error(&format!("fork failed: {errno}"));
                 self.memory.worker_exited(
                     ExitKind::BootFailure,
+                    generation,
                     monotonic_micros(),
                     &self.config.pool,
                     fastrand::f64(),
@@ -89,7 +89,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         // or moves the Scoreboard.
         let board = unsafe { self.scoreboard.worker_board() };
         let pid = getpid().as_raw() as u32;
-        let Some(doorbell) = self.doorbell.take() else { return exit_code::BOOT_FAILED };
+        let doorbell = self.doorbell.take().expect("the parent keeps its doorbell until it forks");
         let context = WorkerContext {
             doorbell,
             slot: board.claim_slot(slot, pid, generation),
@@ -102,13 +102,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         let _span = tracing::info_span!("worker", pid, slot).entered();
         match catch_unwind(AssertUnwindSafe(|| (self.worker)(context))) {
             Ok(WorkerExit::Finished) => exit_code::FINISHED,
-            Ok(exit @ WorkerExit::BootFailed(_)) => {
-                if let WorkerExit::BootFailed(cause) = &exit {
-                    // For the parent, which reads it from the slot after reaping this process.
-                    board.publish_note(slot, cause);
-                    tracing::error!(%cause, "worker could not get ready");
-                }
-                exit.code()
+            Ok(WorkerExit::BootFailed(cause)) => {
+                // For the parent, which reads it from the slot after reaping this process.
+                board.publish_note(slot, &cause);
+                tracing::error!(%cause, "worker could not get ready");
+                exit_code::BOOT_FAILED
             }
             Ok(exit @ WorkerExit::Failed(_)) => {
                 tracing::error!(?exit, "worker ended with an error");

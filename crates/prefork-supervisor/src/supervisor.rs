@@ -76,19 +76,20 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     ///
     /// Must be called from a single-threaded process (it forks): it refuses to start otherwise.
     pub fn run(self) -> Result<StopReport, SupervisorError> {
-        let signals = SignalInbox::open()?;
-        let doorbell =
-            Doorbell::new().map_err(|e| sys("eventfd", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        let scoreboard = Scoreboard::create(&self.config.scoreboard_prefix, self.config.pool.max_clients)?;
-        scoreboard.board().publish_config(&self.config.board_config());
         // A fork copies only the calling thread: with another thread alive (a runtime, a log
         // writer, anything holding a lock) the workers would start from a broken copy. Checked
-        // before the start is announced, and again after the hook, which may start one.
+        // before anything is set up (signal dispositions, the segment), so that a refusal
+        // leaves the process as it was, and again after the hook, which may start a thread.
         let single_threaded = || match thread_count().filter(|n| *n != 1) {
             Some(threads) => Err(SupervisorError::Threaded(threads)),
             None => Ok(()),
         };
         single_threaded()?;
+        let signals = SignalInbox::open()?;
+        let doorbell =
+            Doorbell::new().map_err(|e| sys("eventfd", nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        let scoreboard = Scoreboard::create(&self.config.scoreboard_prefix, self.config.pool.max_clients)?;
+        scoreboard.board().publish_config(&self.config.board_config());
         if let Some(hook) = self.on_started {
             hook(scoreboard.name(), scoreboard.board());
         }
@@ -103,11 +104,27 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             last_doorbell_round: 0,
             memory: PolicyMemory::default(),
             parent_pid: std::process::id(),
-            forked: 0,
             recheck_at: None,
             listen_socket: self.listen_socket,
             on_reopen_logs: self.on_reopen_logs,
         };
         pool.run()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_threaded_process_is_refused_before_anything_is_set_up() {
+        // The test harness runs tests on threads; one more makes sure, whatever its settings.
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || parked.recv());
+        let supervisor = Supervisor::new(SupervisorConfig::default(), |_| WorkerExit::Finished).unwrap();
+        let result = supervisor.run();
+        drop(stop);
+        let _ = helper.join();
+        assert!(matches!(result, Err(SupervisorError::Threaded(n)) if n >= 2), "{result:?}");
     }
 }

@@ -20,7 +20,10 @@ pub struct ServerBuilder {
     handlers: Vec<(String, Handler)>,
     headers: Vec<(String, String)>,
     worker: WorkerConfig,
-    tls: Option<TlsFiles>,
+    /// SSLKEYCERT: key and certificate.
+    key_cert: Option<(PathBuf, PathBuf)>,
+    /// SSLINTERMEDIATECACERT.
+    intermediate_ca: Option<PathBuf>,
     supervisor: SupervisorConfig,
     pid_file: Option<PathBuf>,
     fork_handlers: Vec<ForkHandler>,
@@ -45,7 +48,8 @@ impl Default for ServerBuilder {
             handlers: Vec::new(),
             headers: Vec::new(),
             worker: WorkerConfig::default(),
-            tls: None,
+            key_cert: None,
+            intermediate_ca: None,
             supervisor: SupervisorConfig::default(),
             pid_file: None,
             fork_handlers: Vec::new(),
@@ -126,20 +130,13 @@ impl ServerBuilder {
 
     /// SSLKEYCERT: serve TLS with this private key and certificate (chain), both PEM.
     pub fn ssl_key_cert(mut self, key: impl Into<PathBuf>, cert: impl Into<PathBuf>) -> Self {
-        let intermediate_ca = self.tls.take().and_then(|t| t.intermediate_ca);
-        self.tls = Some(TlsFiles { key: key.into(), cert: cert.into(), intermediate_ca });
+        self.key_cert = Some((key.into(), cert.into()));
         self
     }
 
     /// SSLINTERMEDIATECACERT: intermediate CA certificates sent after the chain (PEM).
     pub fn ssl_intermediate_ca(mut self, path: impl Into<PathBuf>) -> Self {
-        match &mut self.tls {
-            Some(tls) => tls.intermediate_ca = Some(path.into()),
-            None => {
-                self.tls =
-                    Some(TlsFiles { key: PathBuf::new(), cert: PathBuf::new(), intermediate_ca: Some(path.into()) })
-            }
-        }
+        self.intermediate_ca = Some(path.into());
         self
     }
 
@@ -445,20 +442,22 @@ impl ServerBuilder {
                 nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
             }
         };
-        if let Some(files) = &self.tls {
-            if files.key.as_os_str().is_empty() || files.cert.as_os_str().is_empty() {
-                return invalid("ssl_intermediate_ca needs ssl_key_cert too".into());
+        match (self.key_cert, self.intermediate_ca) {
+            (Some((key, cert)), intermediate_ca) => {
+                let files = TlsFiles { key, cert, intermediate_ca };
+                self.worker.tls = Some(TlsSettings::load(&files, cfg!(feature = "http2"))?);
             }
-            self.worker.tls = Some(TlsSettings::load(files, cfg!(feature = "http2"))?);
+            (None, Some(_)) => return invalid("ssl_intermediate_ca needs ssl_key_cert too".into()),
+            (None, None) => {}
         }
-        Ok(Server::new(
-            self.listen,
+        Ok(Server {
+            listen: self.listen,
             router,
-            self.worker,
-            self.supervisor,
-            self.pid_file,
-            self.fork_handlers,
-            self.setup_handler,
-        ))
+            worker: self.worker,
+            supervisor: self.supervisor,
+            pid_file: self.pid_file,
+            fork_handlers: self.fork_handlers,
+            setup_handler: self.setup_handler,
+        })
     }
 }

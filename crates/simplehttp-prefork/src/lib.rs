@@ -38,6 +38,7 @@ mod pid_file;
 mod server;
 
 pub use builder::ServerBuilder;
+pub use pid_file::read_pid_file;
 pub use prefork_http_worker as http_worker;
 pub use prefork_http_worker::{
     AccessLogFormat, AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, ListenAddress, Reply, Request,

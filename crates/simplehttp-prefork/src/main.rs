@@ -313,3 +313,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(graceful = report.graceful, workers_forked = report.workers_forked, "server stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap checks conflicting names, bad defaults, aliases and requirements here, not
+        // only when a user hits them.
+        Cli::command().debug_assert();
+    }
+}

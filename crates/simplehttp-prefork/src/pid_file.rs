@@ -1,7 +1,9 @@
 //! The pid file: written once the server runs, refused if it names a running server, removed
 //! at exit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use prefork_scoreboard::segment_name;
 
 use crate::ServerError;
 
@@ -14,12 +16,11 @@ pub(crate) struct PidFile {
 impl PidFile {
     /// Refuses a pid file that names a running server (one whose scoreboard is still held).
     pub(crate) fn check(path: PathBuf, scoreboard_prefix: &str) -> Result<PidFile, ServerError> {
-        let recorded = std::fs::read_to_string(&path).ok().and_then(|text| text.trim().parse::<u32>().ok());
-        if let Some(pid) = recorded.filter(|pid| *pid != std::process::id()) {
-            let name = format!("/{scoreboard_prefix}.{pid}");
-            if prefork_scoreboard::is_segment_live(&name).unwrap_or(false) {
-                return Err(ServerError::AlreadyRunning { path, pid });
-            }
+        let recorded = read_pid_file(&path).ok().flatten();
+        if let Some(pid) = recorded.filter(|pid| *pid != std::process::id())
+            && prefork_scoreboard::is_segment_live(&segment_name(scoreboard_prefix, pid)).unwrap_or(false)
+        {
+            return Err(ServerError::AlreadyRunning { path, pid });
         }
         Ok(PidFile { path })
     }
@@ -28,6 +29,11 @@ impl PidFile {
         std::fs::write(&self.path, format!("{}\n", std::process::id()))
             .map_err(|source| ServerError::PidFile { path: self.path.clone(), source })
     }
+}
+
+/// The supervisor pid a pid file records: `Ok(None)` if the file holds no pid.
+pub fn read_pid_file(path: &Path) -> std::io::Result<Option<u32>> {
+    Ok(std::fs::read_to_string(path)?.trim().parse().ok())
 }
 
 impl Drop for PidFile {

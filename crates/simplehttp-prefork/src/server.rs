@@ -60,13 +60,13 @@ pub(crate) enum Listen {
 
 /// A validated server, not yet listening.
 pub struct Server {
-    listen: Listen,
-    router: Router,
-    worker: WorkerConfig,
-    supervisor: SupervisorConfig,
-    pid_file: Option<PathBuf>,
-    fork_handlers: Vec<ForkHandler>,
-    setup_handler: Option<SetupHandler>,
+    pub(crate) listen: Listen,
+    pub(crate) router: Router,
+    pub(crate) worker: WorkerConfig,
+    pub(crate) supervisor: SupervisorConfig,
+    pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) fork_handlers: Vec<ForkHandler>,
+    pub(crate) setup_handler: Option<SetupHandler>,
 }
 
 impl std::fmt::Debug for Server {
@@ -84,26 +84,17 @@ impl Server {
         ServerBuilder::default()
     }
 
-    pub(crate) fn new(
-        listen: Listen,
-        router: Router,
-        worker: WorkerConfig,
-        supervisor: SupervisorConfig,
-        pid_file: Option<PathBuf>,
-        fork_handlers: Vec<ForkHandler>,
-        setup_handler: Option<SetupHandler>,
-    ) -> Server {
-        Server { listen, router, worker, supervisor, pid_file, fork_handlers, setup_handler }
-    }
-
     /// The pool settings in force (after validation and adjustment).
     pub fn pool(&self) -> &PoolConfig {
         &self.supervisor.pool
     }
 
     /// Binds the listening socket (once, for the server's whole life), and calls the
-    /// SETUPHANDLER with the address bound.
+    /// SETUPHANDLER with the address bound. First of all, refuses a pid file that names a
+    /// running server: that is the clearer error when both would listen on one port.
     pub fn bind(mut self) -> Result<BoundServer, ServerError> {
+        let pid_file =
+            self.pid_file.take().map(|path| PidFile::check(path, &self.supervisor.scoreboard_prefix)).transpose()?;
         let bind_error = |address: String| move |source| ServerError::Bind { address, source };
         let listener = match &self.listen {
             Listen::Tcp(addr) => Listener::bind_tcp(*addr, DEFAULT_BACKLOG).map_err(bind_error(addr.to_string()))?,
@@ -114,7 +105,7 @@ impl Server {
         if let Some(setup) = self.setup_handler.take() {
             setup(listener.address());
         }
-        Ok(BoundServer { server: self, listener })
+        Ok(BoundServer { server: self, listener, pid_file })
     }
 
     /// Binds and runs until stopped (see [`BoundServer::run`]).
@@ -150,6 +141,7 @@ impl Started<'_> {
 pub struct BoundServer {
     server: Server,
     listener: Listener,
+    pid_file: Option<PidFile>,
 }
 
 impl BoundServer {
@@ -167,9 +159,8 @@ impl BoundServer {
     /// As [`run`](Self::run), calling `on_started` in the parent once the scoreboard exists
     /// and just before the first worker is forked (stale segments are gone by then).
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
-        let BoundServer { server, listener } = self;
-        let Server { router, mut worker, supervisor, mut fork_handlers, pid_file, .. } = server;
-        let pid_file = pid_file.map(|path| PidFile::check(path, &supervisor.scoreboard_prefix)).transpose()?;
+        let BoundServer { server, listener, pid_file } = self;
+        let Server { router, mut worker, supervisor, mut fork_handlers, .. } = server;
         worker.port = match listener.address() {
             ListenAddress::Tcp(addr) => addr.port(),
             ListenAddress::Unix(_) => 0,
@@ -199,16 +190,16 @@ impl BoundServer {
                 doorbell: Some(ctx.doorbell),
             };
             match http.run(link) {
-                Ok(_) => WorkerExit::Finished,
+                Ok(()) => WorkerExit::Finished,
                 Err(error) => WorkerExit::Failed(error.to_string()),
             }
         };
-        let mut pid_file_error = None;
         let mut supervisor = Supervisor::new(supervisor, run_worker)?
             .on_reopen_logs(log_file::request_reopen)
             .on_started(|scoreboard_name, _board| {
-                if let Some(pid_file) = &pid_file {
-                    pid_file_error = pid_file.write().err();
+                // Said at once: `status --pid-file` cannot find this server without it.
+                if let Some(Err(error)) = pid_file.as_ref().map(PidFile::write) {
+                    tracing::error!(%error, "could not write the pid file");
                 }
                 on_started(&Started { address: listener.address(), tls, scoreboard_name })
             });
@@ -216,9 +207,6 @@ impl BoundServer {
             supervisor = supervisor.watch_listen_queue(listener.as_fd());
         }
         let result = supervisor.run();
-        if let Some(error) = pid_file_error {
-            tracing::error!(%error, "could not write the pid file");
-        }
         drop(pid_file);
         Ok(result?)
     }

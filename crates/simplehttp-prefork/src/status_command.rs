@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use simplehttp_prefork::scoreboard::{AttachedScoreboard, DEFAULT_PREFIX, StatusReport};
+use simplehttp_prefork::read_pid_file;
+use simplehttp_prefork::scoreboard::{AttachedScoreboard, DEFAULT_PREFIX, StatusReport, segment_name};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -32,10 +33,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
     let name = match (&args.scoreboard, &args.pid_file) {
         (Some(name), _) => name.clone(),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading pid file {}", path.display()))?;
-            let pid: u32 =
-                text.trim().parse().with_context(|| format!("pid file {} holds {text:?}", path.display()))?;
-            format!("/{}.{pid}", args.scoreboard_prefix)
+            let pid = read_pid_file(path)
+                .with_context(|| format!("reading pid file {}", path.display()))?
+                .with_context(|| format!("pid file {} holds no pid", path.display()))?;
+            segment_name(&args.scoreboard_prefix, pid)
         }
         (None, None) => bail!("give --pid-file or --scoreboard"),
     };

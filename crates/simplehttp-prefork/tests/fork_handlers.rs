@@ -85,7 +85,7 @@ fn start(role: &str, marker: &TempPath) -> Result<ServerProcess> {
 }
 
 fn snapshot(server: &ServerProcess) -> Result<Snapshot> {
-    Ok(AttachedScoreboard::open(&format!("/simplehttp-prefork.{}", server.pid()))?.snapshot())
+    Ok(AttachedScoreboard::open(&server.scoreboard_name())?.snapshot())
 }
 
 fn serves_init(server: &ServerProcess) -> Result<()> {

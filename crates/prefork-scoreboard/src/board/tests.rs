@@ -8,7 +8,7 @@ struct Memory(Vec<Slot>);
 
 impl Memory {
     fn new(slots: usize) -> Memory {
-        // The header is 256 bytes, and a Slot is 448: one extra Slot covers it.
+        // The header is 384 bytes, and a Slot is 448: one extra Slot covers it.
         assert!(segment_size(slots) <= (slots + 1) * size_of::<Slot>());
         // SAFETY: a Slot is only atomics, for which all-zero bytes are valid.
         Memory((0..=slots).map(|_| unsafe { std::mem::zeroed() }).collect())
@@ -62,16 +62,16 @@ fn a_claimed_slot_records_requests_and_its_work_stays_in_the_totals_after_clear(
     let mut mem = Memory::new(2);
     let board = mem.board(2);
     let w = board.claim_slot(1, 777, 1);
-    assert_eq!(board.slot_state(1), WorkerState::Starting);
+    assert_eq!(board.slot_snapshot(1).state, WorkerState::Starting);
     w.set_state(WorkerState::Idle);
-    w.record_accept_call();
-    w.record_accept_call();
+    w.record_accept_calls(2);
     w.record_connection();
     w.set_state(WorkerState::Writing);
-    w.begin_request(&RequestInfo { line: b"GET / HTTP/1.1", client: b"127.0.0.1:1", ..Default::default() });
-    w.finish_request(12);
-    w.begin_request(&RequestInfo { line: b"GET /b HTTP/1.1", client: b"127.0.0.1:1", ..Default::default() });
-    w.finish_request(30);
+    let start = w.begin_request(&RequestInfo { line: b"GET / HTTP/1.1", client: b"127.0.0.1:1", ..Default::default() });
+    w.finish_request(start, 12);
+    let start =
+        w.begin_request(&RequestInfo { line: b"GET /b HTTP/1.1", client: b"127.0.0.1:1", ..Default::default() });
+    w.finish_request(start, 30);
     let snap = board.snapshot();
     assert_eq!(snap.scoreboard_string(), ".W");
     let s = &snap.slots[1];
@@ -98,11 +98,11 @@ fn per_slot_counts_survive_a_new_worker_but_per_child_counts_restart() {
     let mut mem = Memory::new(1);
     let board = mem.board(1);
     let first = board.claim_slot(0, 1, 1);
-    first.finish_request(5);
+    first.finish_request(first.begin_request(&RequestInfo::default()), 5);
     board.clear_slot(0);
     let second = board.claim_slot(0, 2, 2);
-    assert_eq!(second.requests(), 0);
-    second.finish_request(7);
+    assert_eq!(board.slot_snapshot(0).requests_child, 0);
+    second.finish_request(second.begin_request(&RequestInfo::default()), 7);
     let s = board.slot_snapshot(0);
     assert_eq!((s.requests_child, s.requests_slot, s.bytes_child, s.bytes_slot, s.generation), (1, 2, 7, 12, 2));
 }
@@ -113,10 +113,10 @@ fn a_new_connection_restarts_the_per_connection_count() {
     let board = mem.board(1);
     let w = board.claim_slot(0, 1, 1);
     w.record_connection();
-    w.finish_request(1);
-    w.finish_request(1);
+    w.finish_request(w.begin_request(&RequestInfo::default()), 1);
+    w.finish_request(w.begin_request(&RequestInfo::default()), 1);
     w.record_connection();
-    w.finish_request(1);
+    w.finish_request(w.begin_request(&RequestInfo::default()), 1);
     assert_eq!(board.slot_snapshot(0).requests_connection, 1);
 }
 
@@ -126,13 +126,14 @@ fn slow_requests_are_counted_against_the_published_threshold() {
     let board = mem.board(1);
     board.publish_config(&BoardConfig { slow_request_micros: 1, ..Default::default() });
     let w = board.claim_slot(0, 1, 1);
-    w.begin_request(&RequestInfo::default());
+    let start = w.begin_request(&RequestInfo::default());
     std::thread::sleep(std::time::Duration::from_millis(2));
-    assert!(w.finish_request(0) >= 2_000);
+    let finished = w.finish_request(start, 0);
+    assert!(finished.duration_micros >= 2_000 && finished.slow, "{finished:?}");
     board.publish_config(&BoardConfig { slow_request_micros: 0, ..Default::default() });
-    w.begin_request(&RequestInfo::default());
+    let start = w.begin_request(&RequestInfo::default());
     std::thread::sleep(std::time::Duration::from_millis(2));
-    w.finish_request(0);
+    assert!(!w.finish_request(start, 0).slow);
     let snap = board.snapshot();
     assert_eq!((snap.slots[0].slow_requests, snap.totals().slow_requests), (1, 1));
 }

@@ -138,26 +138,25 @@ impl StatusReport {
     fn write_grid(&self, out: &mut String) {
         out.push_str("<h2>Scoreboard</h2>\n<div class=\"grid\">");
         let mut workers = self.workers.iter().peekable();
-        for (slot, letter) in self.scoreboard.chars().enumerate() {
-            let state = WorkerState::ALL.iter().copied().find(|s| s.letter() == letter).unwrap_or(WorkerState::Dead);
-            let title = match workers.next_if(|w| w.slot == slot) {
-                Some(w) => format!("slot {slot}: pid {}, {}", w.pid, state.describe()),
-                None => format!("slot {slot}: {}", state.describe()),
+        for slot in 0..self.scoreboard.chars().count() {
+            let (state, title) = match workers.next_if(|w| w.slot == slot) {
+                Some(w) => (w.state, format!("slot {slot}: pid {}, {}", w.pid, w.state.describe())),
+                None => (WorkerState::Dead, format!("slot {slot}: {}", WorkerState::Dead.describe())),
             };
             let _ = write!(
                 out,
-                "<span class=\"cell {}\" title=\"{}\">{}</span>",
-                css_class(state),
+                "<span class=\"cell s-{}\" title=\"{}\">{}</span>",
+                state.name(),
                 escape(&title),
-                escape_char(letter)
+                escape_char(state.letter())
             );
         }
         out.push_str("</div>\n<div class=\"legend\">");
         for state in WorkerState::ALL {
             let _ = write!(
                 out,
-                "<span><span class=\"cell {}\">{}</span>{}</span>",
-                css_class(state),
+                "<span><span class=\"cell s-{}\">{}</span>{}</span>",
+                state.name(),
                 escape_char(state.letter()),
                 escape(state.describe())
             );
@@ -175,13 +174,13 @@ impl StatusReport {
             let line = if w.request_unreadable { "(being updated)" } else { request.map_or("", |r| r.line.as_str()) };
             let _ = writeln!(
                 out,
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><span class=\"cell {}\">{}</span></td>\
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><span class=\"cell s-{}\">{}</span></td>\
                  <td class=\"n\">{}/{}/{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"req\">{}</td></tr>",
                 w.slot,
                 w.pid,
                 w.generation,
-                css_class(w.state),
+                w.state.name(),
                 escape_char(w.state.letter()),
                 w.requests_connection,
                 w.requests,
@@ -198,20 +197,6 @@ impl StatusReport {
             );
         }
         out.push_str("</tbody>\n</table>\n");
-    }
-}
-
-fn css_class(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Dead => "s-dead",
-        WorkerState::Starting => "s-starting",
-        WorkerState::Idle => "s-idle",
-        WorkerState::Reading => "s-reading",
-        WorkerState::Writing => "s-writing",
-        WorkerState::KeepAlive => "s-keepalive",
-        WorkerState::Closing => "s-closing",
-        WorkerState::Graceful => "s-graceful",
-        WorkerState::IdleKill => "s-idle_kill",
     }
 }
 

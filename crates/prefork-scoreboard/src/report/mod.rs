@@ -21,7 +21,8 @@
 //! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `started_unix`,
 //! `seconds_in_state`, `requests` (this process), `requests_slot`, `requests_connection`, `bytes`
 //! (this process), `bytes_slot`, `connections`, `accept_calls`, `slow_requests`,
-//! `last_request_micros` (duration of the last finished request), `cpu_seconds`, `rss_bytes`,
+//! `last_request_micros` (duration of the last finished request), `running_seconds` (how long
+//! the oldest request still running has run; `null`: none), `cpu_seconds`, `rss_bytes`,
 //! `request` (`null`, or `line`, `client`, `protocol`, `vhost`, `seconds_since_start`: the
 //! current request while busy, the last one while idle), `request_unreadable`.
 

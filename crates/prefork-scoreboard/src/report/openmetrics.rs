@@ -87,7 +87,7 @@ impl StatusReport {
             .filter(|s| **s != WorkerState::Dead)
             .map(|state| {
                 let n = self.workers.iter().filter(|w| w.state == *state).count();
-                (format!("{{state=\"{}\"}}", state_label(*state)), n as f64)
+                (format!("{{state=\"{}\"}}", state.name()), n as f64)
             })
             .collect();
         let states: Vec<(&str, f64)> = states.iter().map(|(l, v)| (l.as_str(), *v)).collect();
@@ -109,20 +109,5 @@ impl StatusReport {
         );
         out.push_str("# EOF\n");
         out
-    }
-}
-
-/// Label values for states (stable, lower case).
-fn state_label(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Dead => "dead",
-        WorkerState::Starting => "starting",
-        WorkerState::Idle => "idle",
-        WorkerState::Reading => "reading",
-        WorkerState::Writing => "writing",
-        WorkerState::KeepAlive => "keepalive",
-        WorkerState::Closing => "closing",
-        WorkerState::Graceful => "graceful",
-        WorkerState::IdleKill => "idle_kill",
     }
 }

@@ -88,6 +88,46 @@ pub(crate) fn snapshot() -> Snapshot {
     }
 }
 
+/// The keys of a JSON object, sorted.
+fn keys(value: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    keys
+}
+
+fn sorted(mut names: Vec<&str>) -> Vec<&str> {
+    names.sort_unstable();
+    names
+}
+
+#[test]
+fn json_has_exactly_the_fields_the_module_documents_and_the_counts_add_up() {
+    let report = StatusReport::new(&snapshot(), "/x.100");
+    let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let top = "server config max_clients processes idle busy starting stopping scoreboard total_accesses \
+        total_bytes total_connections total_accept_calls slow_requests requests_per_second bytes_per_second \
+        workers_forked max_clients_reached stuck_kills reloads reload_failures listen_queue listen_queue_max \
+        listen_queue_len boot_failures spawning_halted last_boot_error workers";
+    assert_eq!(keys(&v), sorted(top.split_whitespace().collect()));
+    assert_eq!(
+        keys(&v["server"]),
+        sorted(vec!["parent_pid", "generation", "scoreboard", "uptime_seconds", "start_time_unix"])
+    );
+    let config =
+        "start_servers min_spare_servers max_spare_servers max_clients max_requests_per_child slow_request_seconds";
+    assert_eq!(keys(&v["config"]), sorted(config.split_whitespace().collect()));
+    let worker = "slot pid generation state retire_requested started_unix seconds_in_state requests requests_slot \
+        requests_connection bytes bytes_slot connections accept_calls slow_requests last_request_micros \
+        running_seconds cpu_seconds rss_bytes request request_unreadable";
+    for w in v["workers"].as_array().unwrap() {
+        assert_eq!(keys(w), sorted(worker.split_whitespace().collect()));
+    }
+    let request = &v["workers"][1]["request"];
+    assert_eq!(keys(request), sorted(vec!["line", "client", "protocol", "vhost", "seconds_since_start"]));
+    let count = |field: &str| v[field].as_u64().unwrap();
+    assert_eq!(count("idle") + count("busy") + count("starting") + count("stopping"), count("processes"));
+}
+
 #[test]
 fn json_has_the_documented_fields_and_counts() {
     let report = StatusReport::new(&snapshot(), "/x.100");

@@ -154,12 +154,5 @@ pub(crate) fn human_duration(seconds: f64) -> String {
 
 /// `512 B`, `1.5 KiB`, `2.0 MiB`.
 pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    bytesize::ByteSize(bytes).to_string()
 }

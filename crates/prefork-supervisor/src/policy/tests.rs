@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::*;
 
-const SEC: Micros = 1_000_000;
+pub(super) const SEC: Micros = 1_000_000;
 
-fn config(min: usize, max: usize, clients: usize) -> PoolConfig {
+/// A pool of `min` workers at start, spare bounds `min..max`, at most `clients`.
+pub(super) fn config(min: usize, max: usize, clients: usize) -> PoolConfig {
     PoolConfig {
         start_servers: min,
         min_spare_servers: min,
@@ -81,14 +82,14 @@ fn excess_idle_workers_go_one_per_interval_longest_idle_first() {
     let mut workers: Vec<_> = (0..5).map(|i| worker(i, WorkerState::Idle, 100 - i as Micros)).collect();
     let surplus = PolicyMemory { surplus_since: Some(0), ..PolicyMemory::default() };
     let (d, m) = run(&workers, &cfg, 10 * SEC, &surplus);
-    assert_eq!(d.retire, vec![4], "slot 4 has been idle longest");
+    assert_eq!(d.retire, vec![(4, RetireReason::Surplus)], "slot 4 has been idle longest");
     assert_eq!(d.recheck_at, Some(11 * SEC));
     workers[4].retiring = true;
     let (d, m2) = run(&workers, &cfg, 10 * SEC + SEC / 2, &m);
     assert!(d.retire.is_empty(), "a second retirement within the interval: {d:?}");
     assert_eq!(d.recheck_at, Some(11 * SEC));
     let (d, _) = run(&workers, &cfg, 11 * SEC, &m2);
-    assert_eq!(d.retire, vec![3]);
+    assert_eq!(d.retired_slots(), vec![3]);
 }
 
 #[test]
@@ -109,8 +110,8 @@ fn boot_failures_back_off_exponentially_and_reset_once_a_worker_boots() {
     };
     assert_eq!((1..=6).map(|n| backoff(n, &cfg) / 1000).collect::<Vec<_>>(), vec![100, 200, 400, 800, 1000, 1000]);
     let mut m = PolicyMemory::default();
-    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg, 0.0);
-    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg, 0.0);
+    m.worker_exited(ExitKind::BootFailure, 1, 5 * SEC, &cfg, 0.0);
+    m.worker_exited(ExitKind::BootFailure, 1, 5 * SEC, &cfg, 0.0);
     let (d, m) = run(&[], &cfg, 5 * SEC + 100_000, &m);
     assert_eq!(d.spawn, 0);
     assert_eq!(d.recheck_at, Some(5 * SEC + 200_000));
@@ -127,7 +128,7 @@ fn boot_failures_back_off_exponentially_and_reset_once_a_worker_boots() {
 fn a_worker_that_was_ready_before_the_failures_does_not_end_the_backoff() {
     let cfg = config(2, 4, 10);
     let mut m = PolicyMemory::default();
-    m.worker_exited(ExitKind::BootFailure, 5 * SEC, &cfg, 0.0);
+    m.worker_exited(ExitKind::BootFailure, 1, 5 * SEC, &cfg, 0.0);
     let old_timer = WorkerView { forked_at: SEC, ..worker(0, WorkerState::Idle, 0) };
     let (_, m) = run(&[old_timer], &cfg, 5 * SEC + 1, &m);
     assert_eq!(m.boot_failures, 1);
@@ -137,7 +138,7 @@ fn a_worker_that_was_ready_before_the_failures_does_not_end_the_backoff() {
 fn recycling_exits_do_not_back_off() {
     let cfg = config(2, 4, 10);
     let mut m = PolicyMemory::default();
-    m.worker_exited(ExitKind::AfterReady, SEC, &cfg, 0.0);
+    m.worker_exited(ExitKind::AfterReady, 1, SEC, &cfg, 0.0);
     let (d, _) = run(&idle(1), &cfg, SEC, &m);
     assert_eq!(d.spawn, 1);
 }
@@ -168,9 +169,14 @@ fn a_reload_forks_the_new_generation_and_retires_the_old_once_it_is_ready() {
     let mut ready = old.clone();
     ready.push(generation(worker(2, WorkerState::Idle, 0), 2));
     ready.push(generation(worker(3, WorkerState::Idle, 0), 2));
-    let mut d = view(&ready);
-    d.retire.sort();
-    assert_eq!(d.retire, vec![0, 1], "idle and busy old workers are all told to finish");
+    let d = view(&ready);
+    let mut retired = d.retire.clone();
+    retired.sort_by_key(|(slot, _)| *slot);
+    assert_eq!(
+        retired,
+        vec![(0, RetireReason::OldGeneration), (1, RetireReason::OldGeneration)],
+        "idle and busy old workers are all told to finish"
+    );
 }
 
 #[test]
@@ -183,7 +189,7 @@ fn a_reload_with_a_full_pool_retires_old_idle_workers_to_make_room() {
     ];
     let (d, _) = decide(&PoolView { now: SEC, generation: 2, workers: &workers }, &cfg, &PolicyMemory::default());
     assert_eq!(d.spawn, 0);
-    assert_eq!(d.retire, vec![1, 0], "longest idle first, as many as the new generation needs");
+    assert_eq!(d.retired_slots(), vec![1, 0], "longest idle first, as many as the new generation needs");
     assert!(d.notices.is_empty());
     // Next round, while those two are still exiting: no further retirements.
     let mut exiting = workers.clone();
@@ -199,7 +205,7 @@ fn a_new_generation_that_cannot_boot_leaves_the_old_one_serving() {
     let workers = vec![generation(worker(0, WorkerState::Idle, 0), 1)];
     let mut m = PolicyMemory::default();
     for _ in 0..2 {
-        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
+        m.worker_exited(ExitKind::BootFailure, 2, SEC, &cfg, 0.0);
     }
     let (d, _) = decide(&PoolView { now: SEC + 1, generation: 2, workers: &workers }, &cfg, &m);
     assert_eq!((d.spawn, d.retire.len()), (0, 0));
@@ -211,7 +217,7 @@ fn a_reload_whose_new_generation_cannot_boot_is_abandoned() {
     let workers = vec![generation(worker(0, WorkerState::Idle, 0), 1)];
     let mut m = PolicyMemory::default();
     for _ in 0..3 {
-        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
+        m.worker_exited(ExitKind::BootFailure, 2, SEC, &cfg, 0.0);
     }
     let (d, m) = decide(&PoolView { now: 100 * SEC, generation: 2, workers: &workers }, &cfg, &m);
     assert_eq!(d.revert_generation, Some(1));
@@ -221,16 +227,38 @@ fn a_reload_whose_new_generation_cannot_boot_is_abandoned() {
 }
 
 #[test]
+fn boot_failures_from_before_a_reload_do_not_abandon_it() {
+    // Forking was halted (say the database was down); the operator fixed it and reloads.
+    let cfg = PoolConfig { max_reload_boot_failures: 3, max_boot_failures: 10, ..config(1, 2, 10) };
+    let workers = vec![generation(worker(0, WorkerState::Idle, 0), 1)];
+    let mut m = PolicyMemory::default();
+    for _ in 0..10 {
+        m.worker_exited(ExitKind::BootFailure, 1, SEC, &cfg, 0.0);
+    }
+    let (_, m) = run(&workers, &cfg, 2 * SEC, &m);
+    assert!(m.halted);
+    let (d, m) = decide(&PoolView { now: 100 * SEC, generation: 2, workers: &workers }, &cfg, &m);
+    assert_eq!((d.revert_generation, d.spawn), (None, 1), "the new generation gets its chance: {d:?}");
+    // Its own failures do count.
+    let mut m = m;
+    for _ in 0..3 {
+        m.worker_exited(ExitKind::BootFailure, 2, 101 * SEC, &cfg, 0.0);
+    }
+    let (d, _) = decide(&PoolView { now: 200 * SEC, generation: 2, workers: &workers }, &cfg, &m);
+    assert_eq!(d.revert_generation, Some(1));
+}
+
+#[test]
 fn an_abandoned_reload_retires_the_stragglers_of_the_abandoned_generation() {
     let cfg = PoolConfig { max_reload_boot_failures: 3, ..config(1, 2, 10) };
     let workers =
         vec![generation(worker(0, WorkerState::Idle, 0), 1), generation(worker(1, WorkerState::Starting, 0), 2)];
     let mut m = PolicyMemory::default();
     for _ in 0..3 {
-        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
+        m.worker_exited(ExitKind::BootFailure, 2, SEC, &cfg, 0.0);
     }
     let (d, _) = decide(&PoolView { now: 100 * SEC, generation: 2, workers: &workers }, &cfg, &m);
-    assert_eq!((d.revert_generation, d.retire.clone()), (Some(1), vec![1]));
+    assert_eq!((d.revert_generation, d.retire), (Some(1), vec![(1, RetireReason::AbandonedReload)]));
 }
 
 #[test]
@@ -240,7 +268,7 @@ fn a_worker_of_a_newer_abandoned_generation_is_not_current() {
     let cfg = config(1, 2, 10);
     let workers = vec![generation(worker(0, WorkerState::Idle, 0), 2), generation(worker(1, WorkerState::Idle, 0), 3)];
     let (d, _) = decide(&PoolView { now: SEC, generation: 3, workers: &workers }, &cfg, &PolicyMemory::default());
-    assert_eq!((d.spawn, d.retire.clone()), (0, vec![0]));
+    assert_eq!((d.spawn, d.retired_slots()), (0, vec![0]));
     let (d, _) = decide(&PoolView { now: SEC, generation: 1, workers: &workers }, &cfg, &PolicyMemory::default());
     assert_eq!(d.spawn, 1, "generations 2 and 3 are not generation 1's capacity");
 }
@@ -263,7 +291,7 @@ fn too_many_boot_failures_halt_forking_but_for_a_probe_and_a_boot_resumes_it() {
     };
     let mut m = PolicyMemory::default();
     for _ in 0..3 {
-        m.worker_exited(ExitKind::BootFailure, SEC, &cfg, 0.0);
+        m.worker_exited(ExitKind::BootFailure, 1, SEC, &cfg, 0.0);
     }
     // Backoff after 3 failures is 400 ms; then forking is halted: one probe, then 10 s apart.
     let (d, m) = run(&[], &cfg, SEC + 500_000, &m);
@@ -286,7 +314,7 @@ fn boot_backoff_jitter_only_ever_lengthens_the_wait_by_a_quarter_at_most() {
     let cfg = config(1, 2, 4);
     for jitter in [0.0, 0.5, 1.0, 7.0] {
         let mut m = PolicyMemory::default();
-        m.worker_exited(ExitKind::BootFailure, 0, &cfg, jitter);
+        m.worker_exited(ExitKind::BootFailure, 1, 0, &cfg, jitter);
         let wait = m.spawn_not_before;
         assert!((250_000..=312_500).contains(&wait), "jitter {jitter}: {wait}");
     }
@@ -309,7 +337,7 @@ fn a_worker_asking_to_be_recycled_is_replaced_first_and_let_go_once_the_replacem
         recycling(worker(2, WorkerState::Writing, 0)),
     ];
     let (d, _) = run(&workers, &cfg, SEC, &PolicyMemory::default());
-    assert_eq!((d.spawn, d.retire.clone()), (0, vec![2]));
+    assert_eq!((d.spawn, d.retired_slots()), (0, vec![2]));
     // Two idle besides it: its client would leave one. Fork the replacement first.
     let workers = vec![
         worker(0, WorkerState::Idle, 0),
@@ -324,7 +352,7 @@ fn a_worker_asking_to_be_recycled_is_replaced_first_and_let_go_once_the_replacem
     assert_eq!((d.spawn, d.retire.len()), (0, 0), "the replacement is not ready yet");
     with_replacement[3].state = WorkerState::Idle;
     let (d, _) = run(&with_replacement, &cfg, SEC, &PolicyMemory::default());
-    assert_eq!((d.spawn, d.retire.clone()), (0, vec![2]));
+    assert_eq!((d.spawn, d.retire), (0, vec![(2, RetireReason::Recycled)]));
 }
 
 #[test]
@@ -339,7 +367,7 @@ fn at_most_max_recycling_workers_are_replaced_at_once() {
     let mut ready = workers.clone();
     ready.extend((9..12).map(|i| worker(i, WorkerState::Idle, 0)));
     let (d, _) = run(&ready, &cfg, SEC, &PolicyMemory::default());
-    assert_eq!(d.retire, vec![0, 1], "only two at once");
+    assert_eq!(d.retired_slots(), vec![0, 1], "only two at once");
 }
 
 #[test]
@@ -350,7 +378,7 @@ fn with_no_room_for_a_replacement_a_recycling_worker_goes_when_idle() {
     assert!(d.retire.is_empty());
     let idle = vec![worker(0, WorkerState::Writing, 0), recycling(worker(1, WorkerState::Idle, 0))];
     let (d, _) = run(&idle, &cfg, SEC, &PolicyMemory::default());
-    assert_eq!(d.retire, vec![1]);
+    assert_eq!(d.retired_slots(), vec![1]);
 }
 
 #[test]

@@ -1,21 +1,11 @@
 //! The policy run over time: a simulated pool in simulated time, and reference traces
 //! (Apache's and php-fpm's spawn ramps, our one-round refill, bursts, square waves, recycling).
 
+use super::tests::{SEC, config};
 use super::*;
 use crate::config::SpawnRamp;
 
 const MS: Micros = 1_000;
-const SEC: Micros = 1_000_000;
-
-fn config(min: usize, max: usize, clients: usize) -> PoolConfig {
-    PoolConfig {
-        start_servers: min,
-        min_spare_servers: min,
-        max_spare_servers: max,
-        max_clients: clients,
-        ..Default::default()
-    }
-}
 
 /// A pool simulated in discrete time. Forks become ready after `BOOT_TICKS`, retired workers
 /// leave after one tick, `load(t)` workers are busy at tick t, and each busy worker answers
@@ -103,7 +93,7 @@ impl Sim {
         let views: Vec<WorkerView> = self.workers.iter().map(|w| w.view.clone()).collect();
         let (d, m) = decide(&PoolView { now, generation: 1, workers: &views }, &self.config, &self.memory);
         self.memory = m;
-        for slot in &d.retire {
+        for (slot, _) in &d.retire {
             let w = self.workers.iter_mut().find(|w| w.view.slot == *slot).unwrap();
             assert!(!w.view.retiring, "slot {slot} retired twice");
             w.view.retiring = true;
