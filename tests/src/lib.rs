@@ -113,10 +113,11 @@ impl Drop for TempPath {
     }
 }
 
-/// `binary --address 127.0.0.1 --port 0 args...`.
+/// `binary --address 127.0.0.1 --port 0 --demo args...`: the tests use the demo routes
+/// (`/sleep/`, `/block/`, `/leak/`) to keep workers busy.
 pub fn server_command(binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(binary);
-    command.args(["--address", "127.0.0.1", "--port", "0"]).args(args);
+    command.args(["--address", "127.0.0.1", "--port", "0", "--demo"]).args(args);
     command
 }
 

@@ -128,3 +128,26 @@ fn the_limit_and_logging_flags_take_effect() -> Result<()> {
     server.wait_logged("\"GET /st?json HTTP/1.1\" 200")?;
     Ok(())
 }
+
+#[test]
+fn the_demo_routes_are_served_only_with_demo() -> Result<()> {
+    // Without --demo: `/sleep/`, `/block/` and `/leak/` would let any client tie up or bloat
+    // a worker, so they do not exist; `/` and the status page stay.
+    let binary = prefork_tests::server_binary()?;
+    let mut command = std::process::Command::new(binary);
+    command.args(["--address", "127.0.0.1", "--port", "0", "--start-servers", "1", "--min-spare-servers", "1"]);
+    let plain = ServerProcess::spawn(command)?;
+    for path in ["/sleep/1", "/block/1", "/leak/0"] {
+        let response = plain.get(path)?;
+        ensure!(response.status == 404, "{path} without --demo answered {}", response.status);
+    }
+    ensure!(plain.get("/")?.status == 200);
+    ensure!(plain.get("/server-status?json")?.status == 200);
+    // With it (the harness passes --demo), each answers, and names its worker.
+    let demo = ServerProcess::start_pool(1, 1, 2, &[])?;
+    for (path, said) in [("/sleep/1", "slept 1 ms"), ("/block/1", "blocked 1 ms"), ("/leak/0", "leaked 0 MiB")] {
+        let response = demo.get(path)?;
+        ensure!(response.status == 200 && response.body.starts_with(said), "{path}: {response:?}");
+    }
+    Ok(())
+}

@@ -20,8 +20,9 @@ use simplehttp_prefork::{AccessLogFormat, Server, SpawnRamp};
 /// A preforking HTTP server: one listening socket, a pool of worker processes kept between
 /// a minimum and a maximum of idle ones, a scoreboard in shared memory.
 ///
-/// Built-in routes: `/` says hello and names the worker; `/sleep/<ms>` keeps a worker busy
-/// (at most 60000 ms); `/server-status` shows the scoreboard (HTML, `?json`, `?auto`,
+/// Built-in routes: `/` says hello and names the worker; with `--demo`, `/sleep/<ms>` keeps a
+/// worker busy (async), `/block/<ms>` blocks it (at most 60000 ms) and `/leak/<MiB>` grows
+/// it; `/server-status` shows the scoreboard (HTML, `?json`, `?auto`,
 /// `?openmetrics`, `?text`). Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload
 /// workers, TTIN/TTOU raise/lower the spare bounds, USR1 reopen the log file. Logs go to
 /// stderr (or `--log-file`); set RUST_LOG (default `info`). Durations take units (`500ms`,
@@ -64,6 +65,11 @@ struct ServeArgs {
     /// Accept HTTP/2 with prior knowledge on cleartext (over TLS it is negotiated anyway).
     #[arg(long)]
     http2: bool,
+    /// Also serve the demo routes `/sleep/<ms>`, `/block/<ms>` and `/leak/<MiB>`, which let any
+    /// client keep a worker busy or grow its memory: for trying the server out, never in
+    /// production.
+    #[arg(long)]
+    demo: bool,
     /// Connections one worker serves at once (1: classic prefork).
     #[arg(long, default_value_t = 1)]
     worker_connections: usize,
@@ -245,7 +251,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = Server::builder()
         .address(args.address)
         .port(args.port)
-        .handlers(demo::routes())
+        .handlers(demo::routes(args.demo))
         .http2(args.http2)
         .worker_connections(args.worker_connections)
         .max_request_line(size(args.max_request_line))
