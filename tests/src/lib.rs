@@ -46,6 +46,19 @@ fn build_server_binary() -> Result<PathBuf> {
     // server a second time.
     command.args(["build", "--quiet", "--workspace", "--tests"]);
     command.arg("--target-dir").arg(target_dir);
+    // Without the variables cargo sets for the test it runs: build scripts that watch one
+    // (ring's watches CARGO_MANIFEST_DIR) would build again here, and again in the next
+    // `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        let set_by_cargo_test = name.starts_with("CARGO_PKG_")
+            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+                .contains(&&*name)
+            || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "CARGO_BIN_NAME", "OUT_DIR"].contains(&&*name);
+        if set_by_cargo_test {
+            command.env_remove(&key);
+        }
+    }
     if profile != "debug" {
         command.args(["--profile", profile]);
     }
@@ -495,4 +508,33 @@ pub fn hello_pid(body: &str) -> Result<u32> {
 /// A count field of a status JSON document.
 pub fn count(status: &serde_json::Value, field: &str) -> u64 {
     status[field].as_u64().unwrap_or(u64::MAX)
+}
+
+/// Whether an optional tool that a test drives (curl, Python's `prometheus_client`) is usable
+/// here: `probe` is a command that succeeds only if it is (`["curl", "--version"]`), and
+/// `install` says how to get it (`apt-get install curl`).
+///
+/// Absent, the test should return `Ok(())` at once: this prints why to stderr (uncaptured, so
+/// it shows in `cargo test`'s output), so that `cargo test --workspace` passes on a fresh
+/// machine. With `PREFORK_REQUIRE_TOOLS` set (CI sets it, and installs every tool), an absent
+/// tool is an error instead, so that CI never skips a test silently.
+pub fn require_tool(name: &str, probe: &[&str], install: &str) -> Result<bool> {
+    let (program, args) = probe.split_first().context("require_tool: empty probe")?;
+    let usable = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if usable {
+        return Ok(true);
+    }
+    if std::env::var_os("PREFORK_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty() && v != "0") {
+        bail!("{name} is not installed, and PREFORK_REQUIRE_TOOLS is set: `{install}`");
+    }
+    let test = thread::current().name().unwrap_or("this test").to_owned();
+    // Not eprintln!: libtest captures that, and a skipped test passes, so it would never show.
+    let _ = writeln!(std::io::stderr(), "{test}: skipped: {name} is not installed (CI installs it; `{install}`)");
+    Ok(false)
 }

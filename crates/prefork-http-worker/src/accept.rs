@@ -1,50 +1,64 @@
-//! Waiting for a connection on the shared listener without a thundering herd, and accepting it.
+//! Waiting for work without a thundering herd: a new connection on the shared listener, or a
+//! connection with a complete request that a sibling passed through the hand-off queue.
 //!
-//! Each waiting thread has its own epoll holding the listener with `EPOLLEXCLUSIVE` (and the
-//! worker's stop eventfd): the kernel wakes one waiter per new connection instead of every
-//! worker. The wait must be a real `epoll_wait` by a thread: an epoll nested in another (such
-//! as tokio's) is not a "waiter" for `EPOLLEXCLUSIVE`, and every worker would wake again.
+//! Each waiting thread has its own epoll holding the listener and the queue with
+//! `EPOLLEXCLUSIVE` (and the worker's stop eventfd): the kernel wakes one waiter per new
+//! connection instead of every worker. The wait must be a real `epoll_wait` by a thread: an
+//! epoll nested in another (such as tokio's) is not a "waiter" for `EPOLLEXCLUSIVE`, and every
+//! worker would wake again.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{SockFlag, accept4};
 
 use crate::WorkerError;
-use crate::transport::Listener;
+use crate::handoff::MAX_MESSAGE_BYTES;
+use crate::parked::ParkedConnection;
+use crate::transport::{Listener, Peer};
 
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
+const HANDOFF: u64 = 2;
 
 /// What a wait brought.
 #[derive(Debug)]
 pub(crate) enum Waited {
-    /// A connection, and the `accept4` calls it took (EAGAIN included).
-    Connection(OwnedFd, u64),
+    /// A new connection, its peer, and the `accept4` calls it took (EAGAIN included).
+    Connection(OwnedFd, Peer, u64),
+    /// A connection a sibling passed on (usually with its request complete).
+    Adopted(ParkedConnection),
     /// The stop eventfd is readable.
     Stop,
     /// The timeout passed, or the connection went to a sibling: `accept4` calls made.
     Nothing(u64),
 }
 
-/// One thread's private wait on the shared listener.
+/// One thread's private wait on the shared listener (and hand-off queue).
 #[derive(Debug)]
 pub(crate) struct Acceptor<'l> {
     epoll: Epoll,
     listener: &'l Listener,
+    /// Room for one hand-off message (only when the queue is watched).
+    message: Vec<u8>,
 }
 
 impl<'l> Acceptor<'l> {
-    pub(crate) fn new(listener: &'l Listener, stop: impl AsFd) -> Result<Acceptor<'l>, WorkerError> {
+    /// A wait on `listener` and `stop`, and on the listener's hand-off queue if `adopt`.
+    pub(crate) fn new(listener: &'l Listener, stop: impl AsFd, adopt: bool) -> Result<Acceptor<'l>, WorkerError> {
         let sys = |what| move |errno| WorkerError::Sys { what, errno };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
-        epoll
-            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER))
-            .map_err(sys("epoll_ctl listener"))?;
+        let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+        epoll.add(listener.as_fd(), EpollEvent::new(exclusive, LISTENER)).map_err(sys("epoll_ctl listener"))?;
         epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(sys("epoll_ctl eventfd"))?;
-        Ok(Acceptor { epoll, listener })
+        let mut message = Vec::new();
+        if adopt {
+            let queue = listener.handoff().receiver();
+            epoll.add(queue, EpollEvent::new(exclusive, HANDOFF)).map_err(sys("epoll_ctl hand-off queue"))?;
+            message = vec![0; MAX_MESSAGE_BYTES];
+        }
+        Ok(Acceptor { epoll, listener, message })
     }
 
     /// Waits (up to `timeout`, `None`: forever) for a connection or the stop request.
@@ -53,23 +67,34 @@ impl<'l> Acceptor<'l> {
     /// stop request arrived at the same moment: with `EPOLLEXCLUSIVE` nobody else was woken
     /// for it, and it would otherwise wait in the backlog until some later connection wakes a
     /// sibling. The caller serves it as any request in hand.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<Waited, WorkerError> {
-        let mut events = [EpollEvent::empty(); 2];
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> Result<Waited, WorkerError> {
+        let mut events = [EpollEvent::empty(); 3];
         let timeout = timeout.map_or(EpollTimeout::NONE, |t| EpollTimeout::try_from(t).unwrap_or(EpollTimeout::NONE));
         let ready = match self.epoll.wait(&mut events, timeout) {
             Ok(n) => &events[..n],
             Err(Errno::EINTR) => &[][..],
             Err(errno) => return Err(WorkerError::Sys { what: "epoll_wait", errno }),
         };
-        if ready.iter().any(|e| e.data() == LISTENER) {
+        let (listener, handoff, stop) = ready.iter().fold((false, false, false), |(l, h, s), e| {
+            (l || e.data() == LISTENER, h || e.data() == HANDOFF, s || e.data() == STOP)
+        });
+        // A request already complete first: its client has waited longest.
+        if handoff {
+            match self.listener.handoff().receive(&mut self.message) {
+                Ok(Some(conn)) => return Ok(Waited::Adopted(conn)),
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "hand-off queue: receive failed"),
+            }
+        }
+        if listener {
             return self.accept();
         }
-        Ok(if ready.iter().any(|e| e.data() == STOP) { Waited::Stop } else { Waited::Nothing(0) })
+        Ok(if stop { Waited::Stop } else { Waited::Nothing(0) })
     }
 
     fn accept(&self) -> Result<Waited, WorkerError> {
-        match accept4(self.listener.as_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
-            Ok(fd) => Ok(Waited::Connection(fd, 1)),
+        match self.listener.accept() {
+            Ok((fd, peer)) => Ok(Waited::Connection(fd, peer, 1)),
             // Another worker took it, the client gave up while queued, or (accept(2)) a
             // network error already pending on the new socket: that connection only.
             Err(

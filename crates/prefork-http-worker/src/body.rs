@@ -1,6 +1,7 @@
 //! The response body: the handler's bytes or its stream, and the bookkeeping when it is done
 //! (the request finished in the scoreboard, LOG2HANDLER, the access log).
 
+use std::future::Future as _;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use time::OffsetDateTime;
+use tokio::time::Sleep;
 
 use crate::handler::{CloseConnection, StreamItem};
 use crate::hooks::{access_line, call_hook};
@@ -17,8 +19,9 @@ use crate::in_flight::InFlight;
 enum Source {
     /// A whole body, sent in one frame; `exact` gives hyper its Content-Length.
     Full { data: Option<Bytes>, len: u64, exact: bool },
-    /// A stream; `closing` once it asked to close the connection (after the flush).
-    Stream { body: Pin<Box<dyn Stream<Item = StreamItem>>>, closing: bool },
+    /// A stream; `closing` once it asked to close the connection (after the flush); cut
+    /// at `deadline` (the request's time budget), if any.
+    Stream { body: Pin<Box<dyn Stream<Item = StreamItem>>>, closing: bool, deadline: Option<Pin<Box<Sleep>>> },
 }
 
 /// What the access log and LOG2HANDLER need once the response is written.
@@ -53,12 +56,17 @@ impl ResponseBody {
     }
 
     /// A streamed body.
+    /// A streamed body, cut (its connection closed: the head is already sent) if it is still
+    /// running at `deadline`.
     pub(crate) fn stream(
         body: Pin<Box<dyn Stream<Item = StreamItem>>>,
+        deadline: Option<tokio::time::Instant>,
         in_flight: InFlight,
         written: Option<Box<Written>>,
     ) -> Self {
-        ResponseBody { source: Source::Stream { body, closing: false }, in_flight, sent: 0, complete: false, written }
+        let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
+        let source = Source::Stream { body, closing: false, deadline };
+        ResponseBody { source, in_flight, sent: 0, complete: false, written }
     }
 }
 
@@ -94,7 +102,16 @@ impl Body for ResponseBody {
             // CLOSE: first let hyper flush the chunks before it, then fail the body, which
             // makes hyper drop the connection without the terminating chunk.
             Source::Stream { closing: true, .. } => poll_close(&this.in_flight, cx),
-            Source::Stream { body, closing } => loop {
+            Source::Stream { body, closing, deadline } => loop {
+                if let Some(deadline) = deadline.as_mut()
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    tracing::warn!(
+                        request = %this.in_flight.line(),
+                        "streamed response still running at the request timeout; connection closed"
+                    );
+                    return Poll::Ready(Some(Err(CloseConnection)));
+                }
                 // A panicking stream costs its connection (the response is half sent, so the
                 // only honest end is to cut it), never the worker.
                 let polled =

@@ -37,6 +37,16 @@ pub struct WorkerConfig {
     pub max_body_size: usize,
     /// A request body not received within this gets `408 Request Timeout`.
     pub body_read_timeout: Duration,
+    /// A request body slower than this many bytes per second (after the keep-alive timeout's
+    /// allowance) gets `408` too: mod_reqtimeout's `MinRate`. 0: no minimum.
+    pub body_min_rate: u64,
+    /// Connections a classic worker holds between requests (still sending their request, or
+    /// idle on keep-alive) before it closes the one held longest.
+    pub max_parked: usize,
+    /// A request running longer than this is ended by the worker (an async handler is
+    /// dropped: `503`, or the connection closed if its response had begun). The supervisor
+    /// kills a worker whose request runs this plus its grace (a blocking handler).
+    pub request_timeout: Option<Duration>,
     /// An async handler that has not answered within this gets `503 Service Unavailable`
     /// (a blocking handler cannot be interrupted: see the supervisor's `request_timeout`).
     pub handler_timeout: Option<Duration>,
@@ -64,6 +74,17 @@ pub struct WorkerConfig {
     pub status_allow: Vec<IpNet>,
 }
 
+impl WorkerConfig {
+    /// The time a request may take in the worker: the shorter of `request_timeout` and
+    /// `handler_timeout`.
+    pub fn request_budget(&self) -> Option<Duration> {
+        match (self.request_timeout, self.handler_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// `127.0.0.0/8` and `::1/128`.
 pub fn loopback_networks() -> Vec<IpNet> {
     vec!["127.0.0.0/8".parse().expect("valid network"), "::1/128".parse().expect("valid network")]
@@ -82,6 +103,9 @@ impl Default for WorkerConfig {
             max_headers: 100,
             max_body_size: 16 * 1024 * 1024,
             body_read_timeout: Duration::from_secs(60),
+            body_min_rate: 500,
+            max_parked: 256,
+            request_timeout: None,
             handler_timeout: None,
             recycle: RecycleLimits::default(),
             hostname: "localhost".to_owned(),

@@ -1,10 +1,15 @@
-//! Serving one accepted connection: TLS handshake, protocol choice (HTTP/1.1, or HTTP/2 by
-//! ALPN or prior knowledge), hyper, and the end of the connection (close handlers, errors).
+//! Serving one connection in a worker: TLS handshake, protocol choice (HTTP/1.1, or HTTP/2 by
+//! ALPN or prior knowledge), hyper, and the end of the connection (close handlers, errors) —
+//! or, for a classic worker, letting go of it once it idles between keep-alive requests, so
+//! that it waits parked instead of holding the worker.
 
+use std::cell::Cell;
+use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prefork_scoreboard::WorkerState;
@@ -12,6 +17,7 @@ use prefork_scoreboard::WorkerState;
 use crate::handler::CloseConnection;
 use crate::handler::ConnectionInfo;
 use crate::io::{FlushSignal, ObservedIo};
+use crate::parked::{MAX_PARKED_BYTES, ParkKind, ParkedConnection};
 use crate::preface::sniff_h2_preface;
 use crate::service::{ClosedByHandler, ConnectionScope, serve_request};
 use crate::shared::WorkerShared;
@@ -19,14 +25,26 @@ use crate::stop::StopWatch;
 use crate::tls;
 use crate::transport::{Io, Peer, PlainStream};
 
-/// The full life of one accepted connection.
-pub(crate) async fn serve_accepted(
-    stream: PlainStream,
+/// A keep-alive connection idle this long leaves the worker and waits parked: a client that
+/// sends its requests back to back keeps its worker (no cost per request), one that pauses
+/// frees it for others.
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// The full life of one connection in this worker, from its first request's bytes
+/// (`received`, already read while it was parked). Returns the connection if it was let go
+/// idle, to be parked.
+pub(crate) async fn serve_connection(
+    fd: OwnedFd,
     peer: Peer,
+    received: Bytes,
     id: u64,
     worker: &Rc<WorkerShared>,
     stop: &StopWatch<'_>,
-) {
+    may_park: bool,
+) -> Option<ParkedConnection> {
+    // A request already received means the socket was just read empty.
+    let stream = PlainStream::new(fd, !received.is_empty());
+    let socket = stream.shared();
     let mut info = match peer {
         Peer::Tcp { remote, local } => ConnectionInfo::tcp(remote, local, id),
         Peer::Unix => ConnectionInfo::unix(id),
@@ -38,7 +56,7 @@ pub(crate) async fn serve_accepted(
             Err(error) => {
                 // A bad or abandoned handshake costs this connection only.
                 report_error(worker, &info, &format!("TLS handshake failed: {error}"));
-                return;
+                return None;
             }
         },
         None => Io::Plain(stream),
@@ -50,14 +68,33 @@ pub(crate) async fn serve_accepted(
         alpn_h2 = h2;
     }
     let (h2, prefix) = if config.http2_cleartext && !info.ssl {
-        sniff_h2_preface(&mut io, config.keepalive_timeout).await
+        sniff_h2_preface(&mut io, received, config.keepalive_timeout).await
     } else {
-        (alpn_h2, Bytes::new())
+        (alpn_h2, received)
     };
+    let may_park = may_park && !h2 && !info.ssl;
     let flush = (!h2).then(|| Rc::new(FlushSignal::default()));
-    let scope = Rc::new(ConnectionScope::new(Rc::clone(worker), info, flush.clone()));
-    let io = TokioIo::new(ObservedIo::new(io, prefix, Rc::clone(worker), flush));
-    let result = if h2 { serve_h2(io, &scope, stop).await } else { serve_h1(io, &scope, stop).await };
+    let letting_go = Rc::new(Cell::new(false));
+    let scope = Rc::new(ConnectionScope::new(
+        Rc::clone(worker),
+        info,
+        flush.clone(),
+        may_park.then(|| Rc::clone(&letting_go)),
+        // HTTP/2 reads all along: its socket is never told a request runs.
+        (!h2).then_some(socket),
+    ));
+    let io = TokioIo::new(ObservedIo::new(io, prefix, Rc::clone(worker), flush, Rc::clone(&letting_go)));
+    let result = if h2 {
+        serve_h2(io, &scope, stop).await
+    } else {
+        match serve_h1(io, &scope, stop).await {
+            H1End::Done(result) => result,
+            H1End::Idle { io, buffered } => {
+                worker.set_state(WorkerState::Closing);
+                return park(io, buffered, peer, scope.idle_since_micros());
+            }
+        }
+    };
     worker.set_state(WorkerState::Closing);
     match result {
         // The handler asked for the close (CLOSE, or a stream ending in CLOSE): not an error,
@@ -75,9 +112,38 @@ pub(crate) async fn serve_accepted(
             tracing::error!("a close handler panicked");
         }
     }
+    None
 }
 
 type Conn = TokioIo<ObservedIo<Io>>;
+
+/// How an HTTP/1.1 connection's service ended.
+enum H1End {
+    /// Closed (by either side, or for an error).
+    Done(hyper::Result<()>),
+    /// Let go idle, its socket open, with whatever the client already sent of its next
+    /// request: to be parked.
+    Idle { io: Io, buffered: BytesMut },
+}
+
+/// An idle connection hyper let go, as a parked keep-alive connection (`None`: it could not
+/// be, and is closed).
+fn park(io: Io, buffered: BytesMut, peer: Peer, idle_since: u64) -> Option<ParkedConnection> {
+    let Io::Plain(stream) = io else {
+        unreachable!("TLS connections are never parked");
+    };
+    if buffered.len() > MAX_PARKED_BYTES {
+        tracing::debug!(bytes = buffered.len(), "an idle connection held too many unread bytes to park; closed");
+        return None;
+    }
+    match stream.into_fd() {
+        Ok(fd) => Some(ParkedConnection::new(fd, peer, ParkKind::KeepAlive, buffered.to_vec(), idle_since)),
+        Err(error) => {
+            tracing::debug!(%error, "could not take an idle connection back from the runtime; closed");
+            None
+        }
+    }
+}
 
 /// HTTP/1.1. On a stop request the connection is drained, not cut: the request in hand is
 /// finished, and so is the next one if the client is between requests (a fresh connection gets
@@ -85,29 +151,87 @@ type Conn = TokioIo<ObservedIo<Io>>;
 /// Closing an idle keep-alive connection instead would race with a request the client may be
 /// sending at that moment, and fail it. An idle client that sends nothing is closed at the
 /// keep-alive timeout, as always.
-async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> hyper::Result<()> {
+///
+/// If it parks (a classic worker, cleartext), a connection idle for [`PARK_AFTER`] — or
+/// idle when the worker is going (told to stop, or at a recycling limit's margin), at once
+/// or right after the response in hand — is let go instead, its socket kept open, to wait
+/// parked and then move to a sibling: hyper is asked to end the connection (it only does so
+/// between requests, once everything written is flushed), its shutdown is skipped, and its
+/// buffer comes back with the socket. So recycling and reloads never make a keep-alive
+/// client reconnect; only a stop of the whole server closes its connections.
+async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> H1End {
     let worker = &scope.worker;
     let config = &worker.config;
+    let may_park = scope.parks() && config.keepalive;
     let service_scope = Rc::clone(scope);
-    let service = service_fn(move |request| serve_request(request, Rc::clone(&service_scope)));
+    let service = service_fn(move |request| {
+        service_scope.request_arrived();
+        serve_request(request, Rc::clone(&service_scope))
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(config.keepalive_timeout)
+        // A connection that parks never waits for a head here: its first request came whole,
+        // and between requests it is let go within PARK_AFTER, with whatever part of the next
+        // head arrived, to wait parked under the same timeout. No timer per connection then.
+        .header_read_timeout((!may_park).then_some(config.keepalive_timeout))
         .keep_alive(config.keepalive)
         .max_headers(config.max_headers)
         .max_header_size(config.max_header_size);
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
+    let mut connection = builder.serve_connection(io, service);
     let mut stopping = worker.is_stopping();
+    // Armed when the first response is done (a connection closed after one request never
+    // needs it; creating a timer costs the runtime a wake-up write).
+    let mut park_check: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut letting_go = scope.letting_go();
+    let mut shut_down = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => return result,
-            // Only to show `G` at once: responses learn of the stop in `dispatch`.
+            // The connection first: a connection that ends with its response needs nothing else.
+            biased;
+            result = &mut connection => {
+                if letting_go && result.is_ok() {
+                    let parts = connection.into_parts();
+                    let (io, unread) = parts.io.into_inner().into_parts();
+                    let mut buffered = BytesMut::from(&parts.read_buf[..]);
+                    buffered.extend_from_slice(&unread);
+                    return H1End::Idle { io, buffered };
+                }
+                return H1End::Done(result);
+            }
+            // Show `G` at once (responses learn of the stop in `dispatch`); an idle connection
+            // that can wait parked goes there now, to be passed to a sibling.
             () = stop.requested(), if !stopping => {
                 stopping = true;
                 worker.enter_stopping(WorkerState::Graceful);
+                if may_park && !letting_go && scope.can_park() {
+                    letting_go = true;
+                }
             }
+            // A response is done. If the worker is going (stop, or a recycling limit's margin)
+            // the connection leaves now, for a sibling; otherwise it leaves once idle for
+            // PARK_AFTER. (Not gated on the worker's state: a precondition is read once per
+            // `select!`, which may run across many requests.)
+            () = scope.went_idle.notified(), if may_park && !letting_go => {
+                letting_go = scope.letting_go();
+                if park_check.is_none() {
+                    park_check = Some(Box::pin(tokio::time::sleep(PARK_AFTER)));
+                }
+            }
+            () = async { park_check.as_mut().expect("checked").await }, if may_park && !letting_go && park_check.is_some() => {
+                let idle = scope.idle_for();
+                if idle >= PARK_AFTER && scope.can_park() {
+                    letting_go = true;
+                } else if let Some(check) = park_check.as_mut() {
+                    let wait = PARK_AFTER.saturating_sub(idle).max(Duration::from_millis(1));
+                    check.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
+        }
+        if letting_go && !shut_down {
+            shut_down = true;
+            scope.let_go();
+            std::pin::Pin::new(&mut connection).graceful_shutdown();
         }
     }
 }

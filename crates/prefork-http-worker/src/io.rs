@@ -45,8 +45,8 @@ impl FlushSignal {
 }
 
 /// Passes reads and writes through, reading first the bytes already read from the connection
-/// to tell HTTP/2 from HTTP/1.1 (see [`crate::preface`]); the first bytes read while in `K`
-/// switch the slot to `R`.
+/// (the request received while it was parked, and those read to tell HTTP/2 from HTTP/1.1,
+/// see [`crate::preface`]); the first bytes read while in `K` switch the slot to `R`.
 #[derive(Debug)]
 pub(crate) struct ObservedIo<S> {
     inner: S,
@@ -55,16 +55,35 @@ pub(crate) struct ObservedIo<S> {
     worker: Rc<WorkerShared>,
     /// HTTP/1.1 only (see [`crate::service::ConnectionScope::flush`]).
     flush: Option<Rc<FlushSignal>>,
+    /// Set when the connection is to leave this worker, idle, to be parked: nothing more is
+    /// read (the client's next request is for whoever takes the connection), and hyper's
+    /// shutdown leaves the socket open.
+    letting_go: Rc<Cell<bool>>,
 }
 
 impl<S> ObservedIo<S> {
-    pub(crate) fn new(inner: S, prefix: Bytes, worker: Rc<WorkerShared>, flush: Option<Rc<FlushSignal>>) -> Self {
-        ObservedIo { inner, prefix, worker, flush }
+    pub(crate) fn new(
+        inner: S,
+        prefix: Bytes,
+        worker: Rc<WorkerShared>,
+        flush: Option<Rc<FlushSignal>>,
+        letting_go: Rc<Cell<bool>>,
+    ) -> Self {
+        ObservedIo { inner, prefix, worker, flush, letting_go }
+    }
+
+    /// The stream, and the bytes put back in front of it that nobody read yet.
+    pub(crate) fn into_parts(self) -> (S, Bytes) {
+        (self.inner, self.prefix)
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ObservedIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.letting_go.get() {
+            // No waker is needed: the connection is being let go, which wakes its task.
+            return Poll::Pending;
+        }
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -106,6 +125,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedIo<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.letting_go.get() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -16,12 +16,18 @@
 
 mod accept;
 mod body;
+mod classic;
 mod config;
 mod connection;
 mod handler;
+mod handoff;
+mod head;
 mod hooks;
 mod in_flight;
 mod io;
+mod lazy_io;
+mod parked;
+mod parking;
 mod preface;
 mod router;
 mod service;
@@ -37,6 +43,7 @@ pub use handler::{
     AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext,
     Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
 };
+pub use handoff::HandoffQueue;
 pub use hooks::{AccessLogFormat, ErrorHook, Hooks, Log2Hook, LogHook};
 pub use router::{BadDir, Router};
 pub use tls::{TlsError, TlsFiles, TlsSettings};

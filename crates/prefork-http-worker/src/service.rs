@@ -21,6 +21,7 @@ use crate::handler::{CloseHandlers, ConnectionInfo, Reply, Request, RequestConte
 use crate::hooks::call_hook;
 use crate::in_flight::InFlight;
 use crate::io::FlushSignal;
+use crate::lazy_io::LazyShared;
 use crate::shared::WorkerShared;
 use crate::status;
 
@@ -41,6 +42,18 @@ pub(crate) struct ConnectionScope {
     /// Tells a stream ending in CLOSE that its last chunks are out (HTTP/1.1 only: on HTTP/2
     /// a CLOSE resets its stream, and there is nothing to wait for).
     pub flush: Option<Rc<FlushSignal>>,
+    /// Set when the connection is to leave this worker, idle, for parking (`None`: it never
+    /// parks; only a classic worker's cleartext HTTP/1.1 connections do). From then on the
+    /// connection reads nothing more (the next request is for whoever takes it) and its
+    /// shutdown leaves the socket open (see [`crate::io::ObservedIo`]).
+    letting_go: Option<Rc<Cell<bool>>>,
+    /// The socket of an HTTP/1.1 connection (`None` on HTTP/2), told when a request runs so
+    /// that hyper's look for a hang-up costs nothing unless the handler waits (see
+    /// [`crate::lazy_io`]).
+    socket: Option<Rc<LazyShared>>,
+    /// Told when a request ends (on a connection that parks): the connection arms its idle
+    /// check, or leaves for a sibling at once if the worker is going.
+    pub went_idle: tokio::sync::Notify,
     /// Requests of this connection now running (several on HTTP/2).
     in_flight: Cell<usize>,
     /// When a request of this connection last began or ended, or the connection opened
@@ -53,6 +66,8 @@ impl ConnectionScope {
         worker: Rc<WorkerShared>,
         info: ConnectionInfo,
         flush: Option<Rc<FlushSignal>>,
+        letting_go: Option<Rc<Cell<bool>>>,
+        socket: Option<Rc<LazyShared>>,
     ) -> ConnectionScope {
         let client = if info.unix_socket {
             "unix".to_owned()
@@ -65,12 +80,23 @@ impl ConnectionScope {
             client,
             close_handlers: CloseHandlers::default(),
             flush,
+            letting_go,
+            socket,
+            went_idle: tokio::sync::Notify::new(),
             in_flight: Cell::new(0),
             last_activity_micros: Cell::new(monotonic_micros()),
         }
     }
 
     /// A request of this connection began (see [`InFlight`], the only caller).
+    /// hyper has read a request's head and calls the service: from now on its reads only
+    /// look for a hang-up (see [`crate::lazy_io`]). Called before the request's future runs.
+    pub(crate) fn request_arrived(&self) {
+        if let Some(socket) = &self.socket {
+            socket.set_mid_request(true);
+        }
+    }
+
     pub(crate) fn request_started(&self, start: RequestStart) {
         self.in_flight.set(self.in_flight.get() + 1);
         self.last_activity_micros.set(start.micros());
@@ -80,8 +106,61 @@ impl ConnectionScope {
     /// The request begun at `start` ended after `duration_micros`.
     pub(crate) fn request_finished(&self, start: RequestStart, duration_micros: u64) {
         self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        if let Some(socket) = self.socket.as_ref().filter(|_| self.in_flight.get() == 0) {
+            socket.set_mid_request(false);
+        }
         self.last_activity_micros.set(start.micros() + duration_micros);
         self.worker.request_finished(start);
+        // A going worker lets the connection go as soon as it is idle, before hyper reads
+        // the client's next request (that one is for the sibling that takes the connection).
+        if self.worker.is_going() && self.can_park() {
+            self.let_go();
+        }
+        if self.parks() {
+            self.went_idle.notify_one();
+        }
+    }
+
+    /// The request's handler did not answer at once (or streams its answer): the socket joins
+    /// the reactor, so that a client hanging up meanwhile is noticed.
+    pub(crate) fn arm_socket(&self) {
+        if let Some(socket) = &self.socket {
+            socket.arm();
+        }
+    }
+
+    /// Whether the connection parks (see `letting_go`).
+    pub(crate) fn parks(&self) -> bool {
+        self.letting_go.is_some()
+    }
+
+    /// Marks the connection as leaving this worker.
+    pub(crate) fn let_go(&self) {
+        if let Some(flag) = &self.letting_go {
+            flag.set(true);
+        }
+    }
+
+    /// Whether the connection is leaving this worker.
+    pub(crate) fn letting_go(&self) -> bool {
+        self.letting_go.as_ref().is_some_and(|flag| flag.get())
+    }
+
+    /// Whether the connection can leave this worker between requests for a sibling: it parks,
+    /// no close handler is registered (SETCLOSEHANDLER code lives in this process), and the
+    /// whole server is not stopping (nobody would take it).
+    pub(crate) fn may_hand_over(&self) -> bool {
+        self.parks() && self.close_handlers.borrow().is_empty() && !self.worker.slot.server_stopping()
+    }
+
+    /// Whether the connection, idle now, may leave this worker.
+    pub(crate) fn can_park(&self) -> bool {
+        self.in_flight.get() == 0 && self.may_hand_over()
+    }
+
+    /// When this connection's last request ended (or it opened), `CLOCK_MONOTONIC` µs.
+    pub(crate) fn idle_since_micros(&self) -> u64 {
+        self.last_activity_micros.get()
     }
 
     /// How long this connection has had no request running (zero while one is).
@@ -107,19 +186,40 @@ pub(crate) async fn serve_request(
 ) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
     let worker = &scope.worker;
     let in_flight = InFlight::begin(&request, Rc::clone(&scope));
-    let close_after = worker.dispatch();
+    // A worker that is going closes the connection after this response, unless the
+    // connection can move to a sibling (then it leaves, idle, right after the response).
+    let close_after = worker.dispatch() && !scope.may_hand_over();
     let (parts, body) = request.into_parts();
     if let Some(log) = &worker.config.hooks.log {
         call_hook("LOGHANDLER", || log(&parts, scope.info.remote_ip));
     }
     let logged = worker.wants_written().then(|| parts.clone());
     let request_line = parts.method.as_str().len() + uri_len(&parts.uri) + 9;
+    // The request's time budget (request_timeout, handler_timeout) runs from here: reading
+    // its body, the handler, and a streamed response.
+    let budget = worker.config.request_budget();
+    let deadline = budget.map(|budget| tokio::time::Instant::now() + budget);
     let outcome = if status::is_status_request(parts.uri.path(), worker) {
         Outcome::Full(status::respond(parts.uri.query(), &parts.headers, &scope.info, worker))
     } else if request_line > worker.config.max_request_line {
         Outcome::Full(text(StatusCode::URI_TOO_LONG, "414 URI Too Long"))
+    } else if let Some(deadline) = deadline {
+        match tokio::time::timeout_at(deadline, arm_if_waiting(&scope, dispatch(parts, body, &in_flight))).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Dropping the handler's future ends it: an async handler is cut here. (A
+                // blocking one never yields to this; the supervisor kills its worker.)
+                tracing::warn!(
+                    request = %in_flight.line(),
+                    client = %scope.client,
+                    budget = ?budget.unwrap_or_default(),
+                    "request ran past its time budget: handler dropped, answered 503"
+                );
+                Outcome::Full(text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable"))
+            }
+        }
     } else {
-        dispatch(parts, body, &in_flight).await
+        arm_if_waiting(&scope, dispatch(parts, body, &in_flight)).await
     };
     let written = |response: &http::response::Parts| {
         logged.map(|request| Box::new(Written { request, response: response.clone() }))
@@ -136,9 +236,10 @@ pub(crate) async fn serve_request(
             Ok(hyper::Response::from_parts(head, body))
         }
         Outcome::Stream(StreamingResponse { mut head, body }) => {
+            scope.arm_socket();
             apply_defaults(&mut head, worker, close_after);
             head.headers.remove(header::CONTENT_LENGTH);
-            let body = ResponseBody::stream(body, in_flight, written(&head));
+            let body = ResponseBody::stream(body, deadline, in_flight, written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
     }
@@ -156,17 +257,14 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
     let Some((dir, handler)) = route else {
         return Outcome::Full(text(StatusCode::NOT_FOUND, "404 Not Found"));
     };
-    let collected = tokio::time::timeout(config.body_read_timeout, Limited::new(body, config.max_body_size).collect());
-    let body = match collected.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
-        }
-        Ok(Err(error)) => {
+    let body = match read_body(body, config).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large")),
+        Err(BodyError::Broken(error)) => {
             tracing::debug!(%error, "request body could not be read");
             return Outcome::Full(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
         }
-        Err(_) => return Outcome::Full(text(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout")),
+        Err(BodyError::TooSlow) => return Outcome::Full(text(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout")),
     };
     if let (false, Some(authority)) = (config.proxy_mode, &worker.authority) {
         let scheme = if scope.info.ssl { Scheme::HTTPS } else { Scheme::HTTP };
@@ -200,17 +298,7 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
         }
         Ok(reply)
     };
-    let answered = match config.handler_timeout {
-        Some(budget) => match tokio::time::timeout(budget, answer).await {
-            Ok(answered) => answered,
-            Err(_) => {
-                tracing::warn!(budget = ?budget, "handler ran past its time budget; answered 503");
-                return Outcome::Full(text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable"));
-            }
-        },
-        None => answer.await,
-    };
-    match answered {
+    match answer.await {
         Ok(Reply::Done(response)) => Outcome::Full(response),
         Ok(Reply::Stream(stream)) => Outcome::Stream(stream),
         Ok(Reply::Close) => Outcome::Close,
@@ -223,6 +311,64 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
                 .unwrap_or_default();
             tracing::error!(panic = %message, "handler panicked; answered 500");
             Outcome::Full(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
+        }
+    }
+}
+
+/// Runs a request's dispatch; the first time it has to wait (an async handler, a body still
+/// coming), the connection's socket joins the reactor (see [`crate::lazy_io`]).
+async fn arm_if_waiting<F: std::future::Future>(scope: &ConnectionScope, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        let polled = future.as_mut().poll(cx);
+        if polled.is_pending() && !armed {
+            armed = true;
+            scope.arm_socket();
+        }
+        polled
+    })
+    .await
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    TooLarge,
+    /// Not within `body_read_timeout`, or slower than `body_min_rate` after the keep-alive
+    /// timeout's allowance (mod_reqtimeout's `body=…,MinRate=…`).
+    TooSlow,
+    Broken(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Reads a whole request body, within the size limit and the time rules: the body must be
+/// done by `body_read_timeout`, and by the keep-alive timeout plus one second per
+/// `body_min_rate` bytes received so far, so a client trickling its body cannot hold a
+/// worker for long.
+async fn read_body(body: Incoming, config: &crate::config::WorkerConfig) -> Result<Bytes, BodyError> {
+    let start = tokio::time::Instant::now();
+    let hard = start + config.body_read_timeout;
+    let mut body = Limited::new(body, config.max_body_size);
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        let allowed = match config.body_min_rate {
+            0 => hard,
+            rate => {
+                let earned = Duration::from_micros((collected.len() as u64).saturating_mul(1_000_000) / rate);
+                (start + config.keepalive_timeout + earned).min(hard)
+            }
+        };
+        match tokio::time::timeout_at(allowed, body.frame()).await {
+            Err(_) => return Err(BodyError::TooSlow),
+            Ok(None) => return Ok(collected.freeze()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    collected.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(error))) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(BodyError::TooLarge);
+            }
+            Ok(Some(Err(error))) => return Err(BodyError::Broken(error)),
         }
     }
 }

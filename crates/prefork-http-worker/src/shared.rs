@@ -10,6 +10,8 @@ use prefork_scoreboard::{Board, Doorbell, RecycleLimits, RequestStart, SlotWrite
 const USAGE_SAMPLE_INTERVAL_MICROS: u64 = 1_000_000;
 
 use crate::config::WorkerConfig;
+use crate::head::HeadLimits;
+use crate::parked::ParkRules;
 use crate::router::Router;
 
 /// Everything a worker's request path needs. Lives for the whole worker process.
@@ -26,9 +28,11 @@ pub(crate) struct WorkerShared {
     stopping: Cell<bool>,
     /// Close to a recycling limit: the supervisor was asked for a replacement.
     replacement_requested: Cell<bool>,
-    /// Well past a recycling limit without being replaced: every response closes its
-    /// connection, so that the worker becomes idle and can go.
-    draining: Cell<bool>,
+    /// At a recycling limit's margin without having been replaced: the worker takes no more
+    /// connections, every response closes its connection, and it exits once it holds none.
+    leaving: Cell<bool>,
+    /// How parked connections are timed (from `config`, worked out once).
+    park_rules: ParkRules,
     /// The parent's doorbell, rung when this worker becomes ready and when it asks for a
     /// replacement.
     doorbell: Option<Doorbell>,
@@ -63,6 +67,12 @@ impl WorkerShared {
             authority: crate::service::authority(&config.hostname, config.port),
             early_limits: config.recycle.early(),
             hard_limits: config.recycle.hard(),
+            park_rules: ParkRules {
+                header_timeout: config.keepalive_timeout,
+                body_timeout: config.body_read_timeout,
+                body_min_rate: config.body_min_rate,
+                limits: HeadLimits { max_headers: config.max_headers, max_header_size: config.max_header_size },
+            },
             slot,
             board,
             scoreboard_name,
@@ -70,7 +80,7 @@ impl WorkerShared {
             config,
             stopping: Cell::new(false),
             replacement_requested: Cell::new(false),
-            draining: Cell::new(false),
+            leaving: Cell::new(false),
             doorbell,
             dispatched: Cell::new(0),
             connections: Cell::new(0),
@@ -85,8 +95,22 @@ impl WorkerShared {
     /// can take more (`_`) or not (`W`), see [`WorkerShared::connection_opened`].
     pub(crate) fn set_state(&self, state: WorkerState) {
         if !self.stopping.get() && self.config.worker_connections <= 1 {
-            self.slot.set_state(state);
+            self.publish_state(state);
         }
+    }
+
+    /// Writes the slot's state; if this worker just left `_` and the pool is short of idle
+    /// workers, wakes the supervisor (the only per-connection wake-up it gets: a pool with
+    /// enough idle workers is left to sleep).
+    fn publish_state(&self, state: WorkerState) {
+        if self.slot.set_state(state) {
+            self.ring();
+        }
+    }
+
+    /// How parked connections are timed.
+    pub(crate) fn park_rules(&self) -> ParkRules {
+        self.park_rules
     }
 
     /// A connection was accepted. With several connections per worker, the slot shows `_`
@@ -95,8 +119,7 @@ impl WorkerShared {
         let open = self.open_connections.get() + 1;
         self.open_connections.set(open);
         if self.config.worker_connections > 1 && open >= self.config.worker_connections && !self.stopping.get() {
-            self.slot.set_state(WorkerState::Writing);
-            self.ring();
+            self.publish_state(WorkerState::Writing);
         }
     }
 
@@ -105,7 +128,7 @@ impl WorkerShared {
         let open = self.open_connections.get().saturating_sub(1);
         self.open_connections.set(open);
         if self.config.worker_connections > 1 && open < self.config.worker_connections && !self.stopping.get() {
-            self.slot.set_state(WorkerState::Idle);
+            self.publish_state(WorkerState::Idle);
         }
     }
 
@@ -166,27 +189,37 @@ impl WorkerShared {
     /// The worker was told to stop; `state` is `G` (finishing) or `I` (was idle).
     pub(crate) fn enter_stopping(&self, state: WorkerState) {
         self.stopping.set(true);
-        self.slot.set_state(state);
+        self.publish_state(state);
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.get()
     }
 
-    /// Past a recycling limit and not yet replaced: connections are being closed.
+    /// At a recycling limit's margin: its connections are being closed.
     pub(crate) fn is_draining(&self) -> bool {
-        self.draining.get()
+        self.leaving.get()
+    }
+
+    /// At a recycling limit's margin: take no more connections, and exit once none is held.
+    pub(crate) fn must_leave(&self) -> bool {
+        self.leaving.get()
+    }
+
+    /// Told to stop, or leaving on its own: connections go (or move) after their response.
+    pub(crate) fn is_going(&self) -> bool {
+        self.leaving.get() || self.stopping.get() || crate::stop::stop_requested()
     }
 
     /// Counts a request handed to a handler. True if the response must close its
-    /// connection: this worker is draining towards its replacement, or told to stop.
+    /// connection: this worker is at a recycling limit's margin, or told to stop.
     pub(crate) fn dispatch(&self) -> bool {
         self.dispatched.set(self.dispatched.get() + 1);
         self.check_recycle_limits();
         if crate::stop::stop_requested() && !self.stopping.get() {
             self.enter_stopping(WorkerState::Graceful);
         }
-        self.draining.get() || self.stopping.get()
+        self.leaving.get() || self.stopping.get()
     }
 
     /// Counts `accept4` calls (successful or not).
@@ -212,11 +245,14 @@ impl WorkerShared {
 
     /// Near a recycling limit, asks the supervisor for a replacement, which it forks at once and
     /// lets this worker go (SIGTERM) once it is ready: only then do this worker's clients move,
-    /// so the spare pool never pays for a recycling. If no SIGTERM has come by well past the
-    /// limit (the pool is at `max_clients`), it drains anyway: every response closes its
-    /// connection, so that the supervisor can let it go when it is idle.
+    /// so the spare pool never pays for a recycling. If no SIGTERM has come by the limit plus
+    /// its margin (the replacement is slow to boot, or the pool is at `max_clients`), the
+    /// worker leaves on its own: it takes no more connections, closes the one it serves after
+    /// the response in hand, and exits, so the limit holds whatever the arrival rate.
+    /// Connections arriving meanwhile wait in the listen queue for a sibling or the
+    /// replacement; none is refused.
     pub(crate) fn check_recycle_limits(&self) {
-        if self.draining.get() || self.config.recycle.is_unlimited() {
+        if self.leaving.get() || self.config.recycle.is_unlimited() {
             return;
         }
         let rss = self.slot.rss_bytes();
@@ -232,8 +268,8 @@ impl WorkerShared {
             tracing::info!(%reason, "approaching a recycling limit: asking the supervisor for a replacement");
         }
         if let Some(reason) = self.hard_limits.reached(requests, connections, age, rss) {
-            self.draining.set(true);
-            tracing::warn!(%reason, "well past a recycling limit and not yet replaced: closing connections");
+            self.leaving.set(true);
+            tracing::info!(%reason, "at a recycling limit's margin and not yet replaced: leaving on its own");
         }
     }
 

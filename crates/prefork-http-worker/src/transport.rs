@@ -3,13 +3,17 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::handoff::HandoffQueue;
+use crate::lazy_io::LazySocket;
 
 /// Apache's and php-fpm's default backlog (the kernel caps it at `net.core.somaxconn`).
 pub const DEFAULT_BACKLOG: i32 = 511;
@@ -30,17 +34,25 @@ impl std::fmt::Display for ListenAddress {
     }
 }
 
-/// The listening socket of a worker pool.
+/// The listening socket of a worker pool, and its hand-off queue.
 ///
 /// `O_NONBLOCK` is set once, at bind: it lives on the open file description that every forked
 /// worker shares, so no worker may ever change it. Workers wait for connections in their own
 /// epoll (with `EPOLLEXCLUSIVE`) and accept without blocking. No `SO_REUSEPORT`: one socket,
 /// one queue, so no connection waits behind a busy worker while another is idle, and none is
-/// reset when a worker exits.
+/// reset when a worker exits. `TCP_NODELAY` is set on the listening socket, which accepted
+/// sockets inherit (one system call less per connection).
+///
+/// The [`HandoffQueue`] is made with it and lives as long: connections parked between
+/// requests move through it from one worker to any idle one.
 #[derive(Debug)]
 pub struct Listener {
     socket: Socket,
     address: ListenAddress,
+    /// The address every accepted connection has on our side, when bound to a specific one
+    /// (`None`: a wildcard address, asked per connection).
+    local: Option<SocketAddr>,
+    handoff: HandoffQueue,
     /// A unix socket's path is removed when the listener (in the parent) is dropped.
     owns_path: bool,
 }
@@ -56,8 +68,77 @@ impl Listener {
         socket.bind(&addr.into())?;
         socket.listen(backlog)?;
         socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
         let bound = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an inet socket"))?;
-        Ok(Listener { socket, address: ListenAddress::Tcp(bound), owns_path: false })
+        let local = (!bound.ip().is_unspecified()).then_some(bound);
+        Ok(Listener {
+            socket,
+            address: ListenAddress::Tcp(bound),
+            local,
+            handoff: HandoffQueue::new()?,
+            owns_path: false,
+        })
+    }
+
+    /// TCP: wake a worker for a new connection only once its first bytes have arrived
+    /// (`TCP_DEFER_ACCEPT`, Apache's `AcceptFilter http data`, nginx's `deferred`), waiting
+    /// at most about `timeout`: a connection that never speaks costs no worker a wake-up, and a
+    /// worker woken for one finds its request already there. No effect on unix sockets.
+    pub fn set_defer_accept(&self, timeout: Duration) -> io::Result<()> {
+        if !self.is_tcp() {
+            return Ok(());
+        }
+        let seconds = timeout.as_secs().max(1).min(i32::MAX as u64) as libc::c_int;
+        // SAFETY: setsockopt with a live socket and a pointer to a local int of the size given.
+        let done = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&raw const seconds).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// The queue through which workers pass parked connections to each other.
+    pub fn handoff(&self) -> &HandoffQueue {
+        &self.handoff
+    }
+
+    /// Accepts one connection (non-blocking, close-on-exec), with its peer taken from
+    /// `accept4` itself and our side from the bound address when it is a specific one: no
+    /// `getpeername`/`getsockname` per connection.
+    pub(crate) fn accept(&self) -> Result<(OwnedFd, Peer), nix::errno::Errno> {
+        let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        let fd = std::cell::Cell::new(-1);
+        // SAFETY: accept4 writes at most `len` bytes of address into the storage socket2
+        // hands us, and sets `len`; the descriptor it returns is ours alone.
+        let accepted = unsafe {
+            SockAddr::try_init(|storage, len| {
+                let raw = libc::accept4(self.socket.as_raw_fd(), storage.cast(), len, flags);
+                if raw < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                fd.set(raw);
+                Ok(())
+            })
+        };
+        let ((), remote) = accepted.map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        // SAFETY: accept4 succeeded: `fd` is a new descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd.get()) };
+        let peer = match (&self.address, remote.as_socket()) {
+            (ListenAddress::Tcp(bound), Some(remote)) => {
+                let local = match self.local {
+                    Some(local) => local,
+                    None => socket2::SockRef::from(&fd).local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(*bound),
+                };
+                Peer::Tcp { remote, local }
+            }
+            _ => Peer::Unix,
+        };
+        Ok((fd, peer))
     }
 
     /// Binds a unix domain socket at `path`. A socket file left there by a server that is gone
@@ -76,7 +157,13 @@ impl Listener {
         })?;
         socket.listen(backlog)?;
         socket.set_nonblocking(true)?;
-        Ok(Listener { socket, address: ListenAddress::Unix(path.to_path_buf()), owns_path: true })
+        Ok(Listener {
+            socket,
+            address: ListenAddress::Unix(path.to_path_buf()),
+            local: None,
+            handoff: HandoffQueue::new()?,
+            owns_path: true,
+        })
     }
 
     /// The address actually bound (with the real port when 0 was asked for).
@@ -104,36 +191,15 @@ impl Drop for Listener {
     }
 }
 
-/// A plain accepted stream.
-#[derive(Debug)]
-pub(crate) enum PlainStream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
+/// A plain accepted stream (TCP or unix), which joins the runtime's reactor only when it must
+/// wait (see [`crate::lazy_io`]).
+pub(crate) type PlainStream = LazySocket;
 
 /// The peer of an accepted connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Peer {
     Tcp { remote: SocketAddr, local: SocketAddr },
     Unix,
-}
-
-impl PlainStream {
-    /// Registers a just-accepted connection with the runtime (call inside it).
-    pub(crate) fn from_accepted(fd: OwnedFd, listener: &Listener) -> io::Result<(PlainStream, Peer)> {
-        match listener.address {
-            ListenAddress::Tcp(_) => {
-                let stream = std::net::TcpStream::from(fd);
-                let peer = Peer::Tcp { remote: stream.peer_addr()?, local: stream.local_addr()? };
-                let _ = stream.set_nodelay(true);
-                Ok((PlainStream::Tcp(tokio::net::TcpStream::from_std(stream)?), peer))
-            }
-            ListenAddress::Unix(_) => {
-                let stream = std::os::unix::net::UnixStream::from(fd);
-                Ok((PlainStream::Unix(tokio::net::UnixStream::from_std(stream)?), Peer::Unix))
-            }
-        }
-    }
 }
 
 /// A connection's byte stream: plain or TLS over plain.
@@ -191,7 +257,6 @@ macro_rules! delegate_async_io {
     };
 }
 
-delegate_async_io!(PlainStream, PlainStream::Tcp, PlainStream::Unix);
 delegate_async_io!(Io, Io::Plain, Io::Tls);
 
 #[cfg(test)]

@@ -10,14 +10,17 @@ use prefork_scoreboard::{Board, Doorbell, SlotWriter, WorkerState};
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
+use bytes::Bytes;
+
 use crate::WorkerError;
 use crate::accept::{Acceptor, Waited};
+use crate::classic::serve_classic;
 use crate::config::WorkerConfig;
-use crate::connection::serve_accepted;
+use crate::connection::serve_connection;
 use crate::router::Router;
 use crate::shared::WorkerShared;
 use crate::stop::{StopSignal, StopWatch, stop_requested};
-use crate::transport::{Listener, PlainStream};
+use crate::transport::{Listener, Peer};
 
 /// What ties a worker to its pool: its scoreboard slot, the board, the parent's doorbell.
 #[derive(Debug)]
@@ -73,12 +76,11 @@ impl<'l> HttpWorker<'l> {
         // Ready: tell the supervisor at once, so a reload or a recycling replacement that was
         // waiting for this worker completes now rather than at the next maintenance tick.
         worker.ring();
-        let context = Context { listener: self.listener, worker: &worker, stop: &stop, stop_watch: &stop_watch };
         if connections == 1 {
-            context.serve_one_at_a_time(&runtime, &local)
-        } else {
-            context.serve_many(&runtime, &local, connections)
+            return serve_classic(self.listener, &worker, &stop, &stop_watch, &runtime, &local);
         }
+        let context = Context { listener: self.listener, worker: &worker, stop: &stop, stop_watch: &stop_watch };
+        context.serve_many(&runtime, &local, connections)
     }
 }
 
@@ -90,37 +92,6 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Classic prefork.
-    fn serve_one_at_a_time(&self, runtime: &tokio::runtime::Runtime, local: &LocalSet) -> Result<(), WorkerError> {
-        let worker = self.worker;
-        let acceptor = Acceptor::new(self.listener, self.stop.as_fd())?;
-        loop {
-            if stop_requested() {
-                worker.enter_stopping(WorkerState::IdleKill);
-                return Ok(());
-            }
-            worker.set_state(WorkerState::Idle);
-            let fd = match acceptor.wait(worker.idle_check_interval())? {
-                Waited::Connection(fd, calls) => {
-                    worker.record_accept_calls(calls);
-                    fd
-                }
-                Waited::Nothing(calls) => {
-                    worker.record_accept_calls(calls);
-                    worker.on_idle_tick();
-                    continue;
-                }
-                Waited::Stop => continue,
-            };
-            worker.set_state(WorkerState::Reading);
-            worker.ring();
-            let id = worker.next_connection_id();
-            worker.connection_opened();
-            local.block_on(runtime, self.serve_fd(fd, id));
-            worker.connection_closed();
-        }
-    }
-
     /// Up to `limit` connections at once: an accept thread waits (a real waiter, so
     /// `EPOLLEXCLUSIVE` still wakes one worker per connection) while a place is free, and hands
     /// connections to the runtime.
@@ -129,12 +100,13 @@ impl Context<'_> {
     /// runtime keeps reading the channel until the thread has gone.
     fn serve_many(&self, runtime: &tokio::runtime::Runtime, local: &LocalSet, limit: usize) -> Result<(), WorkerError> {
         let worker = self.worker;
-        let acceptor = Acceptor::new(self.listener, self.stop.as_fd())?;
+        let acceptor = Acceptor::new(self.listener, self.stop.as_fd(), false)?;
         let free = FreeSlots::new(limit);
         let (tx, mut rx) = mpsc::unbounded_channel();
         std::thread::scope(|scope| {
             let (free, idle_check) = (&free, worker.idle_check_interval());
-            scope.spawn(move || accept_loop(&acceptor, free, idle_check, &tx));
+            let mut acceptor = acceptor;
+            scope.spawn(move || accept_loop(&mut acceptor, free, idle_check, &tx));
             // However the runtime leaves (a panic included), the accept thread must stop too,
             // or the scope would wait for it forever.
             let _close_on_exit = CloseOnDrop(free);
@@ -145,12 +117,13 @@ impl Context<'_> {
                 loop {
                     tokio::select! {
                         handed = rx.recv(), if accepting => match handed {
-                            Some(Handed::Connection(fd, calls)) => {
+                            Some(Handed::Connection(fd, peer, calls)) => {
                                 worker.record_accept_calls(calls);
                                 let id = worker.next_connection_id();
                                 worker.connection_opened();
                                 open.push(async move {
-                                    self.serve_fd(fd, id).await;
+                                    let stop = self.stop_watch;
+                                    serve_connection(fd, peer, Bytes::new(), id, worker, stop, false).await;
                                     worker.connection_closed();
                                     free.give_back();
                                 });
@@ -168,7 +141,8 @@ impl Context<'_> {
                         Some(()) = open.next(), if !open.is_empty() => {}
                         () = self.stop_watch.requested(), if !stopping => {}
                     }
-                    if !stopping && (stop_requested() || !accepting) {
+                    // Told to stop, or at a recycling limit's margin: no new connections.
+                    if !stopping && (stop_requested() || !accepting || worker.must_leave()) {
                         // No new connections; the open ones finish (they see the stop too).
                         stopping = true;
                         let state = if open.is_empty() { WorkerState::IdleKill } else { WorkerState::Graceful };
@@ -183,19 +157,11 @@ impl Context<'_> {
             })
         })
     }
-
-    /// Serves one accepted connection to its end.
-    async fn serve_fd(&self, fd: std::os::fd::OwnedFd, id: u64) {
-        match PlainStream::from_accepted(fd, self.listener) {
-            Ok((stream, peer)) => serve_accepted(stream, peer, id, self.worker, self.stop_watch).await,
-            Err(error) => tracing::debug!(%error, "the client left before it was served"),
-        }
-    }
 }
 
 /// What the accept thread hands to the runtime.
 enum Handed {
-    Connection(std::os::fd::OwnedFd, u64),
+    Connection(std::os::fd::OwnedFd, Peer, u64),
     /// A wait ended without a connection (timeout, or a sibling took it): `accept4` calls.
     Nothing(u64),
     /// The wait itself failed; the thread has stopped.
@@ -205,14 +171,20 @@ enum Handed {
 /// The accept thread of a worker serving several connections: takes a free place, waits for a
 /// connection, hands it over; stops when the places are closed, on stop, or on failure.
 fn accept_loop(
-    acceptor: &Acceptor<'_>,
+    acceptor: &mut Acceptor<'_>,
     free: &FreeSlots,
     idle_check: Option<std::time::Duration>,
     tx: &mpsc::UnboundedSender<Handed>,
 ) {
     while free.take() {
         let handed = match acceptor.wait(idle_check) {
-            Ok(Waited::Connection(fd, calls)) => Handed::Connection(fd, calls),
+            Ok(Waited::Connection(fd, peer, calls)) => Handed::Connection(fd, peer, calls),
+            // Not watched by this acceptor: the queue is for classic workers.
+            Ok(Waited::Adopted(conn)) => {
+                free.give_back();
+                drop(conn);
+                Handed::Nothing(0)
+            }
             Ok(Waited::Nothing(calls)) => {
                 free.give_back();
                 Handed::Nothing(calls)

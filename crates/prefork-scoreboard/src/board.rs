@@ -213,6 +213,51 @@ impl Board {
         h.listen_queue_max.fetch_max(queued, Relaxed);
     }
 
+    /// Parent only: publishes below how many idle workers a worker taking a connection rings
+    /// the doorbell (0: never, while the parent could not fork anyway).
+    pub fn set_ring_below(&self, idle: u64) {
+        self.header().ring_below.store(idle, Relaxed);
+    }
+
+    /// Parent only: counts one maintenance round (one wake-up of the parent).
+    pub fn count_parent_round(&self) {
+        self.header().parent_rounds.fetch_add(1, Relaxed);
+    }
+
+    /// Parent only: the whole server is stopping (workers close what they hold between
+    /// requests rather than hand it to a sibling that is stopping too).
+    pub fn set_server_stopping(&self) {
+        self.header().server_stopping.store(1, Release);
+    }
+
+    /// Whether the whole server is stopping.
+    pub fn server_stopping(&self) -> bool {
+        self.header().server_stopping.load(Acquire) != 0
+    }
+
+    /// The workers' own count of idle workers (see [`Board::repair_idle_count`]).
+    pub fn idle_workers(&self) -> u64 {
+        self.header().idle_workers.load(Relaxed)
+    }
+
+    /// Parent only: the slots counted as idle right now (each slot's own flag), for checking
+    /// the workers' shared count, which a worker killed between its two writes leaves off by
+    /// one.
+    pub fn idle_flags(&self) -> u64 {
+        (0..self.slot_count).filter(|&i| self.slot(i).counted_idle.load(Relaxed) != 0).count() as u64
+    }
+
+    /// Parent only: moves the shared idle count by `delta` (a drift the parent has seen last
+    /// long enough not to be a transition in progress).
+    pub fn repair_idle_count(&self, delta: i64) {
+        let count = &self.header().idle_workers;
+        if delta >= 0 {
+            count.fetch_add(delta as u64, Relaxed);
+        } else {
+            let _ = count.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(delta.unsigned_abs())));
+        }
+    }
+
     /// Parent only, after `waitpid` has reaped the slot's worker: marks the slot empty.
     ///
     /// The per-slot counters (behind the server's totals) keep what the dead worker did; the
@@ -223,7 +268,11 @@ impl Board {
             return; // never claimed, or already cleared
         }
         slot.state.store(WorkerState::Dead as u8, Release);
+        if slot.counted_idle.swap(0, AcqRel) != 0 {
+            self.repair_idle_count(-1);
+        }
         slot.flags.store(0, Relaxed);
+        slot.parked.store(0, Relaxed);
         slot.oldest_in_flight_micros.store(0, Relaxed);
         slot.last_change_micros.store(monotonic_micros(), Relaxed);
         record::clear(slot);
@@ -249,14 +298,16 @@ impl Board {
             &slot.rss_bytes,
             &slot.usage_sampled_micros,
             &slot.oldest_in_flight_micros,
+            &slot.parked,
         ] {
             counter.store(0, Relaxed);
         }
+        slot.counted_idle.store(0, Relaxed);
         slot.flags.store(0, Relaxed);
         slot.generation.store(generation, Relaxed);
         slot.started_unix_micros.store(unix_micros(), Relaxed);
         let writer = SlotWriter { slot, header: self.header() };
-        writer.set_state(WorkerState::Starting);
+        let _ = writer.set_state(WorkerState::Starting);
         slot.pid.store(pid, Release);
         writer
     }
@@ -316,6 +367,11 @@ impl Board {
         out.accept_calls_slot = s.accept_calls_slot.load(Relaxed);
         out.slow_requests_slot = s.slow_requests_slot.load(Relaxed);
         out.oldest_in_flight_micros = s.oldest_in_flight_micros.load(Relaxed);
+        out.parked = s.parked.load(Relaxed);
+        out.handed_off_slot = s.handed_off_slot.load(Relaxed);
+        out.adopted_slot = s.adopted_slot.load(Relaxed);
+        out.parked_timeouts_slot = s.parked_timeouts_slot.load(Relaxed);
+        out.parked_evictions_slot = s.parked_evictions_slot.load(Relaxed);
         // An empty slot's record was cleared with it: skip the copy.
         out.request_unreadable = if out.pid == 0 || !with_request {
             out.request = None;
@@ -354,6 +410,10 @@ impl Board {
             reloads: get(&h.reloads),
             reload_failures: get(&h.reload_failures),
             last_boot_error: h.last_boot_error.read_text().unwrap_or_default(),
+            idle_workers: get(&h.idle_workers),
+            ring_below: get(&h.ring_below),
+            parent_rounds: get(&h.parent_rounds),
+            server_stopping: get(&h.server_stopping) != 0,
         }
     }
 
@@ -392,10 +452,46 @@ impl SlotWriter<'_> {
     }
 
     /// Publishes a state change and its time (to the kernel tick: this runs several times per
-    /// request, and the time is only ever shown in seconds).
-    pub fn set_state(&self, state: WorkerState) {
+    /// request, and the time is only ever shown in seconds), and keeps the pool's count of
+    /// idle workers. True if this worker just left `_` and fewer idle workers than the parent
+    /// asked for are left: the caller should ring the doorbell.
+    pub fn set_state(&self, state: WorkerState) -> bool {
         self.slot.last_change_micros.store(coarse_monotonic_micros(), Relaxed);
         self.slot.state.store(state as u8, Release);
+        let idle = state.is_idle();
+        let counted = self.slot.counted_idle.load(Relaxed) != 0;
+        if idle == counted {
+            return false;
+        }
+        // The flag first, then the count: the parent repairs the count from the flags if this
+        // worker dies in between.
+        self.slot.counted_idle.store(u8::from(idle), Relaxed);
+        if idle {
+            self.header.idle_workers.fetch_add(1, Relaxed);
+            false
+        } else {
+            let before = self.header.idle_workers.fetch_sub(1, Relaxed);
+            // Never below zero (a repair may have raced a transition): put it back.
+            if before == 0 {
+                self.header.idle_workers.fetch_add(1, Relaxed);
+            }
+            before.saturating_sub(1) < self.header.ring_below.load(Relaxed)
+        }
+    }
+
+    /// The slot's parking fields, for the worker's parking thread (their only writer).
+    pub fn parking_writer(&self) -> ParkingWriter<'_> {
+        ParkingWriter { slot: self.slot }
+    }
+
+    /// Counts a connection taken from a sibling.
+    pub fn count_adopted(&self) {
+        self.slot.adopted_slot.fetch_add(1, Relaxed);
+    }
+
+    /// Whether the whole server is stopping.
+    pub fn server_stopping(&self) -> bool {
+        self.header.server_stopping.load(Acquire) != 0
     }
 
     /// Counts one accepted connection (and starts its per-connection count).
@@ -468,6 +564,35 @@ impl SlotWriter<'_> {
     /// Asks the parent to replace this worker (a recycling limit was reached).
     pub fn request_retirement(&self) {
         self.slot.flags.fetch_or(SlotFlags::RETIRE_REQUESTED, Release);
+    }
+}
+
+/// The fields of a slot that a worker's parking thread writes (the connections it holds
+/// between requests, and what became of them); the rest of the slot is the main thread's.
+#[derive(Debug)]
+pub struct ParkingWriter<'a> {
+    slot: &'a Slot,
+}
+
+impl ParkingWriter<'_> {
+    /// Publishes how many connections the worker holds between requests.
+    pub fn set_parked(&self, connections: usize) {
+        self.slot.parked.store(connections as u64, Relaxed);
+    }
+
+    /// Counts a connection handed to a sibling with its complete request.
+    pub fn count_handed_off(&self) {
+        self.slot.handed_off_slot.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a parked connection closed because its request did not arrive in time.
+    pub fn count_parked_timeout(&self) {
+        self.slot.parked_timeouts_slot.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a parked connection closed to make room for another.
+    pub fn count_parked_eviction(&self) {
+        self.slot.parked_evictions_slot.fetch_add(1, Relaxed);
     }
 }
 

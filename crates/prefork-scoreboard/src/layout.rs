@@ -14,7 +14,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHPFSCBD");
 
 /// Bumped whenever the layout changes, so that a status tool built from another version
 /// refuses to read a segment it would misinterpret.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Upper bound on slots, far beyond Apache's default ServerLimit of 256.
 pub const MAX_SLOTS: usize = 65_536;
@@ -80,6 +80,20 @@ pub struct Header {
     pub(crate) highest_generation: AtomicU64,
     /// Why the last worker failed to boot, published under its own sequence counter.
     pub(crate) last_boot_error: SeqWords<BOOT_ERROR_WORDS>,
+
+    // Written by workers (the only header fields that are): how many wait for a connection.
+    /// Workers in `_`, kept by the workers themselves as they enter and leave it (each slot's
+    /// `counted_idle` says whether it is counted), so that a worker taking a connection knows,
+    /// without reading every slot, whether the pool just ran short of idle workers.
+    pub(crate) idle_workers: AtomicU64,
+    /// Written by the parent: a worker leaving `_` rings the doorbell when fewer than this
+    /// many are left idle (`min_spare_servers`; 0 while the parent could not fork anyway).
+    pub(crate) ring_below: AtomicU64,
+    /// Maintenance rounds the parent has run (each is one wake-up of the parent).
+    pub(crate) parent_rounds: AtomicU64,
+    /// 1 once the whole server is stopping: workers close the connections they hold between
+    /// requests instead of handing them to a sibling.
+    pub(crate) server_stopping: AtomicU64,
 }
 
 /// Bytes kept of the last boot failure's cause.
@@ -107,7 +121,9 @@ pub struct Slot {
     pub(crate) state: AtomicU8,
     /// [`crate::SlotFlags`] bits.
     pub(crate) flags: AtomicU8,
-    pub(crate) _pad: [AtomicU8; 2],
+    /// 1 while this slot is counted in the header's `idle_workers`.
+    pub(crate) counted_idle: AtomicU8,
+    pub(crate) _pad: AtomicU8,
     /// The generation the worker was forked into.
     pub(crate) generation: AtomicU64,
     /// When the worker process started (Unix epoch µs).
@@ -153,6 +169,18 @@ pub struct Slot {
     /// Unlike the record above (the latest request), this is what the stuck-worker watchdog
     /// needs when a worker runs several requests at once.
     pub(crate) oldest_in_flight_micros: AtomicU64,
+
+    /// Connections this worker holds between requests, not yet in its handler: still sending
+    /// their request (head, or a body the handler will want whole), or idle on keep-alive.
+    pub(crate) parked: AtomicU64,
+    /// Connections with a complete request that this slot's workers handed to a sibling
+    /// (through the listener's hand-off queue), and that they took from it.
+    pub(crate) handed_off_slot: AtomicU64,
+    pub(crate) adopted_slot: AtomicU64,
+    /// Parked connections closed because their request did not arrive in time (header or
+    /// body timeout, or too slow a body), and because the worker had no room left for them.
+    pub(crate) parked_timeouts_slot: AtomicU64,
+    pub(crate) parked_evictions_slot: AtomicU64,
 }
 
 /// Bytes needed for a segment with `slot_count` slots.
@@ -166,7 +194,7 @@ pub const fn slots_offset() -> usize {
 }
 
 const _: () = assert!(size_of::<Header>() == 384 && align_of::<Header>() == 64);
-const _: () = assert!(size_of::<Slot>() == 448 && align_of::<Slot>() == 64);
+const _: () = assert!(size_of::<Slot>() == 512 && align_of::<Slot>() == 64);
 const _: () = assert!(TEXT_WORDS * 8 == REQUEST_LINE_BYTES + CLIENT_BYTES + PROTOCOL_BYTES + VHOST_BYTES);
 const _: () = assert!(REQUEST_LINE_BYTES <= 255 && VHOST_BYTES <= 255);
 
@@ -189,6 +217,8 @@ mod tests {
         assert_eq!(offset_of!(Header, workers_forked), 104);
         assert_eq!(offset_of!(Header, reload_failures), 176);
         assert_eq!(offset_of!(Header, last_boot_error), 192);
+        assert_eq!(offset_of!(Header, idle_workers), 336);
+        assert_eq!(offset_of!(Header, server_stopping), 360);
     }
 
     #[test]
@@ -203,12 +233,15 @@ mod tests {
         assert_eq!(offset_of!(Slot, record), 128);
         assert_eq!(offset_of!(Slot, connections_slot), 408);
         assert_eq!(offset_of!(Slot, oldest_in_flight_micros), 432);
+        assert_eq!(offset_of!(Slot, counted_idle), 6);
+        assert_eq!(offset_of!(Slot, parked), 440);
+        assert_eq!(offset_of!(Slot, parked_evictions_slot), 472);
     }
 
     #[test]
     fn segment_size_is_header_plus_slots() {
         assert_eq!(segment_size(0), 384);
-        assert_eq!(segment_size(256), 384 + 256 * 448);
+        assert_eq!(segment_size(256), 384 + 256 * 512);
         assert_eq!(slots_offset() % align_of::<Slot>(), 0);
     }
 

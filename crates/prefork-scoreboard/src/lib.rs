@@ -1,7 +1,7 @@
 //! Apache-style scoreboard for a preforking server, in named POSIX shared memory.
 //!
 //! The parent creates one segment per server instance ([`Scoreboard::create`]) before it forks;
-//! it holds a header (configuration in force, totals, what the parent saw) and one 448-byte
+//! it holds a header (configuration in force, totals, what the parent saw) and one 512-byte
 //! slot per possible worker (state, counters per request, connection, process and slot, CPU
 //! and memory samples, and the current request's line, client, protocol and virtual host). Each slot is written only by
 //! the worker that owns it ([`Board::claim_slot`] returns the single [`SlotWriter`]), and
@@ -37,7 +37,7 @@ mod snapshot;
 mod state;
 pub mod usage;
 
-pub use board::{Board, BoardConfig, FinishedRequest, RequestStart, SlotFlags, SlotWriter};
+pub use board::{Board, BoardConfig, FinishedRequest, ParkingWriter, RequestStart, SlotFlags, SlotWriter};
 pub use doorbell::Doorbell;
 pub use layout::{
     BOOT_ERROR_BYTES, CLIENT_BYTES, LAYOUT_VERSION, MAX_SLOTS, PROTOCOL_BYTES, REQUEST_LINE_BYTES, VHOST_BYTES,

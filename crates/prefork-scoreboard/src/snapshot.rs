@@ -25,6 +25,14 @@ pub struct HeaderSnapshot {
     pub reload_failures: u64,
     /// Why the last worker failed to boot (empty if none has).
     pub last_boot_error: String,
+    /// The workers' own count of idle workers.
+    pub idle_workers: u64,
+    /// Workers taking a connection ring the parent when fewer than this are left idle.
+    pub ring_below: u64,
+    /// Maintenance rounds the parent has run (its wake-ups).
+    pub parent_rounds: u64,
+    /// The whole server is stopping.
+    pub server_stopping: bool,
 }
 
 /// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a snapshot
@@ -57,6 +65,12 @@ pub struct SlotSnapshot {
     pub slow_requests_slot: u64,
     /// When the oldest request still running began (`CLOCK_MONOTONIC` µs); 0: none running.
     pub oldest_in_flight_micros: u64,
+    /// Connections held between requests (sending their request, or idle on keep-alive).
+    pub parked: u64,
+    pub handed_off_slot: u64,
+    pub adopted_slot: u64,
+    pub parked_timeouts_slot: u64,
+    pub parked_evictions_slot: u64,
     /// The current or last request, if any was published since the slot was cleared.
     pub request: Option<RequestRecord>,
     /// The request record was being rewritten on every read attempt (or its writer died
@@ -90,6 +104,11 @@ impl SlotSnapshot {
         accept_calls_slot: 0,
         slow_requests_slot: 0,
         oldest_in_flight_micros: 0,
+        parked: 0,
+        handed_off_slot: 0,
+        adopted_slot: 0,
+        parked_timeouts_slot: 0,
+        parked_evictions_slot: 0,
         request: None,
         request_unreadable: false,
     };
@@ -122,6 +141,12 @@ pub struct Totals {
     pub connections: u64,
     pub accept_calls: u64,
     pub slow_requests: u64,
+    /// Connections handed to a sibling with a complete request, and taken from one.
+    pub handed_off: u64,
+    pub adopted: u64,
+    /// Parked connections closed for not sending their request in time, or for lack of room.
+    pub parked_timeouts: u64,
+    pub parked_evictions: u64,
 }
 
 impl Snapshot {
@@ -195,6 +220,15 @@ impl Snapshot {
             connections: t.connections + s.connections_slot,
             accept_calls: t.accept_calls + s.accept_calls_slot,
             slow_requests: t.slow_requests + s.slow_requests_slot,
+            handed_off: t.handed_off + s.handed_off_slot,
+            adopted: t.adopted + s.adopted_slot,
+            parked_timeouts: t.parked_timeouts + s.parked_timeouts_slot,
+            parked_evictions: t.parked_evictions + s.parked_evictions_slot,
         })
+    }
+
+    /// Connections parked in live workers (between requests, not in a handler).
+    pub fn parked(&self) -> u64 {
+        self.live().map(|s| s.parked).sum()
     }
 }

@@ -18,10 +18,9 @@ pub(crate) struct ChildRecord {
     pub forked_at: Micros,
     /// The parent has told it to stop (SIGTERM sent).
     pub retiring: bool,
-    /// When it was sent SIGTERM for running a request past `request_timeout`.
+    /// When it was SIGKILLed for running a request past `request_timeout` (it cannot refuse:
+    /// it is not sent again).
     pub stuck_since: Option<Micros>,
-    /// SIGKILL has been sent: it cannot refuse, so it is not sent again.
-    pub killed: bool,
 }
 
 /// Live children by pid, and slot occupancy.
@@ -80,15 +79,7 @@ mod tests {
     use super::*;
 
     fn record(pid: i32, slot: usize) -> ChildRecord {
-        ChildRecord {
-            pid: Pid::from_raw(pid),
-            slot,
-            generation: 1,
-            forked_at: 0,
-            retiring: false,
-            stuck_since: None,
-            killed: false,
-        }
+        ChildRecord { pid: Pid::from_raw(pid), slot, generation: 1, forked_at: 0, retiring: false, stuck_since: None }
     }
 
     #[test]

@@ -47,10 +47,12 @@ pub struct PoolConfig {
     pub max_reload_boot_failures: u32,
     /// At most this many workers are being replaced (recycled) at once.
     pub max_recycling: usize,
-    /// A request running longer than this gets its worker SIGTERMed, then SIGKILLed after
-    /// `request_timeout_grace`. `None`: no limit.
+    /// A request running longer than this is ended: the worker drops an async handler's
+    /// request itself at this time (503); a worker whose request still runs
+    /// `request_timeout_grace` later (a blocking handler, which only a signal can stop) is
+    /// SIGKILLed and replaced. `None`: no limit.
     pub request_timeout: Option<Duration>,
-    /// Time between the SIGTERM and the SIGKILL of a stuck worker.
+    /// How long after `request_timeout` a worker still running the request is killed.
     pub request_timeout_grace: Duration,
 }
 
@@ -71,7 +73,7 @@ impl Default for PoolConfig {
             max_reload_boot_failures: 3,
             max_recycling: 2,
             request_timeout: None,
-            request_timeout_grace: Duration::from_secs(5),
+            request_timeout_grace: Duration::from_secs(1),
         }
     }
 }

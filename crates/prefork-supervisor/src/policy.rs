@@ -32,8 +32,10 @@
 //!    surplus has lasted a whole `idle_retire_interval`, and at most one per interval
 //!    (hysteresis: a dip in load shorter than the interval retires nobody, and any
 //!    oscillation costs at most one worker per interval).
-//! 6. **Stuck workers.** A request running past `request_timeout` (the oldest one running, in
-//!    a worker serving several): SIGTERM, then SIGKILL after `request_timeout_grace`.
+//! 6. **Stuck workers.** A request running past `request_timeout` plus `request_timeout_grace`
+//!    (the oldest one running, in a worker serving several): SIGKILL. The worker itself ends an
+//!    async request at `request_timeout` (503); what is still running after the grace is a
+//!    blocking handler, which only a kill can stop.
 
 use prefork_scoreboard::WorkerState;
 
@@ -58,7 +60,7 @@ pub struct WorkerView {
     pub retire_requested: bool,
     /// When the oldest request it is running began (`None`: none is running).
     pub request_started: Option<Micros>,
-    /// When it was sent SIGTERM for a request past `request_timeout`.
+    /// When it was killed for a request past `request_timeout` (it is being reaped).
     pub stuck_since: Option<Micros>,
 }
 
@@ -170,9 +172,7 @@ pub struct Decision {
     pub spawn: usize,
     /// Tell the workers in these slots to finish and exit (SIGTERM), and why.
     pub retire: Vec<(usize, RetireReason)>,
-    /// SIGTERM these workers for running a request too long (then watch them).
-    pub stuck_term: Vec<usize>,
-    /// SIGKILL these stuck workers: their grace is over.
+    /// SIGKILL these workers: a request has run past `request_timeout` and its grace.
     pub stuck_kill: Vec<usize>,
     /// Go back to this generation (a failed reload).
     pub revert_generation: Option<u64>,
@@ -429,18 +429,15 @@ pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -
 
     // Rule 6: stuck workers.
     if let Some(timeout) = config.request_timeout.map(micros) {
-        let grace = micros(config.request_timeout_grace);
-        for w in view.workers {
-            match (w.stuck_since, w.request_started) {
-                (Some(termed), _) if now >= termed + grace => decision.stuck_kill.push(w.slot),
-                (Some(termed), _) => decision.recheck_at = earliest(decision.recheck_at, termed + grace),
-                (None, Some(started)) if now >= started + timeout => {
+        let limit = timeout + micros(config.request_timeout_grace);
+        for w in view.workers.iter().filter(|w| w.stuck_since.is_none()) {
+            match w.request_started {
+                Some(started) if now >= started + limit => {
                     decision.notices.push(Notice::Stuck { slot: w.slot, running_micros: now - started });
-                    decision.stuck_term.push(w.slot);
-                    decision.recheck_at = earliest(decision.recheck_at, now + grace);
+                    decision.stuck_kill.push(w.slot);
                 }
-                (None, Some(started)) => decision.recheck_at = earliest(decision.recheck_at, started + timeout),
-                (None, None) => {}
+                Some(started) => decision.recheck_at = earliest(decision.recheck_at, started + limit),
+                None => {}
             }
         }
     }

@@ -49,6 +49,13 @@ pub(crate) struct Pool<'a, W> {
     pub(crate) memory: PolicyMemory,
     pub(crate) parent_pid: u32,
     pub(crate) recheck_at: Option<Micros>,
+    /// The idle count's difference from the slots' flags at the last round (see
+    /// `check_idle_count`).
+    pub(crate) idle_drift: Option<i64>,
+    /// The last wake-up came from the doorbell.
+    pub(crate) woken_by_doorbell: bool,
+    /// Until then, only an empty pool rings (see `maintain`).
+    pub(crate) doorbell_muted_until: Micros,
     pub(crate) listen_socket: Option<BorrowedFd<'a>>,
     pub(crate) on_reopen_logs: Option<ReopenLogsHook<'a>>,
 }
@@ -163,6 +170,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             if rang {
                 doorbell.drain();
                 self.last_doorbell_round = monotonic_micros();
+                self.woken_by_doorbell = true;
             }
             let signals = self.signals.drain()?;
             if rang || !signals.is_empty() || monotonic_micros() >= deadline {
@@ -173,7 +181,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
 
     /// One maintenance round: ask the policy, carry out its decision.
     fn maintain(&mut self) -> Result<(), SupervisorError> {
+        self.check_idle_count();
         let board = self.scoreboard.board();
+        board.count_parent_round();
         if let Some((queued, backlog)) = self.listen_socket.and_then(listen_queue) {
             board.record_listen_queue(queued, backlog);
         }
@@ -182,6 +192,16 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         let view = PoolView { now, generation: board.generation(), workers: &workers };
         let (decision, memory) = policy::decide(&view, &self.config.pool, &self.memory);
         self.memory = memory;
+        // A ring that finds nothing to do was a dip of a moment (the pool hovers at its
+        // minimum of idle workers): until the next tick, only an empty pool rings, so that a
+        // steady load does not keep the parent awake; a real burst still empties it.
+        let futile = decision.spawn == 0
+            && decision.retire.is_empty()
+            && decision.stuck_kill.is_empty()
+            && decision.revert_generation.is_none();
+        if std::mem::take(&mut self.woken_by_doorbell) && futile {
+            self.doorbell_muted_until = now + self.config.maintenance_interval.as_micros() as u64;
+        }
         self.recheck_at = decision.recheck_at;
         for notice in &decision.notices {
             self.report(notice);
@@ -198,21 +218,14 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 signal_child(child.pid, Signal::SIGTERM);
             }
         }
-        for slot in decision.stuck_term {
+        for slot in decision.stuck_kill {
             let request = board.slot_snapshot(slot);
-            if let Some(child) = self.children.by_slot_mut(slot) {
+            if let Some(child) = self.children.by_slot_mut(slot).filter(|c| c.stuck_since.is_none()) {
                 child.retiring = true;
                 child.stuck_since = Some(now);
-                log_stuck(child, &request, now, self.config.pool.request_timeout_grace);
-                signal_child(child.pid, Signal::SIGTERM);
-                board.count_stuck_kill();
-            }
-        }
-        for slot in decision.stuck_kill {
-            if let Some(child) = self.children.by_slot_mut(slot).filter(|c| !c.killed) {
-                tracing::error!(pid = child.pid.as_raw(), slot, "stuck worker ignored SIGTERM: killing it");
+                log_stuck(child, &request, now);
                 signal_child(child.pid, Signal::SIGKILL);
-                child.killed = true;
+                board.count_stuck_kill();
             }
         }
         if decision.spawn >= 8 {
@@ -227,7 +240,31 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 break;
             }
         }
+        // Workers wake the parent only when the pool runs short of idle workers, and only
+        // while it could fork more: a steady load leaves it asleep.
+        let can_fork = self.children.len() < self.config.pool.max_clients && !self.memory.halted;
+        let ring_below = match (can_fork, monotonic_micros() < self.doorbell_muted_until) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => self.config.pool.min_spare_servers as u64,
+        };
+        self.scoreboard.board().set_ring_below(ring_below);
         Ok(())
+    }
+
+    /// The workers keep the pool's idle count themselves; one killed between its two writes
+    /// leaves it off by one. A difference from the slots' own flags that lasts two rounds is
+    /// not a transition in progress: put it right.
+    fn check_idle_count(&mut self) {
+        let board = self.scoreboard.board();
+        let drift = board.idle_flags() as i64 - board.idle_workers() as i64;
+        if drift != 0 && self.idle_drift == Some(drift) {
+            tracing::debug!(drift, "idle worker count repaired");
+            board.repair_idle_count(drift);
+            self.idle_drift = None;
+        } else {
+            self.idle_drift = (drift != 0).then_some(drift);
+        }
     }
 
     fn report(&self, notice: &Notice) {
@@ -335,6 +372,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
 
     /// Stops every worker and returns once all are reaped.
     fn stop(&mut self, mode: StopMode) -> Result<StopReport, SupervisorError> {
+        // Workers close the connections they hold between requests rather than pass them to
+        // a sibling that is stopping too.
+        self.scoreboard.board().set_server_stopping();
         let workers_forked = self.scoreboard.board().header_snapshot().workers_forked;
         let mut report = StopReport { graceful: mode == StopMode::Graceful, killed_at_timeout: 0, workers_forked };
         if mode == StopMode::Graceful {
@@ -420,7 +460,7 @@ fn view_of(child: &ChildRecord, board: &Board) -> WorkerView {
 }
 
 /// Where it is stuck, for the operator (gunicorn's "WORKER TIMEOUT" says nothing of that).
-fn log_stuck(child: &ChildRecord, slot: &SlotSnapshot, now: Micros, grace: Duration) {
+fn log_stuck(child: &ChildRecord, slot: &SlotSnapshot, now: Micros) {
     let request = slot.request;
     tracing::error!(
         pid = child.pid.as_raw(),
@@ -428,8 +468,7 @@ fn log_stuck(child: &ChildRecord, slot: &SlotSnapshot, now: Micros, grace: Durat
         request = %request.map(|r| r.line().to_string_lossy().into_owned()).unwrap_or_default(),
         client = %request.map(|r| r.client().to_string_lossy().into_owned()).unwrap_or_default(),
         running_s = request.map_or(0.0, |r| now.saturating_sub(r.started_micros()) as f64 / 1e6),
-        kill_after = ?grace,
-        "request ran past request_timeout: sending SIGTERM"
+        "request ran past request_timeout and its grace (a blocking handler): killing the worker"
     );
 }
 

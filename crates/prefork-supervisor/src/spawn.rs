@@ -45,7 +45,6 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                     forked_at: monotonic_micros(),
                     retiring: false,
                     stuck_since: None,
-                    killed: false,
                 };
                 self.children.insert(record);
                 tracing::debug!(pid = child.as_raw(), slot, generation, "forked worker");

@@ -105,6 +105,9 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             memory: PolicyMemory::default(),
             parent_pid: std::process::id(),
             recheck_at: None,
+            idle_drift: None,
+            woken_by_doorbell: false,
+            doorbell_muted_until: 0,
             listen_socket: self.listen_socket,
             on_reopen_logs: self.on_reopen_logs,
         };

@@ -28,6 +28,7 @@ pub struct ServerBuilder {
     pid_file: Option<PathBuf>,
     fork_handlers: Vec<ForkHandler>,
     setup_handler: Option<SetupHandler>,
+    defer_accept: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -54,6 +55,7 @@ impl Default for ServerBuilder {
             pid_file: None,
             fork_handlers: Vec::new(),
             setup_handler: None,
+            defer_accept: true,
         }
     }
 }
@@ -174,6 +176,27 @@ impl ServerBuilder {
     /// Largest request body accepted (`413` beyond; default 16 MiB).
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.worker.max_body_size = bytes;
+        self
+    }
+
+    /// Bodies slower than this many bytes per second, after the keep-alive timeout's allowance,
+    /// get `408` (mod_reqtimeout's `MinRate`; default 500; 0: no minimum).
+    pub fn body_min_rate(mut self, bytes_per_second: u64) -> Self {
+        self.worker.body_min_rate = bytes_per_second;
+        self
+    }
+
+    /// Connections a classic worker holds between requests — still sending their request, or
+    /// idle on keep-alive — before it closes the one held longest (default 256).
+    pub fn max_parked(mut self, connections: usize) -> Self {
+        self.worker.max_parked = connections;
+        self
+    }
+
+    /// Wake a worker for a new TCP connection only once its first bytes arrived
+    /// (`TCP_DEFER_ACCEPT`, waiting up to the keep-alive timeout; default on).
+    pub fn defer_accept(mut self, enabled: bool) -> Self {
+        self.defer_accept = enabled;
         self
     }
 
@@ -333,8 +356,11 @@ impl ServerBuilder {
         self
     }
 
-    /// A request running longer than this gets its worker SIGTERMed, then SIGKILLed after
-    /// `grace`, with its request line logged (default: no limit; grace 5 s).
+    /// A request running longer than this is ended (gunicorn's `timeout`, php-fpm's
+    /// `request_terminate_timeout`): at the timeout the worker drops an async handler's request
+    /// and answers `503` (or closes the connection if the response had begun); a worker whose
+    /// request still runs `grace` later — a blocking handler, which only a signal can stop — is
+    /// SIGKILLed and replaced, the request named in the log (default: no limit; grace 1 s).
     pub fn request_timeout(mut self, timeout: Option<Duration>, grace: Duration) -> Self {
         self.supervisor.pool.request_timeout = timeout;
         self.supervisor.pool.request_timeout_grace = grace;
@@ -403,6 +429,7 @@ impl ServerBuilder {
             ("max_request_line", worker.max_request_line, 16),
             ("max_header_size", worker.max_header_size, 1024),
             ("max_headers", worker.max_headers, 1),
+            ("max_parked", worker.max_parked, 1),
         ] {
             if value < min {
                 return invalid(format!("{name} must be at least {min}, got {value}"));
@@ -420,6 +447,9 @@ impl ServerBuilder {
             pool.max_spare_servers = adjusted;
         }
         self.supervisor.validate()?;
+        // The worker ends an async request at the timeout itself; the supervisor kills what
+        // still runs after the grace.
+        self.worker.request_timeout = self.supervisor.pool.request_timeout;
         let mut router = Router::new();
         for (dir, handler) in self.handlers {
             router.add(&dir, handler)?;
@@ -458,6 +488,7 @@ impl ServerBuilder {
             pid_file: self.pid_file,
             fork_handlers: self.fork_handlers,
             setup_handler: self.setup_handler,
+            defer_accept: self.defer_accept,
         })
     }
 }

@@ -124,11 +124,13 @@ struct ServeArgs {
     /// long (e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     idle_retire_interval: Duration,
-    /// A request running longer than this gets its worker SIGTERMed (then SIGKILLed).
+    /// A request running longer than this is ended: an async handler's at once (503, or the
+    /// connection closed if its response had begun), a blocking handler's by killing its
+    /// worker after --request-timeout-grace.
     #[arg(long, value_parser = humantime::parse_duration)]
     request_timeout: Option<Duration>,
-    /// Time between that SIGTERM and the SIGKILL.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long after --request-timeout a worker still running the request is SIGKILLed.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     request_timeout_grace: Duration,
     /// First delay before forking again after a worker failed to boot (doubles per failure).
     #[arg(long, alias = "boot-backoff", default_value = "250ms", value_parser = humantime::parse_duration)]
@@ -168,6 +170,18 @@ struct ServeArgs {
     /// A request body not received within this gets 408.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     body_read_timeout: Duration,
+    /// A request body slower than this per second (after the keep-alive timeout's allowance)
+    /// gets 408; 0B: no minimum.
+    #[arg(long, default_value = "500B")]
+    body_min_rate: ByteSize,
+    /// Connections a classic worker holds between requests (sending their request, or idle on
+    /// keep-alive) before it closes the one held longest.
+    #[arg(long, default_value_t = 256)]
+    max_parked: usize,
+    /// Wake workers for new connections at once, not when their first bytes arrive
+    /// (TCP_DEFER_ACCEPT is on by default).
+    #[arg(long)]
+    no_defer_accept: bool,
     /// An async handler that has not answered within this gets 503.
     #[arg(long, value_parser = humantime::parse_duration)]
     handler_timeout: Option<Duration>,
@@ -259,6 +273,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_headers(args.max_headers)
         .max_body_size(size(args.max_body_size))
         .body_read_timeout(args.body_read_timeout)
+        .body_min_rate(args.body_min_rate.as_u64())
+        .max_parked(args.max_parked)
+        .defer_accept(!args.no_defer_accept)
         .handler_timeout(args.handler_timeout)
         .access_log(args.access_log.map(|format| match format {
             AccessLog::Common => AccessLogFormat::Common,

@@ -67,6 +67,7 @@ pub struct Server {
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) fork_handlers: Vec<ForkHandler>,
     pub(crate) setup_handler: Option<SetupHandler>,
+    pub(crate) defer_accept: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -102,6 +103,11 @@ impl Server {
                 Listener::bind_unix(path, DEFAULT_BACKLOG).map_err(bind_error(format!("unix:{}", path.display())))?
             }
         };
+        if self.defer_accept
+            && let Err(error) = listener.set_defer_accept(self.worker.keepalive_timeout)
+        {
+            tracing::warn!(%error, "TCP_DEFER_ACCEPT unavailable; workers are woken for connections that send nothing");
+        }
         if let Some(setup) = self.setup_handler.take() {
             setup(listener.address());
         }

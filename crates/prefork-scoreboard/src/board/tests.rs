@@ -8,7 +8,7 @@ struct Memory(Vec<Slot>);
 
 impl Memory {
     fn new(slots: usize) -> Memory {
-        // The header is 384 bytes, and a Slot is 448: one extra Slot covers it.
+        // The header is 384 bytes, and a Slot is 512: one extra Slot covers it.
         assert!(segment_size(slots) <= (slots + 1) * size_of::<Slot>());
         // SAFETY: a Slot is only atomics, for which all-zero bytes are valid.
         Memory((0..=slots).map(|_| unsafe { std::mem::zeroed() }).collect())

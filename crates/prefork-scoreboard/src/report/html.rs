@@ -111,6 +111,12 @@ impl StatusReport {
         card(format!("{:.1}", self.requests_per_second), "requests/s (average)", "");
         card(human_bytes(self.total_bytes), "sent", "");
         card(self.total_connections.to_string(), "connections", "");
+        card(self.parked.to_string(), "parked connections", "");
+        card(
+            format!("{} / {}", self.parked_timeouts, self.parked_evictions),
+            "parked timed out / evicted",
+            if self.parked_evictions > 0 { " warn" } else { "" },
+        );
         card(self.slow_requests.to_string(), "slow requests", if self.slow_requests > 0 { " warn" } else { "" });
         card(format!("{} / {}", self.listen_queue, self.listen_queue_max), "listen queue now / max", "");
         card(

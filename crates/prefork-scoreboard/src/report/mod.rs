@@ -16,12 +16,16 @@
 //! | `workers_forked`, `max_clients_reached`, `stuck_kills`, `reloads`, `reload_failures` | event counts |
 //! | `listen_queue`, `listen_queue_max`, `listen_queue_len` | connections waiting to be accepted now, the most seen, the backlog limit |
 //! | `boot_failures`, `spawning_halted`, `last_boot_error` | workers that failed to boot in a row; forking halted because of them; why the last one failed |
+//! | `parked` | connections held by workers between requests (sending their request, or idle on keep-alive), not in a handler |
+//! | `handed_off`, `parked_timeouts`, `parked_evictions` | parked connections passed to an idle worker with their request complete; closed because the request did not arrive in time (`408`); closed for lack of room |
+//! | `parent_wakeups` | maintenance rounds the supervisor has run |
 //! | `workers[]` | one per live worker, below |
 //!
 //! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `started_unix`,
 //! `seconds_in_state`, `requests` (this process), `requests_slot`, `requests_connection`, `bytes`
 //! (this process), `bytes_slot`, `connections`, `accept_calls`, `slow_requests`,
-//! `last_request_micros` (duration of the last finished request), `running_seconds` (how long
+//! `last_request_micros` (duration of the last finished request), `parked` (connections it
+//! holds between requests), `running_seconds` (how long
 //! the oldest request still running has run; `null`: none), `cpu_seconds`, `rss_bytes`,
 //! `request` (`null`, or `line`, `client`, `protocol`, `vhost`, `seconds_since_start`: the
 //! current request while busy, the last one while idle), `request_unreadable`.
@@ -67,6 +71,11 @@ pub struct StatusReport {
     pub spawning_halted: bool,
     /// Why the last worker failed to boot (`null` if none has).
     pub last_boot_error: Option<String>,
+    pub parked: u64,
+    pub handed_off: u64,
+    pub parked_timeouts: u64,
+    pub parked_evictions: u64,
+    pub parent_wakeups: u64,
     pub workers: Vec<WorkerInfo>,
 }
 
@@ -110,6 +119,7 @@ pub struct WorkerInfo {
     pub accept_calls: u64,
     pub slow_requests: u64,
     pub last_request_micros: u64,
+    pub parked: u64,
     /// How long the oldest request still running has run (`null`: none is running).
     pub running_seconds: Option<f64>,
     pub cpu_seconds: f64,
@@ -178,6 +188,11 @@ impl StatusReport {
             boot_failures: h.boot_failures,
             spawning_halted: h.spawning_halted,
             last_boot_error: (!h.last_boot_error.is_empty()).then(|| h.last_boot_error.clone()),
+            parked: snapshot.parked(),
+            handed_off: totals.handed_off,
+            parked_timeouts: totals.parked_timeouts,
+            parked_evictions: totals.parked_evictions,
+            parent_wakeups: h.parent_rounds,
             workers: snapshot
                 .live()
                 .map(|s| WorkerInfo {
@@ -197,6 +212,7 @@ impl StatusReport {
                     accept_calls: s.accept_calls,
                     slow_requests: s.slow_requests,
                     last_request_micros: s.last_duration_micros,
+                    parked: s.parked,
                     running_seconds: (s.oldest_in_flight_micros != 0).then(|| {
                         round3(snapshot.taken_monotonic_micros.saturating_sub(s.oldest_in_flight_micros) as f64 / 1e6)
                     }),

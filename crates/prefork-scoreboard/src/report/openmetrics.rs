@@ -53,6 +53,31 @@ impl StatusReport {
             "Requests that took longer than the slow-request threshold.",
             &counter(self.slow_requests),
         );
+        metric(
+            "parked_connections",
+            "gauge",
+            "Connections held between requests (sending their request, or idle on keep-alive), not in a handler.",
+            &[("", self.parked as f64)],
+        );
+        metric(
+            "handed_off",
+            "counter",
+            "Parked connections passed to an idle worker with their request complete.",
+            &counter(self.handed_off),
+        );
+        metric(
+            "parked_timeouts",
+            "counter",
+            "Parked connections closed because their request did not arrive in time.",
+            &counter(self.parked_timeouts),
+        );
+        metric(
+            "parked_evictions",
+            "counter",
+            "Parked connections closed to make room for newer ones.",
+            &counter(self.parked_evictions),
+        );
+        metric("parent_wakeups", "counter", "Maintenance rounds the supervisor ran.", &counter(self.parent_wakeups));
         metric("workers_forked", "counter", "Worker processes forked.", &counter(self.workers_forked));
         metric(
             "max_clients_reached",

@@ -42,6 +42,11 @@ fn slot(index: usize, pid: u32, state: WorkerState, requests: u64) -> SlotSnapsh
         accept_calls_slot: requests,
         slow_requests_slot: 0,
         oldest_in_flight_micros: 0,
+        parked: 0,
+        handed_off_slot: 0,
+        adopted_slot: 0,
+        parked_timeouts_slot: 0,
+        parked_evictions_slot: 0,
         request: None,
         request_unreadable: false,
     }
@@ -83,6 +88,10 @@ pub(crate) fn snapshot() -> Snapshot {
             reloads: 0,
             reload_failures: 0,
             last_boot_error: String::new(),
+            idle_workers: 1,
+            ring_below: 1,
+            parent_rounds: 42,
+            server_stopping: false,
         },
         slots: vec![slot(0, 101, WorkerState::Idle, 1), writing, dead, keepalive],
     }
@@ -107,7 +116,8 @@ fn json_has_exactly_the_fields_the_module_documents_and_the_counts_add_up() {
     let top = "server config max_clients processes idle busy starting stopping scoreboard total_accesses \
         total_bytes total_connections total_accept_calls slow_requests requests_per_second bytes_per_second \
         workers_forked max_clients_reached stuck_kills reloads reload_failures listen_queue listen_queue_max \
-        listen_queue_len boot_failures spawning_halted last_boot_error workers";
+        listen_queue_len boot_failures spawning_halted last_boot_error parked handed_off parked_timeouts \
+        parked_evictions parent_wakeups workers";
     assert_eq!(keys(&v), sorted(top.split_whitespace().collect()));
     assert_eq!(
         keys(&v["server"]),
@@ -117,7 +127,7 @@ fn json_has_exactly_the_fields_the_module_documents_and_the_counts_add_up() {
         "start_servers min_spare_servers max_spare_servers max_clients max_requests_per_child slow_request_seconds";
     assert_eq!(keys(&v["config"]), sorted(config.split_whitespace().collect()));
     let worker = "slot pid generation state retire_requested started_unix seconds_in_state requests requests_slot \
-        requests_connection bytes bytes_slot connections accept_calls slow_requests last_request_micros \
+        requests_connection bytes bytes_slot connections accept_calls slow_requests last_request_micros parked \
         running_seconds cpu_seconds rss_bytes request request_unreadable";
     for w in v["workers"].as_array().unwrap() {
         assert_eq!(keys(w), sorted(worker.split_whitespace().collect()));

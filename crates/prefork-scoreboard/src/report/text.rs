@@ -31,7 +31,9 @@ impl StatusReport {
         line("IdleWorkers", &self.idle);
         line("Processes", &self.processes);
         line("Stopping", &self.stopping);
-        line("ConnsTotal", &self.busy);
+        // Apache event's own names: connections in total, those waiting between requests.
+        line("ConnsTotal", &(self.busy as u64 + self.parked));
+        line("ConnsAsyncKeepAlive", &self.parked);
         line("Scoreboard", &self.scoreboard);
         out
     }
@@ -61,8 +63,17 @@ impl StatusReport {
         );
         let _ = writeln!(
             out,
-            "{} processes: {} idle, {} busy, {} starting, {} stopping",
-            self.processes, self.idle, self.busy, self.starting, self.stopping
+            "{} processes: {} idle, {} busy, {} starting, {} stopping; {} connections parked between requests \
+             ({} handed off, {} timed out, {} evicted)",
+            self.processes,
+            self.idle,
+            self.busy,
+            self.starting,
+            self.stopping,
+            self.parked,
+            self.handed_off,
+            self.parked_timeouts,
+            self.parked_evictions
         );
         let _ = writeln!(
             out,

@@ -408,37 +408,42 @@ fn running(mut w: WorkerView, since: Micros) -> WorkerView {
 fn the_watchdog_looks_at_running_requests_whatever_the_letter() {
     // A worker serving several connections shows `_` while it can take more, and a stopping
     // one shows `G`: a request running past the timeout is stuck all the same.
-    let cfg = PoolConfig { request_timeout: Some(Duration::from_secs(30)), ..config(0, 4, 10) };
+    let cfg = PoolConfig {
+        request_timeout: Some(Duration::from_secs(30)),
+        request_timeout_grace: Duration::from_secs(1),
+        ..config(0, 4, 10)
+    };
     let workers = vec![running(worker(0, WorkerState::Idle, 0), 0), running(worker(1, WorkerState::Graceful, 0), 0)];
     let (d, _) = run(&workers, &cfg, 31 * SEC, &PolicyMemory::default());
-    assert_eq!(d.stuck_term, vec![0, 1]);
+    assert_eq!(d.stuck_kill, vec![0, 1]);
     // Nothing running: nothing stuck, however long the worker has been busy.
     let (d, _) = run(&[worker(0, WorkerState::Writing, 0)], &cfg, 100 * SEC, &PolicyMemory::default());
-    assert!(d.stuck_term.is_empty());
+    assert!(d.stuck_kill.is_empty());
 }
 
 #[test]
-fn a_request_past_request_timeout_gets_term_then_kill_after_the_grace() {
+fn a_request_past_request_timeout_and_its_grace_gets_its_worker_killed_once() {
     let cfg = PoolConfig {
         request_timeout: Some(Duration::from_secs(30)),
-        request_timeout_grace: Duration::from_secs(5),
+        request_timeout_grace: Duration::from_secs(1),
         ..config(1, 4, 10)
     };
     let workers = vec![worker(0, WorkerState::Idle, 0), running(worker(1, WorkerState::Writing, 0), 0)];
     let (d, _) = run(&workers, &cfg, 10 * SEC, &PolicyMemory::default());
-    assert!(d.stuck_term.is_empty());
-    assert_eq!(d.recheck_at, Some(30 * SEC), "look again exactly when it times out");
+    assert!(d.stuck_kill.is_empty());
+    assert_eq!(d.recheck_at, Some(31 * SEC), "look again exactly when its grace is over");
+    // At the timeout the worker answers an async request itself: no kill yet.
     let (d, _) = run(&workers, &cfg, 30 * SEC, &PolicyMemory::default());
-    assert_eq!(d.stuck_term, vec![1]);
-    assert!(matches!(d.notices[..], [Notice::Stuck { slot: 1, running_micros }] if running_micros == 30 * SEC));
-    let mut termed = workers.clone();
-    termed[1].stuck_since = Some(30 * SEC);
-    termed[1].retiring = true;
-    let (d, _) = run(&termed, &cfg, 33 * SEC, &PolicyMemory::default());
-    assert!(d.stuck_kill.is_empty() && d.stuck_term.is_empty());
-    assert_eq!(d.recheck_at, Some(35 * SEC));
-    let (d, _) = run(&termed, &cfg, 35 * SEC, &PolicyMemory::default());
+    assert!(d.stuck_kill.is_empty());
+    let (d, _) = run(&workers, &cfg, 31 * SEC, &PolicyMemory::default());
     assert_eq!(d.stuck_kill, vec![1]);
+    assert!(matches!(d.notices[..], [Notice::Stuck { slot: 1, running_micros }] if running_micros == 31 * SEC));
+    // Killed, not reaped yet: not killed again.
+    let mut killed = workers.clone();
+    killed[1].stuck_since = Some(31 * SEC);
+    killed[1].retiring = true;
+    let (d, _) = run(&killed, &cfg, 40 * SEC, &PolicyMemory::default());
+    assert!(d.stuck_kill.is_empty());
 }
 
 #[test]
@@ -446,7 +451,7 @@ fn without_request_timeout_nothing_is_ever_stuck() {
     let cfg = config(1, 4, 10);
     let workers = vec![running(worker(0, WorkerState::Writing, 0), 0)];
     let (d, _) = run(&workers, &cfg, 1_000_000 * SEC, &PolicyMemory::default());
-    assert!(d.stuck_term.is_empty() && d.stuck_kill.is_empty());
+    assert!(d.stuck_kill.is_empty());
 }
 
 #[test]

@@ -1,0 +1,158 @@
+//! Whether the bytes received on a connection hold a request a handler can take at once, or
+//! more must arrive first: the test a parked connection passes before it may take a worker.
+//!
+//! httparse decides where the head ends, with the same limits hyper applies later; hyper
+//! parses the request again once a worker serves it. The test only ever answers "ready"
+//! *earlier* than hyper would need the bytes, never later: anything it is unsure of
+//! (malformed or oversized heads, chunked bodies, `Expect: 100-continue`) is ready, and hyper
+//! then answers it or reads the rest itself. So a request hyper would accept is never held
+//! back here.
+
+use std::mem::MaybeUninit;
+
+use httparse::{Header, Request, Status};
+
+/// Headers the test looks at: a request with more is left to hyper (ready at once), which
+/// applies the configured limit.
+const MAX_HEADERS_SEEN: usize = 128;
+
+/// Bodies up to this size (by `Content-Length`) are received whole before the request takes
+/// a worker, so that a client sending its body slowly holds no worker. Larger ones take a
+/// worker once their head is complete (their body is read under the minimum-rate rule).
+pub(crate) const MAX_PARKED_BODY: usize = 64 * 1024;
+
+/// What a parked connection is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Nothing yet, or part of the request head.
+    Head,
+    /// The head is complete; `received` of the body's `expected` bytes are in.
+    Body { received: usize, expected: usize },
+    /// A handler can take it now (or hyper must answer it: a malformed or oversized request).
+    Ready,
+}
+
+/// The limits the test applies (hyper's own, so that both agree on where a head ends).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadLimits {
+    pub max_headers: usize,
+    pub max_header_size: usize,
+}
+
+/// Where the request in `bytes` stands.
+pub(crate) fn progress(bytes: &[u8], limits: HeadLimits) -> Progress {
+    if bytes.is_empty() {
+        return Progress::Head;
+    }
+    // Uninitialised: this runs on every new connection, and most heads have a few headers.
+    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_SEEN];
+    let mut request = Request::new(&mut []);
+    let seen = limits.max_headers.clamp(1, MAX_HEADERS_SEEN);
+    let head_len = match request.parse_with_uninit_headers(bytes, &mut headers[..seen]) {
+        Ok(Status::Complete(len)) => len,
+        // Too long a head: hyper answers 431 (it needs no more bytes to do so).
+        Ok(Status::Partial) if bytes.len() > limits.max_header_size => return Progress::Ready,
+        Ok(Status::Partial) => return Progress::Head,
+        // Malformed (or HTTP/2's preface, which is not HTTP/1 at all): hyper answers it, or the
+        // HTTP/2 sniffing takes it.
+        Err(_) => return Progress::Ready,
+    };
+    if head_len > limits.max_header_size {
+        return Progress::Ready;
+    }
+    match body_length(request.headers) {
+        Some(expected) if expected <= MAX_PARKED_BODY => {
+            let received = bytes.len() - head_len;
+            if received >= expected { Progress::Ready } else { Progress::Body { received, expected } }
+        }
+        _ => Progress::Ready,
+    }
+}
+
+/// The body's length if the request says it plainly: one `Content-Length` (repeats must agree),
+/// no `Transfer-Encoding`, no `Expect` (a client waiting for `100 Continue` sends no body
+/// until a worker asks for it). `None` hands the body to hyper: chunked, conflicting or
+/// invalid framing, expectations.
+fn body_length(headers: &[Header<'_>]) -> Option<usize> {
+    let mut length = None;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") || header.name.eq_ignore_ascii_case("expect") {
+            return None;
+        }
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(header.value).ok()?.trim();
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let value: usize = value.parse().ok()?;
+            match length {
+                Some(seen) if seen != value => return None,
+                _ => length = Some(value),
+            }
+        }
+    }
+    Some(length.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits { max_headers: 100, max_header_size: 8192 };
+
+    fn of(bytes: &[u8]) -> Progress {
+        progress(bytes, LIMITS)
+    }
+
+    #[test]
+    fn a_head_is_ready_at_its_blank_line_and_not_before() {
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 0..request.len() {
+            assert_eq!(of(&request[..cut]), Progress::Head, "{:?}", String::from_utf8_lossy(&request[..cut]));
+        }
+        assert_eq!(of(request), Progress::Ready);
+        // A pipelined second request does not matter: the first is ready.
+        assert_eq!(of(b"GET / HTTP/1.1\r\n\r\nGET /b HTT"), Progress::Ready);
+    }
+
+    #[test]
+    fn a_small_body_is_waited_for_whole() {
+        let head = b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(of(head), Progress::Body { received: 0, expected: 5 });
+        let mut partial = head.to_vec();
+        partial.extend_from_slice(b"abc");
+        assert_eq!(of(&partial), Progress::Body { received: 3, expected: 5 });
+        partial.extend_from_slice(b"de");
+        assert_eq!(of(&partial), Progress::Ready);
+    }
+
+    #[test]
+    fn what_hyper_must_decide_is_ready_at_once() {
+        for request in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"PRI * HTTP/2",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        ] {
+            assert_eq!(of(request), Progress::Ready, "{:?}", String::from_utf8_lossy(request));
+        }
+        // Repeats that agree are a plain length.
+        assert_eq!(
+            of(b"POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n"),
+            Progress::Body { received: 0, expected: 2 }
+        );
+    }
+
+    #[test]
+    fn an_oversized_or_overfull_head_is_left_to_hyper() {
+        let long = format!("GET /{} HTTP/1.1\r\n", "x".repeat(9000));
+        assert_eq!(of(long.as_bytes()), Progress::Ready);
+        let many: String = (0..101).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(of(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), Progress::Ready);
+    }
+}

@@ -1,0 +1,138 @@
+//! Black-box tests of slow clients against a classic pool: a slowloris flood (slow heads) and
+//! a slow-body flood, driven by `slowhttptest`, while a normal client keeps asking.
+//!
+//! What must hold: the flood's connections wait parked, holding no worker; the normal client
+//! is answered throughout (never refused, never failing), and so is `slowhttptest`'s own
+//! probe; the flood's connections are closed by the header or body timeout; memory stays
+//! bounded. How fast the normal client is answered under the flood is measured by
+//! `cargo xtask bench --slow-clients` (timing is a benchmark's business, not a test's).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use anyhow::{Context as _, Result, ensure};
+use prefork_tests::{DEADLINE, ServerProcess, TempPath, count, http_get, require_tool, status_json, wait_for};
+
+/// What a flood did to the pool, seen from outside.
+struct FloodReport {
+    normal_requests: u64,
+    most_parked: u64,
+    /// The longest any worker was seen reading a request (`R`), seconds: a worker held by a
+    /// slow client would read it until the header timeout.
+    longest_reading: f64,
+    /// slowhttptest's own probe, one verdict per second: whether a normal request was
+    /// answered within its probe timeout (its CSV writes 0 for "no").
+    probe: Vec<bool>,
+}
+
+/// Runs `slowhttptest` with `attack` against a classic pool of at most 32 workers for
+/// `seconds`, with a normal client asking all along and the scoreboard watched.
+fn flood(attack: &[&str], seconds: u32) -> Result<Option<(ServerProcess, FloodReport, TempPath)>> {
+    if !require_tool("slowhttptest", &["sh", "-c", "command -v slowhttptest"], "apt-get install slowhttptest")? {
+        return Ok(None);
+    }
+    let pid_file = TempPath::new("slow.pid");
+    let server = ServerProcess::start_pool(8, 4, 16, &["--max-clients", "32", "--pid-file", pid_file.as_str()])?;
+    let csv = TempPath::new("slowhttptest");
+    let url = format!("http://{}/", server.addr());
+    let length = seconds.to_string();
+    let mut args = vec!["-c", "400", "-i", "10", "-r", "100", "-x", "24", "-p", "3", "-l", &length, "-u", &url];
+    args.extend_from_slice(attack);
+    args.extend_from_slice(&["-g", "-o", csv.as_str()]);
+    let mut attacker = Command::new("slowhttptest")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting slowhttptest")?;
+    let done = Arc::new(AtomicBool::new(false));
+    let normal = {
+        let (done, addr) = (Arc::clone(&done), server.addr());
+        thread::spawn(move || -> Result<u64> {
+            let mut answered = 0;
+            while !done.load(Ordering::Relaxed) {
+                let response = http_get(addr, "/")?;
+                ensure!(response.status == 200, "a normal request was answered {}", response.status);
+                answered += 1;
+            }
+            Ok(answered)
+        })
+    };
+    let (mut most_parked, mut longest_reading) = (0, 0f64);
+    loop {
+        // From shared memory, not HTTP: the status command never needs a free worker.
+        let status = status_json(&pid_file)?;
+        most_parked = most_parked.max(count(&status, "parked"));
+        for worker in status["workers"].as_array().into_iter().flatten().filter(|w| w["state"] == "R") {
+            longest_reading = longest_reading.max(worker["seconds_in_state"].as_f64().unwrap_or(0.0));
+        }
+        if attacker.try_wait()?.is_some() {
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let normal_requests = normal.join().expect("normal client")?;
+    let probe = std::fs::read_to_string(format!("{}.csv", csv.as_str()))
+        .context("slowhttptest's statistics")?
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.rsplit(',').next().map(|s| s.trim() != "0"))
+        .collect();
+    let _ = std::fs::remove_file(format!("{}.html", csv.as_str()));
+    let _ = std::fs::remove_file(format!("{}.csv", csv.as_str()));
+    Ok(Some((server, FloodReport { normal_requests, most_parked, longest_reading, probe }, pid_file)))
+}
+
+/// The flood's connections are all closed in the end (by the server's timeouts).
+fn flood_cleared(server: &ServerProcess, pid_file: &TempPath) -> Result<serde_json::Value> {
+    wait_for("the flood's connections to be closed", DEADLINE, || {
+        let status = status_json(pid_file)?;
+        Ok((count(&status, "parked") == 0).then_some(status))
+    })
+    .and_then(|status| {
+        // Bounded memory: no worker grew for holding hundreds of slow connections.
+        for worker in status["workers"].as_array().into_iter().flatten() {
+            let rss = worker["rss_bytes"].as_u64().unwrap_or(0);
+            ensure!(rss < 64 << 20, "worker {} holds {} MiB", worker["pid"], rss >> 20);
+        }
+        ensure!(server.get("/")?.status == 200);
+        Ok(status)
+    })
+}
+
+#[test]
+fn a_slowloris_flood_takes_no_worker_and_the_pool_answers_throughout() -> Result<()> {
+    let Some((server, report, pid_file)) = flood(&["-H"], 12)? else { return Ok(()) };
+    ensure!(report.most_parked >= 200, "the flood never built up: at most {} parked", report.most_parked);
+    ensure!(report.longest_reading < 2.0, "a worker was held reading for {} s", report.longest_reading);
+    ensure!(report.normal_requests > 0, "no normal request was made");
+    ensure!(
+        !report.probe.is_empty() && report.probe.iter().all(|available| *available),
+        "slowhttptest found the service unavailable: {:?}",
+        report.probe
+    );
+    let status = flood_cleared(&server, &pid_file)?;
+    // Each slow head was answered 408 at the header timeout and closed.
+    ensure!(count(&status, "parked_timeouts") >= 300, "{status}");
+    ensure!(count(&status, "total_connections") >= report.normal_requests, "{status}");
+    Ok(())
+}
+
+#[test]
+fn a_slow_body_flood_takes_no_worker_and_the_pool_answers_throughout() -> Result<()> {
+    let Some((server, report, pid_file)) = flood(&["-B"], 12)? else { return Ok(()) };
+    ensure!(report.most_parked >= 200, "the flood never built up: at most {} parked", report.most_parked);
+    ensure!(report.longest_reading < 2.0, "a worker was held reading for {} s", report.longest_reading);
+    ensure!(
+        !report.probe.is_empty() && report.probe.iter().all(|available| *available),
+        "slowhttptest found the service unavailable: {:?}",
+        report.probe
+    );
+    let status = flood_cleared(&server, &pid_file)?;
+    // Each slow body was cut by the minimum rate and answered 408.
+    ensure!(count(&status, "parked_timeouts") >= 300, "{status}");
+    Ok(())
+}
