@@ -1,4 +1,6 @@
-//! The benchmark baseline: a bare multi-threaded hyper server answering like `GET /`.
+//! The benchmark baseline: a bare multi-threaded hyper server answering like `GET /`, and
+//! `/block/<ms>` with a `std::thread::sleep` inside the async service (no `spawn_blocking`),
+//! as a blocking handler dropped into an async server would behave.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -25,7 +27,11 @@ pub fn serve(port: u16) -> Result<()> {
             let id = connections.fetch_add(1, Ordering::Relaxed) + 1;
             tokio::spawn(async move {
                 // The same body shape and size as the prefork server's `GET /`.
-                let service = service_fn(move |_: Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| async move {
+                    if let Some(ms) = request.uri().path().strip_prefix("/block/").and_then(|ms| ms.parse().ok()) {
+                        // Blocks this runtime thread, and every connection it serves.
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                    }
                     let body = format!(
                         "Hello from simplehttp-prefork worker {} (connection {id} from {})\n",
                         std::process::id(),

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: throughput against a bare hyper server measured in the same run, the
 //! accept calls each connection costs (the thundering-herd figure), how fast a burst is
-//! answered with new spares, and the scoreboard's criterion benchmarks.
+//! answered with new spares, and the scoreboard's criterion benchmarks. With `--peers`, also
+//! the side-by-side comparison with nginx, Apache prefork and the model's ceiling under wrk
+//! (`peers`), written to `docs/BENCH.md`.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +16,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use prefork_tests::{ServerProcess, count, http_get, server_command, wait_for};
 
 use crate::load::{self, LoadSpec};
-use crate::{cargo_build, target_dir};
+use crate::{cargo_build, peers, target_dir};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -33,6 +35,15 @@ pub struct Options {
     /// Skip the scoreboard's criterion benchmarks.
     #[arg(long)]
     no_criterion: bool,
+    /// Also compare with the ceiling, bare hyper, nginx and Apache prefork under wrk, and write
+    /// docs/BENCH.md with its chart.
+    #[arg(long)]
+    peers: bool,
+    /// Only the comparison of `--peers` (no accept count, burst or criterion benchmarks).
+    #[arg(long)]
+    peers_only: bool,
+    #[command(flatten)]
+    peer: peers::PeerOptions,
 }
 
 /// Builds everything in release mode and runs the measurements from the release xtask.
@@ -41,16 +52,10 @@ pub fn run(options: &Options) -> Result<()> {
         true,
         &["-p", "simplehttp-prefork", "--bin", "simplehttp-prefork", "-p", "xtask", "--bin", "xtask"],
     )?;
-    let status = Command::new(release.join("xtask"))
-        .arg("bench-run")
-        .arg("--duration")
-        .arg(humantime::format_duration(options.duration).to_string())
-        .args(["--connections", &options.connections.to_string()])
-        .args(["--rounds", &options.rounds.to_string()])
-        .args(["--accept-connections", &options.accept_connections.to_string()])
-        .status()?;
+    // The same options, handed over as they were given (`xtask bench ARGS...`).
+    let status = Command::new(release.join("xtask")).arg("bench-run").args(std::env::args_os().skip(2)).status()?;
     ensure!(status.success(), "bench failed: {status}");
-    if !options.no_criterion {
+    if !options.no_criterion && !options.peers_only {
         // Transition cost (target ≤ 20 ns) and a 256-slot snapshot (target ≤ 10 µs).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
@@ -66,14 +71,26 @@ pub fn run(options: &Options) -> Result<()> {
 pub fn measure(options: &Options) -> Result<()> {
     let binary = target_dir().join("release").join("simplehttp-prefork");
     ensure!(binary.exists(), "{} not built; run `cargo xtask bench`", binary.display());
+    if !options.peers_only {
+        against_bare_hyper(&binary, options)?;
+    }
+    if options.peers || options.peers_only {
+        let common =
+            peers::Common { duration: options.duration, connections: options.connections, rounds: options.rounds };
+        peers::run(&common, &options.peer, &binary)?;
+    }
+    Ok(())
+}
 
+/// Throughput against bare hyper with the built-in load generator, accept calls, burst.
+fn against_bare_hyper(binary: &Path, options: &Options) -> Result<()> {
     println!(
         "bench: {} connections, {:?} per measurement, {} rounds",
         options.connections, options.duration, options.rounds
     );
     let workers = (options.connections + 8).to_string();
     let prefork = start(
-        &binary,
+        binary,
         &[
             "--start-servers",
             &workers,
@@ -128,9 +145,9 @@ pub fn measure(options: &Options) -> Result<()> {
     }
     drop(prefork);
     drop(bare);
-    accept_calls(&binary, options, 1)?;
-    accept_calls(&binary, options, 4)?;
-    burst(&binary)
+    accept_calls(binary, options, 1)?;
+    accept_calls(binary, options, 4)?;
+    burst(binary)
 }
 
 /// 20 idle workers all taken at once: how long until 20 new spares are ready (target 50 ms).
@@ -218,9 +235,12 @@ fn accept_calls(binary: &Path, options: &Options, worker_connections: usize) -> 
             &per_worker,
         ],
     )?;
+    // At least 16: the status request itself keeps one worker busy, and the pool may fork a
+    // 17th to keep 16 spares.
     wait_for("16 ready workers", Duration::from_secs(20), || {
         let status = server.status()?;
-        Ok((count(&status, "idle") + count(&status, "busy") == 16).then_some(()))
+        let ready = count(&status, "idle") + count(&status, "busy");
+        Ok((ready >= 16 && count(&status, "starting") == 0).then_some(()))
     })?;
     let before = server.status()?;
     for _ in 0..options.accept_connections {

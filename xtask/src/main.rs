@@ -4,13 +4,15 @@
 //!   pool's invariants, stop it, and report. Exits non-zero on any violated invariant.
 //! - `bench`: release-build the server, compare it with a bare hyper server under the same
 //!   load generator in one run, measure accept calls per connection, and run the scoreboard's
-//!   criterion benchmarks.
+//!   criterion benchmarks. `bench --peers` adds the comparison with the ceiling of classic
+//!   prefork, bare hyper, nginx and Apache prefork under wrk, written to `docs/BENCH.md`.
 //! - `status-screenshot`: render the HTML status page of a busy server in headless Chromium.
 
 mod bare;
 mod bench;
 mod cluster;
 mod load;
+mod peers;
 mod screenshot;
 
 use std::path::PathBuf;
@@ -31,7 +33,8 @@ struct Cli {
 enum Task {
     /// Start a cluster, load it, kill a worker under load, check invariants, stop it.
     TestCluster(cluster::Options),
-    /// Compare keep-alive and close throughput with a bare hyper server; count accepts.
+    /// Compare keep-alive and close throughput with a bare hyper server; count accepts;
+    /// with `--peers`, also with nginx, Apache prefork and the ceiling under wrk.
     Bench(bench::Options),
     /// Render the HTML status page of a busy server in headless Chromium to a PNG.
     StatusScreenshot(screenshot::Options),
@@ -44,6 +47,10 @@ enum Task {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// (internal) The ceiling of classic prefork for `bench --peers`: forked processes in
+    /// blocking accept/read/write with a canned reply.
+    #[command(hide = true)]
+    Ceiling(peers::CeilingOptions),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         Task::BenchRun(options) => bench::measure(&options),
         Task::StatusScreenshot(options) => screenshot::run(&options),
         Task::BareHyper { port } => bare::serve(port),
+        Task::Ceiling(options) => peers::serve_ceiling(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,4 +98,13 @@ fn cargo_build(release: bool, args: &[&str]) -> Result<PathBuf> {
 /// Formats a duration in seconds with millisecond precision.
 fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
 }
