@@ -1,13 +1,15 @@
 //! Black-box tests of the status page's formats and access rules, and of the `status` command.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::thread;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use prefork_tests::{
-    DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, count, http_get, run_command, status_json, wait_for,
+    DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, count, http_get, parse_response, require_tool, run_command,
+    status_json, wait_for,
 };
 
 #[test]
@@ -16,7 +18,8 @@ fn the_status_command_answers_while_every_worker_is_busy_and_shows_the_queue() -
     let mut server = ServerProcess::start_pool(2, 1, 2, &["--max-clients", "2", "--pid-file", pid_file.as_str()])?;
     ensure!(std::fs::read_to_string(pid_file.path())?.trim() == server.pid().to_string(), "pid file content");
     let addr = server.addr();
-    let sleepers: Vec<_> = (0..2).map(|_| thread::spawn(move || http_get(addr, "/sleep/8000"))).collect();
+    // Busy until the SIGQUIT below, however long the checks take.
+    let sleepers: Vec<_> = (0..2).map(|_| thread::spawn(move || http_get(addr, "/sleep/60000"))).collect();
     // Every worker is busy: only the shared memory can tell.
     let status = wait_for("both workers busy", DEADLINE, || {
         let status = status_json(&pid_file)?;
@@ -24,7 +27,7 @@ fn the_status_command_answers_while_every_worker_is_busy_and_shows_the_queue() -
     })?;
     for worker in status["workers"].as_array().context("workers")? {
         ensure!(worker["state"] == "W", "{worker}");
-        ensure!(worker["request"]["line"] == "GET /sleep/8000 HTTP/1.1", "{worker}");
+        ensure!(worker["request"]["line"] == "GET /sleep/60000 HTTP/1.1", "{worker}");
         ensure!(worker["request"]["protocol"] == "HTTP/1.1", "{worker}");
         ensure!(worker["request"]["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "{worker}");
         ensure!(worker["request"]["vhost"] == addr.to_string(), "{worker}");
@@ -44,7 +47,7 @@ fn the_status_command_answers_while_every_worker_is_busy_and_shows_the_queue() -
     ensure!(count(&status, "listen_queue_len") > 0, "{status}");
     let text = run_command(&["status", "--pid-file", pid_file.as_str()])?;
     let text = String::from_utf8(text.stdout)?;
-    ensure!(text.contains("2 processes: 0 idle, 2 busy") && text.contains("GET /sleep/8000"), "{text}");
+    ensure!(text.contains("2 processes: 0 idle, 2 busy") && text.contains("GET /sleep/60000"), "{text}");
 
     server.signal(Sig::SIGQUIT)?;
     ensure!(server.wait_exit(DEADLINE)?.success());
@@ -83,6 +86,11 @@ fn the_status_command_explains_a_missing_server() -> Result<()> {
 
 #[test]
 fn openmetrics_parses_with_the_prometheus_client_parser() -> Result<()> {
+    // The reference parser: `pip install prometheus_client` (CI installs it).
+    let probe = ["python3", "-c", "import prometheus_client.openmetrics.parser"];
+    if !require_tool("Python's prometheus_client", &probe, "python3 -m pip install prometheus_client")? {
+        return Ok(());
+    }
     let server = ServerProcess::start_pool(2, 1, 3, &[])?;
     server.get("/")?;
     wait_for("both workers to be up", DEADLINE, || Ok((count(&server.status()?, "processes") >= 2).then_some(())))?;
@@ -98,7 +106,6 @@ fn openmetrics_parses_with_the_prometheus_client_parser() -> Result<()> {
         connection.read_response()?
     };
     ensure!(by_accept.body.ends_with("# EOF\n"), "Accept: application/openmetrics-text was not honoured");
-    // The reference parser: `pip install prometheus_client` (CI installs it).
     let script = r#"
 import sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -117,12 +124,12 @@ print(len(families))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("python3 is needed to run the reference OpenMetrics parser")?;
+        .context("running python3")?;
     python.stdin.take().context("stdin")?.write_all(metrics.body.as_bytes())?;
     let output = python.wait_with_output()?;
     ensure!(
         output.status.success(),
-        "prometheus_client rejected the exposition (is it installed? `pip install prometheus_client`):\n{}\n{}",
+        "prometheus_client rejected the exposition:\n{}\n{}",
         String::from_utf8_lossy(&output.stderr),
         metrics.body
     );
@@ -180,9 +187,12 @@ fn slow_requests_are_counted_and_logged_with_their_request_line() -> Result<()> 
     ])?;
     ensure!(server.get("/sleep/10")?.status == 200);
     ensure!(server.get("/sleep/300")?.status == 200);
-    let status = server.status()?;
-    // At least the one sleeping (a very slow machine may make another request slow too).
-    ensure!((1..u64::MAX).contains(&count(&status, "slow_requests")), "{status}");
+    // A request is counted once its response has gone, so the client may ask before.
+    let status = wait_for("the slow request to be counted", DEADLINE, || {
+        let status = server.status()?;
+        // At least the one sleeping (a very slow machine may make another request slow too).
+        Ok((1..u64::MAX).contains(&count(&status, "slow_requests")).then_some(status))
+    })?;
     ensure!(status["config"]["slow_request_seconds"] == 0.2, "{status}");
     wait_for("the slow request to be logged", DEADLINE, || {
         Ok(server.stderr().lines().any(|l| l.contains("slow request") && l.contains("GET /sleep/300")).then_some(()))
@@ -193,20 +203,57 @@ fn slow_requests_are_counted_and_logged_with_their_request_line() -> Result<()> 
 #[test]
 fn a_slow_request_is_logged_by_its_own_line_when_a_worker_runs_several() -> Result<()> {
     // One worker, two connections: the scoreboard's record shows the request begun last,
-    // which is not the slow one.
-    let server =
-        ServerProcess::start_pool(1, 1, 1, &["--worker-connections", "2", "--slow-request-threshold", "200ms"])?;
-    let mut slow = HttpConnection::open(server.addr())?;
-    slow.send(b"GET /sleep/600 HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    thread::sleep(std::time::Duration::from_millis(100)); // so that the fast one begins later
-    let mut fast = HttpConnection::open(server.addr())?;
-    ensure!(fast.get("/sleep/1")?.status == 200);
-    ensure!(slow.read_response()?.status == 200);
-    let logged = wait_for("the slow request to be logged", DEADLINE, || {
-        Ok(server.stderr().lines().find(|l| l.contains("slow request")).map(str::to_owned))
-    })?;
-    ensure!(logged.contains("GET /sleep/600"), "the log names another request: {logged}");
-    Ok(())
+    // which is not the slow one. The fast request must run while the slow one does: it is
+    // sent once the record shows the slow one running, and the slow one must not have
+    // answered yet once the fast one has. A machine too slow for that gets a longer one.
+    for slow_ms in [2_000u64, 8_000, 30_000] {
+        let pid_file = TempPath::new("own-line.pid");
+        let server = ServerProcess::start_pool(
+            1,
+            1,
+            1,
+            &["--worker-connections", "2", "--slow-request-threshold", "200ms", "--pid-file", pid_file.as_str()],
+        )?;
+        let slow_line = format!("GET /sleep/{slow_ms} HTTP/1.1");
+        let mut slow = TcpStream::connect(server.addr())?;
+        write!(slow, "{slow_line}\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        // The `status` command, not the page: the worker's two places are for the clients.
+        wait_for("the slow request to run", DEADLINE, || {
+            let status = status_json(&pid_file)?;
+            Ok((status["workers"][0]["request"]["line"] == slow_line.as_str()).then_some(()))
+        })?;
+        let mut fast = HttpConnection::open(server.addr())?;
+        ensure!(fast.get("/sleep/1")?.status == 200);
+        // Nothing of the slow response has come yet: it still runs (loopback delivers at once).
+        slow.set_nonblocking(true)?;
+        let overlapped = matches!(slow.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        slow.set_nonblocking(false)?;
+        slow.set_read_timeout(Some(Duration::from_secs(90)))?;
+        let mut answer = Vec::new();
+        slow.read_to_end(&mut answer)?;
+        ensure!(parse_response(&answer)?.status == 200);
+        if !overlapped {
+            continue;
+        }
+        // The slow request's line: the one that took as long as it (the fast one may be slow
+        // too on a slow machine, and is logged by its own line then).
+        let logged = wait_for("the slow request to be logged", DEADLINE, || {
+            Ok(server
+                .stderr()
+                .lines()
+                .find(|l| l.contains("slow request") && logged_ms(l) >= slow_ms)
+                .map(str::to_owned))
+        })?;
+        ensure!(logged.contains(&slow_line), "the log names another request: {logged}");
+        return Ok(());
+    }
+    bail!("the fast request never ran while the slow one did")
+}
+
+/// The `duration_ms=` field of a log line (0 if none).
+fn logged_ms(line: &str) -> u64 {
+    let digits = line.split_once("duration_ms=").map_or("", |(_, rest)| rest);
+    digits.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok()).unwrap_or(0)
 }
 
 #[test]

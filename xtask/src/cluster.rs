@@ -8,8 +8,14 @@
 //!   along (over a hundred a second), no request fails, and the workers able to serve never
 //!   fall below the clients.
 //! - **chaos**: a busy worker SIGKILLed every 250 ms: only the requests those workers held fail.
+//!
+//! No scenario goes by the clock: each disturbs the cluster once the load is being served
+//! (so many responses answered), and the load runs on (at least `--duration`) until what the
+//! scenario waits for has happened and the load has been served again after it, however long
+//! a slow or busy machine takes for that.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,7 +25,7 @@ use nix::unistd::Pid;
 use prefork_scoreboard::AttachedScoreboard;
 use prefork_tests::{ServerProcess, count, is_alive, server_command, status_pids, wait_for};
 
-use crate::load::{self, LoadResult, LoadSpec};
+use crate::load::{self, LoadControl, LoadResult, LoadSpec};
 use crate::{cargo_build, secs};
 
 #[derive(Debug, clap::Args)]
@@ -38,6 +44,11 @@ pub struct Options {
 const MIN_SPARE: u64 = 2;
 const MAX_SPARE: u64 = 6;
 const SETTLE: Duration = Duration::from_secs(40);
+/// The longest a scenario's load may run, whatever it waits for.
+const LOAD_LIMIT: Duration = Duration::from_secs(180);
+/// Workers the recycle scenario sees replaced, and workers the chaos scenario kills, at least.
+const RECYCLED: u64 = 10;
+const CHAOS_KILLS: usize = 8;
 
 type Scenario = fn(&Path, &Options, &mut Report) -> Result<()>;
 
@@ -92,7 +103,44 @@ fn start(binary: &Path, extra: &[&str]) -> Result<ServerProcess> {
     ServerProcess::spawn(server_command(binary, &args))
 }
 
-fn start_load(server: &ServerProcess, options: &Options) -> thread::JoinHandle<Result<LoadResult>> {
+/// A load running on its own thread until told to stop (or dropped: a scenario that fails
+/// leaves no load behind).
+struct Load {
+    control: Arc<LoadControl>,
+    thread: Option<thread::JoinHandle<Result<LoadResult>>>,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.control.stop();
+    }
+}
+
+impl Load {
+    fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits until the load has been answered `more` times from now: the server serves it.
+    fn wait_served(&self, more: u64) -> Result<()> {
+        let target = self.control.answered() + more;
+        wait_for(&format!("{more} more responses to the load"), SETTLE, || {
+            if self.is_finished() {
+                bail!("the load ended");
+            }
+            Ok((self.control.answered() >= target).then_some(()))
+        })
+    }
+
+    /// Stops the load (once it has run `--duration`) and returns what it saw.
+    fn finish(mut self) -> Result<LoadResult> {
+        self.control.stop();
+        let thread = self.thread.take().context("the load was already finished")?;
+        thread.join().map_err(|_| anyhow!("load thread panicked"))?
+    }
+}
+
+fn start_load(server: &ServerProcess, options: &Options) -> Load {
     let spec = LoadSpec {
         addr: server.addr(),
         connections: options.clients,
@@ -100,11 +148,14 @@ fn start_load(server: &ServerProcess, options: &Options) -> thread::JoinHandle<R
         path: "/".to_owned(),
         keepalive: true,
     };
-    thread::spawn(move || load::run(&spec))
+    let control = Arc::new(LoadControl::default());
+    let steering = Arc::clone(&control);
+    Load { control, thread: Some(thread::spawn(move || load::run_until_stopped(&spec, steering, LOAD_LIMIT))) }
 }
 
-fn join(load: thread::JoinHandle<Result<LoadResult>>) -> Result<LoadResult> {
-    load.join().map_err(|_| anyhow!("load thread panicked"))?
+/// Responses that show the load is being served: a few per client.
+fn progress(options: &Options) -> u64 {
+    options.clients as u64 * 20
 }
 
 /// A busy worker holding a client connection, from the status page.
@@ -202,8 +253,8 @@ fn after_load(
 fn kill_one(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
     let server = start(binary, &[])?;
     let load = start_load(&server, options);
-    thread::sleep(options.duration / 2);
-    let victim = busy_worker(&server)?;
+    load.wait_served(progress(options))?;
+    let victim = wait_for("a busy worker under load", SETTLE, || busy_worker(&server).map(Some))?;
     let killed_at = Instant::now();
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL)?;
     let reaped = wait_for("the killed worker to be reaped", SETTLE, || {
@@ -211,7 +262,8 @@ fn kill_one(binary: &Path, options: &Options, report: &mut Report) -> Result<()>
         Ok((!status_pids(&status).contains(&victim) && !server.children().contains(&victim))
             .then(|| killed_at.elapsed()))
     })?;
-    let result = join(load)?;
+    load.wait_served(progress(options))?;
+    let result = load.finish()?;
     let elsewhere = result.failures.iter().filter(|f| f.worker_pid != Some(victim)).count();
     report.check(
         "kill",
@@ -250,20 +302,26 @@ fn reload_scenario(
         Ok((children.len() >= 4).then_some(children))
     })?;
     let load = start_load(&server, options);
-    thread::sleep(options.duration / 2);
+    load.wait_served(progress(options))?;
     server.signal(Signal::SIGHUP)?;
-    let result = join(load)?;
-    no_failed_requests(scenario, &result, report);
+    // Under the load: the new generation takes over, and serves it.
     let taken_over = wait_for("only generation-2 workers", SETTLE, || {
         let status = server.status()?;
         let workers = status["workers"].as_array().cloned().unwrap_or_default();
-        Ok((!workers.is_empty() && workers.iter().all(|w| w["generation"] == 2)).then_some(()))
-    });
+        let all_new = !workers.is_empty() && workers.iter().all(|w| w["generation"] == 2);
+        Ok((all_new && server.children().iter().all(|pid| !old.contains(pid))).then_some(()))
+    })
+    .and_then(|()| load.wait_served(progress(options)));
+    let result = load.finish()?;
+    no_failed_requests(scenario, &result, report);
     report.check(
         scenario,
         "new generation took over",
-        taken_over.is_ok() && server.children().iter().all(|pid| !old.contains(pid)),
-        format!("{} old workers replaced", old.len()),
+        taken_over.is_ok(),
+        match &taken_over {
+            Ok(()) => format!("{} old workers replaced", old.len()),
+            Err(e) => format!("{e:#}"),
+        },
     );
     after_load(scenario, server, &result, report)
 }
@@ -275,20 +333,32 @@ fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> 
     let load = start_load(&server, options);
     // Watch the pool through shared memory all along (the status page needs a worker).
     let (mut min_spare, mut min_capacity, mut samples) = (u64::MAX, u64::MAX, 0u64);
-    thread::sleep(Duration::from_millis(500)); // the pool grows to the load first
+    // The pool grows to the load first: a worker for each client, and the spares besides.
+    let capacity = |snapshot: &prefork_scoreboard::Snapshot| (snapshot.idle() + snapshot.busy()) as u64;
+    wait_for("the pool to grow to the load and its spares", SETTLE, || {
+        Ok((capacity(&scoreboard.snapshot()) >= options.clients as u64 + MIN_SPARE).then_some(()))
+    })?;
+    // Until enough workers have been recycled (and at least `--duration`).
     while !load.is_finished() {
         let snapshot = scoreboard.snapshot();
         // Workers able to take work: idle or holding a client, not starting, not stopping.
-        let capacity = (snapshot.idle() + snapshot.busy()) as u64;
-        min_capacity = min_capacity.min(capacity);
+        min_capacity = min_capacity.min(capacity(&snapshot));
         min_spare = min_spare.min(snapshot.idle() as u64);
         samples += 1;
+        if snapshot.header.workers_forked.saturating_sub(forked_before) >= RECYCLED {
+            load.control.stop();
+        }
         thread::sleep(Duration::from_millis(5));
     }
-    let result = join(load)?;
-    let forked = count(&server.status()?, "workers_forked") - forked_before;
+    let result = load.finish()?;
+    let forked = count(&server.status()?, "workers_forked").saturating_sub(forked_before);
     no_failed_requests("recycle", &result, report);
-    report.check("recycle", "workers recycled", forked >= 10, format!("{forked} forked for {} requests", result.ok));
+    report.check(
+        "recycle",
+        "workers recycled",
+        forked >= RECYCLED,
+        format!("{forked} forked for {} requests", result.ok),
+    );
     // A client moving from a recycled worker is in flight between the two for a moment, so
     // the spares can be momentarily spoken for; the workers able to serve never fall below
     // the clients.
@@ -308,17 +378,23 @@ fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> 
 fn chaos(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
     let server = start(binary, &[])?;
     let load = start_load(&server, options);
-    thread::sleep(Duration::from_millis(500));
+    load.wait_served(progress(options))?;
     let mut killed = Vec::new();
+    // Until enough workers have been killed (and at least `--duration`); every 250 ms is the
+    // pace of the disturbance, not a wait for anything.
     while !load.is_finished() {
         if let Ok(victim) = busy_worker(&server)
             && kill(Pid::from_raw(victim as i32), Signal::SIGKILL).is_ok()
         {
             killed.push(victim);
         }
+        if killed.len() >= CHAOS_KILLS {
+            load.control.stop();
+        }
         thread::sleep(Duration::from_millis(250));
     }
-    let result = join(load)?;
+    let result = load.finish()?;
+    report.check("chaos", "workers killed", killed.len() >= CHAOS_KILLS, format!("{}", killed.len()));
     let unexplained = result.failures.iter().filter(|f| f.worker_pid.is_some_and(|pid| !killed.contains(&pid))).count();
     report.check(
         "chaos",

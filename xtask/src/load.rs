@@ -1,7 +1,10 @@
 //! A small HTTP/1.1 load generator on hyper's client: N connections, each sending requests
-//! back to back for a fixed time, recording every failure and which worker it hit.
+//! back to back for a fixed time (or until told to stop), recording every failure and which
+//! worker it hit.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -49,14 +52,73 @@ impl LoadResult {
     }
 }
 
+/// Steers a load started with [`run_until_stopped`] from another thread: how far it has got,
+/// and when to stop.
+#[derive(Debug, Default)]
+pub struct LoadControl {
+    stop: AtomicBool,
+    answered: AtomicU64,
+}
+
+impl LoadControl {
+    /// Responses received so far (any status).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Ends the load (once it has run its minimum time).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// When the clients stop.
+#[derive(Clone, Debug)]
+struct Until {
+    /// Not before this...
+    earliest: Instant,
+    /// ...then once told to, and at the latest at this.
+    latest: Instant,
+    control: Option<Arc<LoadControl>>,
+}
+
+impl Until {
+    fn running(&self) -> bool {
+        let now = Instant::now();
+        match &self.control {
+            None => now < self.latest,
+            Some(control) => now < self.latest && (now < self.earliest || !control.stop.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn answered(&self) {
+        if let Some(control) = &self.control {
+            control.answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs the load on a single-threaded runtime (like `wrk -t1`) and returns when it is done.
 pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
+    let start = Instant::now();
+    run_clients(spec, start, Until { earliest: start, latest: start + spec.duration, control: None })
+}
+
+/// As [`run`], for at least `spec.duration` and then until `control` says stop, which a test
+/// does once the states it waits for are reached, however long that takes; but never longer
+/// than `limit` (a load must end by itself).
+pub fn run_until_stopped(spec: &LoadSpec, control: Arc<LoadControl>, limit: Duration) -> Result<LoadResult> {
+    let start = Instant::now();
+    let until =
+        Until { earliest: start + spec.duration, latest: start + limit.max(spec.duration), control: Some(control) };
+    run_clients(spec, start, until)
+}
+
+fn run_clients(spec: &LoadSpec, start: Instant, until: Until) -> Result<LoadResult> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let start = Instant::now();
-        let deadline = start + spec.duration;
         let clients: Vec<_> =
-            (0..spec.connections).map(|_| tokio::spawn(client(spec.clone(), start, deadline))).collect();
+            (0..spec.connections).map(|_| tokio::spawn(client(spec.clone(), start, until.clone()))).collect();
         let mut total = LoadResult::default();
         for client in clients {
             let result = client.await?;
@@ -70,10 +132,10 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     })
 }
 
-async fn client(spec: LoadSpec, start: Instant, deadline: Instant) -> LoadResult {
+async fn client(spec: LoadSpec, start: Instant, until: Until) -> LoadResult {
     let mut result = LoadResult::default();
     let host = spec.addr.to_string();
-    'connections: while Instant::now() < deadline {
+    'connections: while until.running() {
         let stream = match tokio::net::TcpStream::connect(spec.addr).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -100,7 +162,7 @@ async fn client(spec: LoadSpec, start: Instant, deadline: Instant) -> LoadResult
         };
         tokio::spawn(connection);
         let mut worker_pid = None;
-        while Instant::now() < deadline {
+        while until.running() {
             // A connection the server closed between requests is not a failed request.
             if sender.ready().await.is_err() {
                 continue 'connections;
@@ -122,6 +184,7 @@ async fn client(spec: LoadSpec, start: Instant, deadline: Instant) -> LoadResult
                 response.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             match response.into_body().collect().await {
                 Ok(body) => {
+                    until.answered();
                     let body = body.to_bytes();
                     worker_pid = std::str::from_utf8(&body).ok().and_then(|b| hello_pid(b).ok()).or(worker_pid);
                     if status.is_success() {

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
@@ -56,6 +56,10 @@ fn serve(role: &str) -> Result<()> {
     let mut builder = Server::builder().start_servers(2).min_spare_servers(1).max_spare_servers(3).max_clients(8);
     if role == "halting" {
         builder = builder.boot_backoff(Duration::from_millis(50), Duration::from_secs(1), 3);
+    }
+    if role == "failing" {
+        // One worker at a time: each one is forked after the previous one failed.
+        builder = builder.start_servers(1);
     }
     let server = builder
         .fork_handler(move || {
@@ -110,24 +114,81 @@ fn a_failing_fork_handler_backs_off() -> Result<()> {
     let marker = TempPath::new("failing");
     std::fs::write(marker.path(), "")?;
     let server = start("failing", &marker)?;
-    let failures = |server: &ServerProcess| server.stderr().matches("worker failed to boot").count();
-    wait_for("boot failures to be logged", DEADLINE, || Ok((failures(&server) >= 2).then_some(())))?;
+    // The supervisor's account of each failure: when, how many in a row, and how long it
+    // waits before it forks again. Four: the first worker, then three retries.
+    let failures = wait_for("four boot failures to be logged", DEADLINE, || {
+        let failures: Vec<BootFailure> = server.stderr().lines().filter_map(BootFailure::parse).collect();
+        Ok((failures.len() >= 4).then_some(failures))
+    })?;
     let log = server.stderr();
     ensure!(log.contains("database unreachable"), "the cause is not logged:\n{log}");
-    let counted_from = Instant::now();
-    let at_start = failures(&server);
-    std::thread::sleep(Duration::from_secs(2));
-    // Backoff doubles from 250 ms: a couple of attempts in two seconds, not hundreds.
-    let attempts = failures(&server) - at_start;
-    ensure!(attempts <= 6, "{attempts} boot failures in {:?}: a fork storm", counted_from.elapsed());
+    for (n, failure) in failures.iter().enumerate() {
+        ensure!(failure.in_a_row == n as u64 + 1, "failures not counted in a row:\n{log}");
+    }
+    // Each retry waits longer (the backoff doubles from 250 ms, plus up to 25% jitter)...
+    for pair in failures[..4].windows(2) {
+        ensure!(pair[1].retry_ms > pair[0].retry_ms, "the backoff does not grow:\n{log}");
+    }
+    // ...and the next worker was forked only once it had passed: no fork storm. A slow
+    // machine only spreads the failures further apart.
+    for pair in failures[..4].windows(2) {
+        let gap_ms = pair[1].at_micros.saturating_sub(pair[0].at_micros) as f64 / 1000.0;
+        ensure!(
+            gap_ms + 5.0 >= pair[0].retry_ms as f64,
+            "forked {gap_ms} ms after a failure, not after the backoff:\n{log}"
+        );
+    }
     let board = snapshot(&server)?;
-    ensure!(board.header.boot_failures >= 2, "{:?}", board.header);
+    ensure!(board.header.boot_failures >= 4, "{:?}", board.header);
     ensure!(board.header.last_boot_error.contains("database unreachable"), "{:?}", board.header.last_boot_error);
     // The supervisor itself keeps running and stops cleanly.
     server.signal(Sig::SIGTERM)?;
     let mut server = server;
     ensure!(server.wait_exit(DEADLINE)?.success());
     Ok(())
+}
+
+/// One `worker failed to boot` line of the supervisor's log.
+#[derive(Debug)]
+struct BootFailure {
+    /// The line's timestamp, in microseconds since the Unix epoch.
+    at_micros: u64,
+    in_a_row: u64,
+    retry_ms: u64,
+}
+
+impl BootFailure {
+    /// `2026-01-31T12:00:00.123456Z ERROR ...: worker failed to boot ... failures_in_a_row=2
+    /// retry_in_ms=533`.
+    fn parse(line: &str) -> Option<BootFailure> {
+        if !line.contains("worker failed to boot") {
+            return None;
+        }
+        let field = |name: &str| -> Option<u64> {
+            let rest = line.split_once(&format!(" {name}="))?.1;
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        let at_micros = rfc3339_micros(line.split_whitespace().next()?)?;
+        Some(BootFailure { at_micros, in_a_row: field("failures_in_a_row")?, retry_ms: field("retry_in_ms")? })
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (tracing's UTC timestamps) in microseconds since the epoch.
+fn rfc3339_micros(stamp: &str) -> Option<u64> {
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, s) = (hms.next()??, hms.next()??, hms.next()??);
+    let micros: i64 = format!("{fraction:0<6}").get(..6)?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    u64::try_from(((days * 24 + h) * 60 + min) * 60 + s).ok().map(|secs| secs * 1_000_000 + micros as u64)
 }
 
 fn repeated_boot_failures_halt_forking() -> Result<()> {
@@ -151,14 +212,24 @@ fn a_failed_reload_keeps_the_old_generation() -> Result<()> {
     let marker = TempPath::new("reload");
     let server = start("reload", &marker)?;
     serves_init(&server)?;
-    let old = server.children();
+    // The old generation, both ready: one still starting would run its fork handler after the
+    // marker below is written, and fail to boot as a worker of the old generation.
+    let old = wait_for("both first workers to be ready", DEADLINE, || {
+        let (board, children) = (snapshot(&server)?, server.children());
+        Ok((board.processes() == 2 && board.idle() == 2 && children.len() == 2).then_some(children))
+    })?;
     // A reload while the database is down: the new workers cannot boot.
     std::fs::write(marker.path(), "")?;
     server.signal(Sig::SIGHUP)?;
     wait_for("the reload to fail", DEADLINE, || Ok(server.stderr().contains("reload failed").then_some(())))?;
     let board = snapshot(&server)?;
     ensure!(board.header.generation == 1 && board.header.reload_failures == 1, "{:?}", board.header);
-    ensure!(old.iter().all(|pid| server.children().contains(pid)), "the old workers were stopped");
+    let now = server.children();
+    ensure!(
+        old.iter().all(|pid| now.contains(pid)),
+        "the old workers {old:?} were stopped: {now:?}\n{}",
+        server.stderr()
+    );
     serves_init(&server)?;
     // Once it is back, a reload goes through.
     std::fs::remove_file(marker.path())?;
