@@ -439,7 +439,8 @@ impl HttpConnection {
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(90)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    // One write, as real clients send a request (write! would make one per piece).
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
@@ -533,7 +534,14 @@ pub fn require_tool(name: &str, probe: &[&str], install: &str) -> Result<bool> {
     if std::env::var_os("PREFORK_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty() && v != "0") {
         bail!("{name} is not installed, and PREFORK_REQUIRE_TOOLS is set: `{install}`");
     }
-    let test = thread::current().name().unwrap_or("this test").to_owned();
+    // libtest names its threads after the tests; a `harness = false` test runs on `main`.
+    let test = match thread::current().name() {
+        Some(name) if name != "main" => name.to_owned(),
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.file_stem()?.to_string_lossy().into_owned()))
+            .unwrap_or_default(),
+    };
     // Not eprintln!: libtest captures that, and a skipped test passes, so it would never show.
     let _ = writeln!(std::io::stderr(), "{test}: skipped: {name} is not installed (CI installs it; `{install}`)");
     Ok(false)

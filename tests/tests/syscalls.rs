@@ -1,7 +1,8 @@
 //! A regression guard on the classic worker's hot paths, in system calls per request (counted
 //! by `strace -c` on the workers): at most 8 for a request on its own connection
-//! (`Connection: close`), 3 for a keep-alive request (`epoll_wait`, `recvfrom`, `sendmsg`; the
-//! budget allows the idle check's timer a rare extra wake-up). Counts, not timings.
+//! (`Connection: close`; it takes 6), and 2 for a keep-alive request (`recvfrom`, `sendmsg`, as
+//! the process model's ceiling; the budget allows a little for the rare wake-up of an idle
+//! check on a loaded machine). Counts, not timings.
 
 use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
@@ -75,11 +76,11 @@ impl Strace {
     }
 }
 
-/// Calls per request, leaving out the once-a-second usage sampling (`/proc/self/statm`) and
-/// log writes, which do not grow with requests.
+/// Calls per request, all counted (the once-a-second usage sampling included) but the
+/// `fcntl(F_GETFD)` a debug build's standard library makes before closing a descriptor (a
+/// debug assertion; a release build makes none).
 fn per_request(calls: &[(String, u64)], requests: u64) -> (f64, String) {
-    let per_second = ["openat", "statx", "getrusage", "read", "write"];
-    let counted: u64 = calls.iter().filter(|(name, _)| !per_second.contains(&name.as_str())).map(|(_, n)| n).sum();
+    let counted: u64 = calls.iter().filter(|(name, _)| name != "fcntl").map(|(_, n)| n).sum();
     let table = calls.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ");
     (counted as f64 / requests as f64, table)
 }
@@ -109,7 +110,7 @@ fn a_request_on_its_own_connection_costs_at_most_8_system_calls() -> Result<()> 
 }
 
 #[test]
-fn a_keep_alive_request_costs_at_most_3_system_calls() -> Result<()> {
+fn a_keep_alive_request_costs_2_system_calls() -> Result<()> {
     if !strace_available()? {
         return Ok(());
     }
@@ -124,6 +125,6 @@ fn a_keep_alive_request_costs_at_most_3_system_calls() -> Result<()> {
     }
     let calls = strace.finish()?;
     let (per, table) = per_request(&calls, REQUESTS);
-    ensure!(per <= 3.05, "{per:.3} system calls per keep-alive request: {table}");
+    ensure!(per <= 2.2, "{per:.3} system calls per keep-alive request: {table}");
     Ok(())
 }

@@ -42,8 +42,9 @@ pub(crate) async fn serve_connection(
     stop: &StopWatch<'_>,
     may_park: bool,
 ) -> Option<ParkedConnection> {
-    // A request already received means the socket was just read empty.
-    let stream = PlainStream::new(fd, !received.is_empty());
+    // A request already received means the socket was just read empty. A classic worker
+    // (`may_park`) waits for a keep-alive client's next request in recv itself.
+    let stream = PlainStream::new(fd, !received.is_empty(), may_park);
     let socket = stream.shared();
     let mut info = match peer {
         Peer::Tcp { remote, local } => ConnectionInfo::tcp(remote, local, id),
@@ -72,6 +73,9 @@ pub(crate) async fn serve_connection(
     } else {
         (alpn_h2, received)
     };
+    if h2 {
+        socket.never_wait_in_recv();
+    }
     let may_park = may_park && !h2 && !info.ssl;
     let flush = (!h2).then(|| Rc::new(FlushSignal::default()));
     let letting_go = Rc::new(Cell::new(false));

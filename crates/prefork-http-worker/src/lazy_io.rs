@@ -10,6 +10,14 @@
 //! the connection really must wait: for its next keep-alive request, for a slow reader, or
 //! to notice a client that leaves while an async handler runs.
 //!
+//! A classic worker (one connection at a time, nothing else to run) waits for a keep-alive
+//! client's next request the way a blocking server does: in `recv` itself, for at most
+//! [`IDLE_READ_WAIT`] (`SO_RCVTIMEO`), so a request on a busy keep-alive connection costs two
+//! system calls, `recvfrom` and `sendmsg`, as in the process model's own ceiling. Longer than
+//! that (or a signal), and the connection joins the reactor, where the worker's timers and its
+//! stop request are seen. Every other call passes `MSG_DONTWAIT`: the socket itself is left in
+//! blocking mode for that one wait.
+//!
 //! One read is deliberately *not* a reason to register: hyper reads again right after it has
 //! parsed a request head, only to notice a client that hangs up mid-request. While a request
 //! runs ([`LazyShared::set_mid_request`]) that read is answered `Pending` at no cost; if the
@@ -24,8 +32,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker, ready};
 
+use std::time::Duration;
+
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+/// How long a classic worker waits in `recv` itself for a keep-alive client's next request
+/// before it joins the reactor (the connection's idle check then lets it go parked).
+pub(crate) const IDLE_READ_WAIT: Duration = Duration::from_millis(100);
 
 /// The socket, before and after it joined the reactor.
 #[derive(Debug)]
@@ -48,9 +62,20 @@ pub(crate) struct LazyShared {
     mid_request: Cell<bool>,
     /// The task of a read answered `Pending` without registration, to wake once armed.
     deferred_read: RefCell<Option<Waker>>,
+    /// Wait for the next request in `recv` itself (a classic worker's HTTP/1.1 connection; see
+    /// the module docs).
+    wait_in_recv: Cell<bool>,
+    /// `SO_RCVTIMEO` is set (once per connection, on its first such wait).
+    recv_timeout_set: Cell<bool>,
 }
 
 impl LazyShared {
+    /// HTTP/2 multiplexes requests whose handlers must run while the connection waits: never
+    /// wait in `recv` then.
+    pub(crate) fn never_wait_in_recv(&self) {
+        self.wait_in_recv.set(false);
+    }
+
     /// Marks a request running (or not) on this connection.
     pub(crate) fn set_mid_request(&self, running: bool) {
         self.mid_request.set(running);
@@ -93,13 +118,16 @@ pub(crate) struct LazySocket {
 
 impl LazySocket {
     /// `drained`: everything the socket held was just read (a parked connection's request),
-    /// so the first read need not ask the kernel.
-    pub(crate) fn new(fd: OwnedFd, drained: bool) -> LazySocket {
+    /// so the first read need not ask the kernel. `wait_in_recv`: a classic worker, which may
+    /// wait for the next request in `recv` (the socket must be in blocking mode).
+    pub(crate) fn new(fd: OwnedFd, drained: bool, wait_in_recv: bool) -> LazySocket {
         let shared = LazyShared {
             socket: RefCell::new(Socket::Direct(fd)),
             drained: Cell::new(drained),
             mid_request: Cell::new(false),
             deferred_read: RefCell::new(None),
+            wait_in_recv: Cell::new(wait_in_recv),
+            recv_timeout_set: Cell::new(false),
         };
         LazySocket { shared: Rc::new(shared) }
     }
@@ -163,6 +191,54 @@ impl LazySocket {
     }
 }
 
+impl LazySocket {
+    /// Waits in `recv` for at most [`IDLE_READ_WAIT`]: `Some` with what came (bytes, the end,
+    /// an error), or `None` if nothing did (timed out, or a signal): join the reactor then.
+    fn wait_in_recv(&self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+        let socket = self.shared.socket.borrow();
+        let Socket::Direct(fd) = &*socket else { return None };
+        let fd = fd.as_raw_fd();
+        if !self.shared.recv_timeout_set.replace(true) {
+            let timeout = libc::timeval { tv_sec: 0, tv_usec: IDLE_READ_WAIT.as_micros() as libc::suseconds_t };
+            // SAFETY: setsockopt with a live socket and a timeval of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const timeout).cast(),
+                    size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            if set != 0 {
+                return None;
+            }
+        }
+        // SAFETY: recv only writes into the unfilled part; only what it reports is marked.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let n = loop {
+            // SAFETY: receiving into the unfilled part of a buffer we hold mutably.
+            let n = unsafe { libc::recv(fd, unfilled.as_mut_ptr().cast(), unfilled.len(), 0) };
+            if n >= 0 {
+                break n;
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                // A signal that is not the stop (log reopening, a tracer attaching): wait on.
+                io::ErrorKind::Interrupted if !crate::stop::stop_requested() => continue,
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => return None,
+                _ => return Some(Err(error)),
+            }
+        };
+        let n = n as usize;
+        self.shared.drained.set(n < unfilled.len());
+        // SAFETY: recv wrote `n` bytes.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Some(Ok(()))
+    }
+}
+
 fn last_error<T>(result: isize, ok: impl FnOnce(usize) -> T) -> io::Result<T> {
     if result < 0 {
         let error = io::Error::last_os_error();
@@ -184,7 +260,14 @@ impl AsyncRead for LazySocket {
             *shared.deferred_read.borrow_mut() = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if direct && shared.drained.get() {
+        if direct && shared.wait_in_recv.get() && !shared.mid_request.get() {
+            // The next request of a keep-alive connection, in a classic worker: wait for it in
+            // recv, briefly (see the module docs).
+            match self.wait_in_recv(buf) {
+                Some(result) => return Poll::Ready(result),
+                None => shared.register()?,
+            }
+        } else if direct && shared.drained.get() {
             // Nothing was there a moment ago, and the connection waits for its next request:
             // join the reactor rather than ask the kernel once more for nothing.
             shared.register()?;
@@ -280,7 +363,7 @@ mod tests {
     fn pair() -> (LazySocket, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
-        (LazySocket::new(ours.into(), false), theirs)
+        (LazySocket::new(ours.into(), false, false), theirs)
     }
 
     fn registered(socket: &LazySocket) -> bool {

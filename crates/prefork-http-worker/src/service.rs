@@ -113,9 +113,13 @@ impl ConnectionScope {
         self.worker.request_finished(start);
         // A going worker lets the connection go as soon as it is idle, before hyper reads
         // the client's next request (that one is for the sibling that takes the connection).
-        if self.worker.is_going() && self.can_park() {
+        let going = self.worker.is_going() && self.can_park();
+        if going {
             self.let_go();
         }
+        // The connection's loop arms its idle check, lets the connection go if the worker is
+        // going, and polls hyper again: hyper put off reading the next request while this one
+        // ran (its look for a hang-up was answered `Pending`), and reads it now.
         if self.parks() {
             self.went_idle.notify_one();
         }

@@ -107,11 +107,13 @@ impl Listener {
         &self.handoff
     }
 
-    /// Accepts one connection (non-blocking, close-on-exec), with its peer taken from
-    /// `accept4` itself and our side from the bound address when it is a specific one: no
-    /// `getpeername`/`getsockname` per connection.
+    /// Accepts one connection (close-on-exec), with its peer taken from `accept4` itself and
+    /// our side from the bound address when it is a specific one: no `getpeername` or
+    /// `getsockname` per connection. The socket stays in blocking mode: every read and write
+    /// of it says `MSG_DONTWAIT`, but one, a classic worker's bounded wait for a keep-alive
+    /// client's next request (see [`crate::lazy_io`]).
     pub(crate) fn accept(&self) -> Result<(OwnedFd, Peer), nix::errno::Errno> {
-        let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        let flags = libc::SOCK_CLOEXEC;
         let fd = std::cell::Cell::new(-1);
         // SAFETY: accept4 writes at most `len` bytes of address into the storage socket2
         // hands us, and sets `len`; the descriptor it returns is ours alone.
