@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use std::time::Duration;
+
 use anyhow::{Context as _, Result, ensure};
+use prefork_scoreboard::{AttachedScoreboard, WorkerState};
 use prefork_tests::{DEADLINE, ServerProcess, TempPath, count, http_get, require_tool, status_json, wait_for};
 
 /// What a flood did to the pool, seen from outside.
@@ -61,18 +64,18 @@ fn flood(attack: &[&str], seconds: u32) -> Result<Option<(ServerProcess, FloodRe
             Ok(answered)
         })
     };
+    // Watched from shared memory, not HTTP (which needs a free worker), every few
+    // milliseconds until the attack ends.
+    let board = AttachedScoreboard::open(&server.scoreboard_name())?;
     let (mut most_parked, mut longest_reading) = (0, 0f64);
-    loop {
-        // From shared memory, not HTTP: the status command never needs a free worker.
-        let status = status_json(&pid_file)?;
-        most_parked = most_parked.max(count(&status, "parked"));
-        for worker in status["workers"].as_array().into_iter().flatten().filter(|w| w["state"] == "R") {
-            longest_reading = longest_reading.max(worker["seconds_in_state"].as_f64().unwrap_or(0.0));
+    wait_for("slowhttptest to finish", Duration::from_secs(u64::from(seconds) + 60), || {
+        let snapshot = board.snapshot();
+        most_parked = most_parked.max(snapshot.parked());
+        for slot in snapshot.live().filter(|slot| slot.state == WorkerState::Reading) {
+            longest_reading = longest_reading.max(snapshot.seconds_in_state(slot));
         }
-        if attacker.try_wait()?.is_some() {
-            break;
-        }
-    }
+        Ok(attacker.try_wait()?.map(drop))
+    })?;
     done.store(true, Ordering::Relaxed);
     let normal_requests = normal.join().expect("normal client")?;
     let probe = std::fs::read_to_string(format!("{}.csv", csv.as_str()))
@@ -134,5 +137,24 @@ fn a_slow_body_flood_takes_no_worker_and_the_pool_answers_throughout() -> Result
     let status = flood_cleared(&server, &pid_file)?;
     // Each slow body was cut by the minimum rate and answered 408.
     ensure!(count(&status, "parked_timeouts") >= 300, "{status}");
+    Ok(())
+}
+
+#[test]
+fn a_keep_alive_clients_next_request_with_a_slow_body_holds_no_worker() -> Result<()> {
+    // One worker in all. A keep-alive client's first request is answered; its second, sent in
+    // the same packet, has half its body: the worker must not wait for the rest.
+    let server = ServerProcess::start_pool(1, 1, 1, &["--max-clients", "1", "--keepalive-timeout", "10s"])?;
+    let mut slow = server.connect()?;
+    slow.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")?;
+    ensure!(slow.read_response()?.status == 200, "the first request");
+    wait_for("the half-sent request to be parked", DEADLINE, || {
+        Ok((count(&server.status()?, "parked") == 1).then_some(()))
+    })?;
+    // The only worker serves another client meanwhile.
+    ensure!(server.get("/")?.status == 200);
+    slow.send(b"world")?;
+    let second = slow.read_response()?;
+    ensure!(second.status == 200, "{second:?}");
     Ok(())
 }

@@ -117,7 +117,7 @@ fn names_that_are_not_segments_are_refused_clearly() -> Result<()> {
     assert_refused("empty name", &status(&["--scoreboard", ""])?, &["Invalid argument"])?;
     let directory = ShmFile { name: ShmFile::name() };
     std::fs::create_dir(directory.path())?;
-    assert_refused("a directory", &status(&["--scoreboard", &directory.name])?, &["No such device"])?;
+    assert_refused("a directory", &status(&["--scoreboard", &directory.name])?, &["is not a shared memory segment"])?;
     Ok(())
 }
 
@@ -162,7 +162,6 @@ fn a_well_formed_segment_with_a_record_left_mid_write_is_reported() -> Result<()
 /// Two live slots whose request counters add up past `u64::MAX`: the debug build's status
 /// command panics (`attempt to add with overflow` in `Snapshot::totals`).
 #[test]
-#[ignore = "known bug: the reader's totals overflow on a corrupt segment (panics in debug builds)"]
 fn a_segment_whose_totals_overflow_is_reported_without_panicking() -> Result<()> {
     let mut bytes = valid_segment(2);
     for slot in 0..2 {
@@ -180,7 +179,6 @@ fn a_segment_whose_totals_overflow_is_reported_without_panicking() -> Result<()>
 /// A FIFO where the segment should be: `shm_open` opens it without `O_NONBLOCK`, so the
 /// command waits for a writer that never comes.
 #[test]
-#[ignore = "known bug: status --scoreboard on a FIFO under /dev/shm hangs in open()"]
 fn a_fifo_in_place_of_a_segment_is_refused_not_waited_on() -> Result<()> {
     let fifo = ShmFile { name: ShmFile::name() };
     let made = std::process::Command::new("mkfifo").arg(fifo.path()).status()?;

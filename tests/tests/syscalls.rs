@@ -1,8 +1,9 @@
 //! A regression guard on the classic worker's hot paths, in system calls per request (counted
-//! by `strace -c` on the workers): at most 8 for a request on its own connection
-//! (`Connection: close`; it takes 6), and 2 for a keep-alive request (`recvfrom`, `sendmsg`, as
-//! the process model's ceiling; the budget allows a little for the rare wake-up of an idle
-//! check on a loaded machine). Counts, not timings.
+//! by `strace -c` on the workers), at the budgets the performance issue set: at most 8 for a
+//! request on its own connection (`Connection: close`; it takes 6), at most 3 for a keep-alive
+//! request (it takes 2, `recvfrom` and `sendmsg`, as the process model's ceiling; a client
+//! slower than 100 ms between requests costs the reactor's `epoll_wait` too, which a loaded
+//! machine may cause). Counts, not timings.
 
 use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
@@ -110,7 +111,7 @@ fn a_request_on_its_own_connection_costs_at_most_8_system_calls() -> Result<()> 
 }
 
 #[test]
-fn a_keep_alive_request_costs_2_system_calls() -> Result<()> {
+fn a_keep_alive_request_costs_at_most_3_system_calls() -> Result<()> {
     if !strace_available()? {
         return Ok(());
     }
@@ -125,6 +126,6 @@ fn a_keep_alive_request_costs_2_system_calls() -> Result<()> {
     }
     let calls = strace.finish()?;
     let (per, table) = per_request(&calls, REQUESTS);
-    ensure!(per <= 2.2, "{per:.3} system calls per keep-alive request: {table}");
+    ensure!(per <= 3.0, "{per:.3} system calls per keep-alive request: {table}");
     Ok(())
 }

@@ -87,7 +87,11 @@ pub(crate) async fn serve_connection(
         // HTTP/2 reads all along: its socket is never told a request runs.
         (!h2).then_some(socket),
     ));
-    let io = TokioIo::new(ObservedIo::new(io, prefix, Rc::clone(worker), flush, Rc::clone(&letting_go)));
+    let mut io = ObservedIo::new(io, prefix, Rc::clone(worker), flush, Rc::clone(&letting_go));
+    if may_park {
+        io = io.gated(Rc::clone(&scope));
+    }
+    let io = TokioIo::new(io);
     let result = if h2 {
         serve_h2(io, &scope, stop).await
     } else {
@@ -269,10 +273,16 @@ async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
                 worker.enter_stopping(WorkerState::Graceful);
                 connection.as_mut().graceful_shutdown();
             }
-            _ = idle_check.tick(), if !closing => {
-                if scope.idle_for() >= timeout || worker.is_draining() {
+            // Idle for the keep-alive timeout: GOAWAY. Once GOAWAY is sent, a connection still
+            // open a keep-alive timeout later with no stream running is dropped: a client that
+            // never answers the GOAWAY's PING would otherwise hold the worker for good.
+            _ = idle_check.tick() => {
+                if !closing && (scope.idle_for() >= timeout || worker.must_leave()) {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
+                } else if closing && scope.idle_for() >= timeout * 2 {
+                    tracing::debug!("HTTP/2 connection still open long after its GOAWAY; closed");
+                    return Ok(());
                 }
             }
         }
@@ -281,7 +291,11 @@ async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
 
 #[cfg(not(feature = "http2"))]
 async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -> hyper::Result<()> {
-    serve_h1(io, scope, stop).await
+    // Without HTTP/2 built in, no connection is ever taken for one; serve it as HTTP/1.1.
+    match serve_h1(io, scope, stop).await {
+        H1End::Done(result) => result,
+        H1End::Idle { .. } => Ok(()),
+    }
 }
 
 /// Runs HTTP/2 stream tasks on the worker's thread (`LocalSet`): handlers need not be `Send`.

@@ -39,45 +39,70 @@ pub(crate) struct HeadLimits {
     pub max_header_size: usize,
 }
 
+/// How the first request in some bytes is framed, as far as it can be told without hyper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Its head is not complete yet.
+    Head,
+    /// It is `head` bytes of head and then `body` bytes of body (`Content-Length`, or none);
+    /// `waits_for_continue`: the client sends the body only after `100 Continue`.
+    Sized { head: usize, body: usize, waits_for_continue: bool },
+    /// hyper must frame it (chunked body, conflicting lengths) or refuse it (malformed, too
+    /// long a head): it needs no more bytes from us to do so.
+    ForHyper,
+}
+
+/// How the first request in `bytes` is framed.
+pub(crate) fn framing(bytes: &[u8], limits: HeadLimits) -> Framing {
+    // Uninitialised: this runs on every new connection, and most heads have a few headers.
+    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_SEEN];
+    let mut request = Request::new(&mut []);
+    let seen = limits.max_headers.clamp(1, MAX_HEADERS_SEEN);
+    let head = match request.parse_with_uninit_headers(bytes, &mut headers[..seen]) {
+        Ok(Status::Complete(len)) if len <= limits.max_header_size => len,
+        // Too long a head: hyper answers 431 (it needs no more bytes to do so).
+        Ok(Status::Complete(_)) => return Framing::ForHyper,
+        Ok(Status::Partial) if bytes.len() > limits.max_header_size => return Framing::ForHyper,
+        Ok(Status::Partial) => return Framing::Head,
+        // Malformed (or HTTP/2's preface, which is not HTTP/1 at all): hyper answers it, or the
+        // HTTP/2 sniffing takes it.
+        Err(_) => return Framing::ForHyper,
+    };
+    match body_length(request.headers) {
+        // A length whose end cannot be counted in memory: hyper refuses it.
+        Some((body, _)) if head.checked_add(body).is_none() => Framing::ForHyper,
+        Some((body, waits_for_continue)) => Framing::Sized { head, body, waits_for_continue },
+        None => Framing::ForHyper,
+    }
+}
+
 /// Where the request in `bytes` stands.
 pub(crate) fn progress(bytes: &[u8], limits: HeadLimits) -> Progress {
     if bytes.is_empty() {
         return Progress::Head;
     }
-    // Uninitialised: this runs on every new connection, and most heads have a few headers.
-    let mut headers = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_SEEN];
-    let mut request = Request::new(&mut []);
-    let seen = limits.max_headers.clamp(1, MAX_HEADERS_SEEN);
-    let head_len = match request.parse_with_uninit_headers(bytes, &mut headers[..seen]) {
-        Ok(Status::Complete(len)) => len,
-        // Too long a head: hyper answers 431 (it needs no more bytes to do so).
-        Ok(Status::Partial) if bytes.len() > limits.max_header_size => return Progress::Ready,
-        Ok(Status::Partial) => return Progress::Head,
-        // Malformed (or HTTP/2's preface, which is not HTTP/1 at all): hyper answers it, or the
-        // HTTP/2 sniffing takes it.
-        Err(_) => return Progress::Ready,
-    };
-    if head_len > limits.max_header_size {
-        return Progress::Ready;
-    }
-    match body_length(request.headers) {
-        Some(expected) if expected <= MAX_PARKED_BODY => {
-            let received = bytes.len() - head_len;
-            if received >= expected { Progress::Ready } else { Progress::Body { received, expected } }
+    match framing(bytes, limits) {
+        Framing::Head => Progress::Head,
+        Framing::Sized { head, body, waits_for_continue: false } if body <= MAX_PARKED_BODY => {
+            let received = bytes.len() - head;
+            if received >= body { Progress::Ready } else { Progress::Body { received, expected: body } }
         }
-        _ => Progress::Ready,
+        Framing::Sized { .. } | Framing::ForHyper => Progress::Ready,
     }
 }
 
-/// The body's length if the request says it plainly: one `Content-Length` (repeats must agree),
-/// no `Transfer-Encoding`, no `Expect` (a client waiting for `100 Continue` sends no body
-/// until a worker asks for it). `None` hands the body to hyper: chunked, conflicting or
-/// invalid framing, expectations.
-fn body_length(headers: &[Header<'_>]) -> Option<usize> {
+/// The body's length if the request says it plainly, and whether the client waits for
+/// `100 Continue`: one `Content-Length` (repeats must agree), no `Transfer-Encoding`. `None`
+/// hands the body to hyper: chunked, conflicting or invalid framing.
+fn body_length(headers: &[Header<'_>]) -> Option<(usize, bool)> {
     let mut length = None;
+    let mut waits_for_continue = false;
     for header in headers {
-        if header.name.eq_ignore_ascii_case("transfer-encoding") || header.name.eq_ignore_ascii_case("expect") {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
             return None;
+        }
+        if header.name.eq_ignore_ascii_case("expect") {
+            waits_for_continue = true;
         }
         if header.name.eq_ignore_ascii_case("content-length") {
             let value = std::str::from_utf8(header.value).ok()?.trim();
@@ -91,7 +116,7 @@ fn body_length(headers: &[Header<'_>]) -> Option<usize> {
             }
         }
     }
-    Some(length.unwrap_or(0))
+    Some((length.unwrap_or(0), waits_for_continue))
 }
 
 #[cfg(test)]
@@ -141,11 +166,24 @@ mod tests {
         ] {
             assert_eq!(of(request), Progress::Ready, "{:?}", String::from_utf8_lossy(request));
         }
+        // A length that overflows a count is hyper's to refuse.
+        assert_eq!(of(b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n"), Progress::Ready);
         // Repeats that agree are a plain length.
         assert_eq!(
             of(b"POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n"),
             Progress::Body { received: 0, expected: 2 }
         );
+    }
+
+    #[test]
+    fn framing_gives_each_pipelined_request_its_length() {
+        let two = b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(framing(two, LIMITS), Framing::Sized { head: 19, body: 0, waits_for_continue: false });
+        assert_eq!(framing(&two[19..], LIMITS), Framing::Sized { head: 39, body: 3, waits_for_continue: false });
+        assert_eq!(framing(&two[19..30], LIMITS), Framing::Head);
+        let expect = b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n";
+        assert!(matches!(framing(expect, LIMITS), Framing::Sized { body: 9, waits_for_continue: true, .. }));
+        assert_eq!(framing(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", LIMITS), Framing::ForHyper);
     }
 
     #[test]

@@ -5,12 +5,15 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf as _, Bytes};
+use bytes::{Buf as _, Bytes, BytesMut};
 use prefork_scoreboard::WorkerState;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::head::{Framing, HeadLimits, MAX_PARKED_BODY, framing};
+use crate::parked::MAX_PARKED_BYTES;
+use crate::service::ConnectionScope;
 use crate::shared::WorkerShared;
 
 /// Lets a streamed body that must close the connection (SimpleHTTP's CLOSE) wait until the
@@ -47,11 +50,19 @@ impl FlushSignal {
 /// Passes reads and writes through, reading first the bytes already read from the connection
 /// (the request received while it was parked, and those read to tell HTTP/2 from HTTP/1.1,
 /// see [`crate::preface`]); the first bytes read while in `K` switch the slot to `R`.
+///
+/// On a connection that parks, it also *gates* what hyper reads: hyper gets one request at a
+/// time, and only once that request is complete (its head, and a body of up to
+/// [`MAX_PARKED_BODY`]), just as a new connection reaches a worker only with its request
+/// complete. A keep-alive client that sends its next request slowly (or pipelines one whose
+/// body is still coming) thus never holds the worker: once the socket has nothing more for
+/// now, the connection is let go with what it sent, and waits parked. A request hyper must
+/// frame itself (chunked) ends the gating for the rest of the connection.
 #[derive(Debug)]
 pub(crate) struct ObservedIo<S> {
     inner: S,
-    /// Bytes put back in front of the stream.
-    prefix: Bytes,
+    /// Bytes read from the stream that hyper has not had yet.
+    pending: BytesMut,
     worker: Rc<WorkerShared>,
     /// HTTP/1.1 only (see [`crate::service::ConnectionScope::flush`]).
     flush: Option<Rc<FlushSignal>>,
@@ -59,6 +70,23 @@ pub(crate) struct ObservedIo<S> {
     /// read (the client's next request is for whoever takes the connection), and hyper's
     /// shutdown leaves the socket open.
     letting_go: Rc<Cell<bool>>,
+    gate: Option<RequestGate>,
+}
+
+/// What the gate knows of the request being handed to hyper.
+struct RequestGate {
+    scope: Rc<ConnectionScope>,
+    limits: HeadLimits,
+    /// Bytes of the current request hyper may still read (its body may not have come yet).
+    released: usize,
+    /// A request hyper frames itself was seen: everything goes through from now on.
+    unframed: bool,
+}
+
+impl std::fmt::Debug for RequestGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestGate").field("released", &self.released).field("unframed", &self.unframed).finish()
+    }
 }
 
 impl<S> ObservedIo<S> {
@@ -69,12 +97,107 @@ impl<S> ObservedIo<S> {
         flush: Option<Rc<FlushSignal>>,
         letting_go: Rc<Cell<bool>>,
     ) -> Self {
-        ObservedIo { inner, prefix, worker, flush, letting_go }
+        ObservedIo { inner, pending: BytesMut::from(&prefix[..]), worker, flush, letting_go, gate: None }
     }
 
-    /// The stream, and the bytes put back in front of it that nobody read yet.
+    /// Gates hyper's reads one complete request at a time (a connection that parks).
+    pub(crate) fn gated(mut self, scope: Rc<ConnectionScope>) -> Self {
+        let limits = scope.worker.park_rules().limits;
+        self.gate = Some(RequestGate { scope, limits, released: 0, unframed: false });
+        self
+    }
+
+    /// The stream, and the bytes read from it that hyper did not have.
     pub(crate) fn into_parts(self) -> (S, Bytes) {
-        (self.inner, self.prefix)
+        (self.inner, self.pending.freeze())
+    }
+
+    /// The first bytes of a request on a keep-alive connection: `K` becomes `R`.
+    fn note_bytes(&self) {
+        if self.worker.slot.state() == WorkerState::KeepAlive {
+            self.worker.set_state(WorkerState::Reading);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> ObservedIo<S> {
+    /// Hands hyper the next bytes of the request released to it, at most `limit`.
+    fn hand_over(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, limit: usize) -> Poll<io::Result<usize>> {
+        if !self.pending.is_empty() {
+            let n = self.pending.len().min(buf.remaining()).min(limit);
+            buf.put_slice(&self.pending[..n]);
+            self.pending.advance(n);
+            return Poll::Ready(Ok(n));
+        }
+        let mut limited = buf.take(limit);
+        let result = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        // SAFETY: the inner read initialised and filled `n` bytes of `buf`'s unfilled part.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        if n > 0 {
+            self.note_bytes();
+        }
+        result.map_ok(|()| n)
+    }
+
+    fn poll_read_gated(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let gate = self.gate.as_mut().expect("gated");
+            if gate.unframed {
+                return self.hand_over(cx, buf, usize::MAX).map_ok(drop);
+            }
+            if gate.released > 0 {
+                let released = gate.released;
+                let n = ready!(self.hand_over(cx, buf, released))?;
+                let gate = self.gate.as_mut().expect("gated");
+                gate.released = if n == 0 { 0 } else { released - n };
+                return Poll::Ready(Ok(()));
+            }
+            // Between two requests: release the next one once it is complete.
+            if !self.pending.is_empty() {
+                match framing(&self.pending, gate.limits) {
+                    Framing::ForHyper => {
+                        gate.unframed = true;
+                        continue;
+                    }
+                    Framing::Sized { head, body, waits_for_continue } => {
+                        let whole = self.pending.len() >= head + body;
+                        if whole || waits_for_continue || body > MAX_PARKED_BODY || head + body > MAX_PARKED_BYTES {
+                            gate.released = head + body;
+                            continue;
+                        }
+                    }
+                    Framing::Head => {}
+                }
+            }
+            // Not complete yet: read what the socket has.
+            let mut chunk = [0u8; 8 * 1024];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    if self.pending.is_empty() {
+                        return Poll::Ready(Ok(())); // the client is gone: hyper sees the end
+                    }
+                    // A request cut short: hyper answers what there is.
+                    self.gate.as_mut().expect("gated").unframed = true;
+                }
+                Poll::Ready(Ok(())) => {
+                    self.pending.extend_from_slice(read.filled());
+                    self.note_bytes();
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    // Part of a request, and nothing more for now: wait parked, not here.
+                    let scope = &self.gate.as_ref().expect("gated").scope;
+                    if !self.pending.is_empty() && scope.can_park() {
+                        scope.let_go();
+                        scope.went_idle.notify_one();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 
@@ -84,18 +207,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ObservedIo<S> {
             // No waker is needed: the connection is being let go, which wakes its task.
             return Poll::Pending;
         }
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        if self.gate.is_some() {
+            return self.poll_read_gated(cx, buf);
         }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.worker.slot.state() == WorkerState::KeepAlive {
-            self.worker.set_state(WorkerState::Reading);
-        }
-        result
+        self.hand_over(cx, buf, usize::MAX).map_ok(drop)
     }
 }
 

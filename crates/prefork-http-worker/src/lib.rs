@@ -55,7 +55,7 @@ pub use worker::{HttpWorker, PoolLink};
 pub enum WorkerError {
     #[error("{what}: {errno}")]
     Sys { what: &'static str, errno: nix::errno::Errno },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: &'static str,
         #[source]

@@ -8,7 +8,7 @@ use crate::handler::Handler;
 
 /// A DIR pattern that is not a valid regular expression.
 #[derive(Debug, thiserror::Error)]
-#[error("handler DIR {dir:?} is not a valid regular expression: {source}")]
+#[error("handler DIR {dir:?} is not a valid regular expression")]
 pub struct BadDir {
     pub dir: String,
     #[source]

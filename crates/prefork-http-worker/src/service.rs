@@ -198,7 +198,8 @@ pub(crate) async fn serve_request(
         call_hook("LOGHANDLER", || log(&parts, scope.info.remote_ip));
     }
     let logged = worker.wants_written().then(|| parts.clone());
-    let request_line = parts.method.as_str().len() + uri_len(&parts.uri) + 9;
+    // `METHOD SP target SP HTTP/1.1`: the method, the target, two spaces and eight bytes.
+    let request_line = parts.method.as_str().len() + uri_len(&parts.uri) + 10;
     // The request's time budget (request_timeout, handler_timeout) runs from here: reading
     // its body, the handler, and a streamed response.
     let budget = worker.config.request_budget();
@@ -261,6 +262,11 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
     let Some((dir, handler)) = route else {
         return Outcome::Full(text(StatusCode::NOT_FOUND, "404 Not Found"));
     };
+    // A declared length past the limit is refused before anything is read (and before a
+    // `100 Continue` would invite the upload).
+    if http_body::Body::size_hint(&body).lower() > config.max_body_size as u64 {
+        return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
+    }
     let body = match read_body(body, config).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large")),

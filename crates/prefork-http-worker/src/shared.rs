@@ -196,11 +196,6 @@ impl WorkerShared {
         self.stopping.get()
     }
 
-    /// At a recycling limit's margin: its connections are being closed.
-    pub(crate) fn is_draining(&self) -> bool {
-        self.leaving.get()
-    }
-
     /// At a recycling limit's margin: take no more connections, and exit once none is held.
     pub(crate) fn must_leave(&self) -> bool {
         self.leaving.get()

@@ -60,13 +60,14 @@ pub enum ScoreboardError {
     BadPrefix(String),
     #[error("a scoreboard needs 1 to {max} slots (max_clients), not {0}", max = MAX_SLOTS)]
     SlotCount(usize),
-    #[error("shared memory segment {name}: {source}")]
+    // The cause is the error's source, not part of its message: chains ({:#}) print it once.
+    #[error("shared memory segment {name}")]
     Shmem {
         name: String,
         #[source]
         source: shared_memory::ShmemError,
     },
-    #[error("scoreboard segment {name}: {source}")]
+    #[error("scoreboard segment {name}")]
     Io {
         name: String,
         #[source]

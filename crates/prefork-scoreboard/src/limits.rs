@@ -63,9 +63,9 @@ impl RecycleLimits {
     /// as [`early`](Self::early) is before it. Memory: at the limit.
     pub fn hard(&self) -> RecycleLimits {
         RecycleLimits {
-            max_requests: self.max_requests.map(|n| n + margin(n)),
-            max_connections: self.max_connections.map(|n| n + margin(n)),
-            max_lifetime: self.max_lifetime.map(|t| t + time_margin(t)),
+            max_requests: self.max_requests.map(|n| n.saturating_add(margin(n))),
+            max_connections: self.max_connections.map(|n| n.saturating_add(margin(n))),
+            max_lifetime: self.max_lifetime.map(|t| t.saturating_add(time_margin(t))),
             max_rss_bytes: self.max_rss_bytes,
         }
     }

@@ -128,9 +128,15 @@ impl AttachedScoreboard {
     pub fn open(name: &str) -> Result<AttachedScoreboard, ScoreboardError> {
         let os_id = if name.starts_with('/') { name.to_owned() } else { format!("/{name}") };
         let errno = |e: Errno| io_error(&os_id, std::io::Error::from(e));
-        let fd = nix::sys::mman::shm_open(os_id.as_str(), OFlag::O_RDONLY, Mode::empty()).map_err(errno)?;
+        // Non-blocking: a FIFO (or another odd file) in its place must not hang the reader.
+        let fd = nix::sys::mman::shm_open(os_id.as_str(), OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())
+            .map_err(errno)?;
         let file = File::from(fd);
-        let len = file.metadata().map_err(|source| io_error(&os_id, source))?.len() as usize;
+        let metadata = file.metadata().map_err(|source| io_error(&os_id, source))?;
+        if !metadata.is_file() {
+            return Err(ScoreboardError::Layout(format!("{os_id} is not a shared memory segment")));
+        }
+        let len = metadata.len() as usize;
         let length = NonZeroUsize::new(len).ok_or_else(|| ScoreboardError::Layout(format!("{os_id} is empty")))?;
         // SAFETY: a fresh shared, read-only mapping of the whole object; nothing else in this
         // process refers to it, and it is unmapped only when this struct is dropped.
@@ -290,7 +296,8 @@ mod tests {
     #[test]
     fn attaching_to_a_missing_or_foreign_segment_is_a_clear_error() {
         let missing = AttachedScoreboard::open(&format!("/{}.1", prefix("missing"))).unwrap_err();
-        assert!(missing.to_string().contains("No such file"), "{missing}");
+        let cause = std::error::Error::source(&missing).map(ToString::to_string).unwrap_or_default();
+        assert!(missing.to_string().contains("missing") && cause.contains("No such file"), "{missing}: {cause}");
         let os_id = format!("/{}.1", prefix("foreign"));
         let mut foreign = ShmemConf::new().size(4096).os_id(&os_id).create().unwrap();
         let err = AttachedScoreboard::open(&os_id).unwrap_err();

@@ -214,21 +214,22 @@ impl Snapshot {
     /// Work done by all workers since the server started: the sum of every slot's per-slot
     /// counters, which never go down, so neither do these (a Prometheus counter must not).
     pub fn totals(&self) -> Totals {
+        // Saturating: a reader must survive a corrupt segment.
         self.slots.iter().fold(Totals::default(), |t, s| Totals {
-            requests: t.requests + s.requests_slot,
-            bytes: t.bytes + s.bytes_slot,
-            connections: t.connections + s.connections_slot,
-            accept_calls: t.accept_calls + s.accept_calls_slot,
-            slow_requests: t.slow_requests + s.slow_requests_slot,
-            handed_off: t.handed_off + s.handed_off_slot,
-            adopted: t.adopted + s.adopted_slot,
-            parked_timeouts: t.parked_timeouts + s.parked_timeouts_slot,
-            parked_evictions: t.parked_evictions + s.parked_evictions_slot,
+            requests: t.requests.saturating_add(s.requests_slot),
+            bytes: t.bytes.saturating_add(s.bytes_slot),
+            connections: t.connections.saturating_add(s.connections_slot),
+            accept_calls: t.accept_calls.saturating_add(s.accept_calls_slot),
+            slow_requests: t.slow_requests.saturating_add(s.slow_requests_slot),
+            handed_off: t.handed_off.saturating_add(s.handed_off_slot),
+            adopted: t.adopted.saturating_add(s.adopted_slot),
+            parked_timeouts: t.parked_timeouts.saturating_add(s.parked_timeouts_slot),
+            parked_evictions: t.parked_evictions.saturating_add(s.parked_evictions_slot),
         })
     }
 
     /// Connections parked in live workers (between requests, not in a handler).
     pub fn parked(&self) -> u64 {
-        self.live().map(|s| s.parked).sum()
+        self.live().fold(0u64, |sum, s| sum.saturating_add(s.parked))
     }
 }

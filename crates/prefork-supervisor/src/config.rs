@@ -78,6 +78,15 @@ impl Default for PoolConfig {
     }
 }
 
+/// The longest duration any setting may have (ten years): longer ones are refused rather than
+/// left to overflow a clock's arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Refuses a duration past [`MAX_DURATION`].
+pub fn check_duration(name: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION { Err(ConfigError::TooLong(name)) } else { Ok(()) }
+}
+
 /// Settings that cannot work together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -87,6 +96,8 @@ pub enum ConfigError {
     Exceeds { name: &'static str, value: usize, limit_name: &'static str, limit: usize },
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("{0} cannot be longer than ten years")]
+    TooLong(&'static str),
     #[error("{shorter} cannot be longer than {longer}")]
     Order { shorter: &'static str, longer: &'static str },
 }
@@ -127,6 +138,10 @@ impl PoolConfig {
         if self.request_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::ZeroDuration("request_timeout"));
         }
+        check_duration("idle_retire_interval", self.idle_retire_interval)?;
+        check_duration("boot_backoff_max", self.boot_backoff_max)?;
+        check_duration("request_timeout", self.request_timeout.unwrap_or_default())?;
+        check_duration("request_timeout_grace", self.request_timeout_grace)?;
         Ok(())
     }
 
@@ -164,14 +179,20 @@ pub struct RecycleConfig {
 impl RecycleConfig {
     /// One worker's limits, with `random` (uniform in 0..=u64::MAX) choosing the jitter.
     pub fn limits_for_worker(&self, mut random: impl FnMut() -> u64) -> prefork_scoreboard::RecycleLimits {
-        let mut jitter = |max: u64| if max == 0 { 0 } else { random() % (max + 1) };
+        // Uniform in 0..=max; saturating, so that no setting can overflow a limit.
+        let mut jitter = |max: u64| match max.checked_add(1) {
+            _ if max == 0 => 0,
+            Some(span) => random() % span,
+            None => random(),
+        };
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         prefork_scoreboard::RecycleLimits {
-            max_requests: self.max_requests_per_child.map(|n| n + jitter(self.max_requests_jitter)),
-            max_connections: self.max_connections_per_child.map(|n| n + jitter(self.max_requests_jitter)),
+            max_requests: self.max_requests_per_child.map(|n| n.saturating_add(jitter(self.max_requests_jitter))),
+            max_connections: self.max_connections_per_child.map(|n| n.saturating_add(jitter(self.max_requests_jitter))),
             max_lifetime: self
                 .max_worker_lifetime
-                .map(|t| t + Duration::from_millis(jitter(self.max_worker_lifetime_jitter.as_millis() as u64))),
-            max_rss_bytes: self.max_worker_rss.map(|n| n + jitter(self.max_worker_rss_jitter)),
+                .map(|t| t.saturating_add(Duration::from_millis(jitter(millis(self.max_worker_lifetime_jitter))))),
+            max_rss_bytes: self.max_worker_rss.map(|n| n.saturating_add(jitter(self.max_worker_rss_jitter))),
         }
     }
 
@@ -188,6 +209,8 @@ impl RecycleConfig {
         if self.max_worker_lifetime.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::ZeroDuration("max_worker_lifetime"));
         }
+        check_duration("max_worker_lifetime", self.max_worker_lifetime.unwrap_or_default())?;
+        check_duration("max_worker_lifetime_jitter", self.max_worker_lifetime_jitter)?;
         Ok(())
     }
 }
@@ -233,6 +256,9 @@ impl SupervisorConfig {
         if self.slow_request_threshold.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::ZeroDuration("slow_request_threshold"));
         }
+        check_duration("graceful_timeout", self.graceful_timeout)?;
+        check_duration("maintenance_interval", self.maintenance_interval)?;
+        check_duration("slow_request_threshold", self.slow_request_threshold.unwrap_or_default())?;
         Ok(())
     }
 

@@ -42,7 +42,7 @@ mod spawn;
 mod supervisor;
 mod worker;
 
-pub use config::{ConfigError, PoolConfig, RecycleConfig, SpawnRamp, SupervisorConfig};
+pub use config::{ConfigError, MAX_DURATION, PoolConfig, RecycleConfig, SpawnRamp, SupervisorConfig, check_duration};
 pub use supervisor::{StopReport, Supervisor};
 pub use worker::{WorkerContext, WorkerExit, exit_code};
 

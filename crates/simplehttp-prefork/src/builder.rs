@@ -424,6 +424,13 @@ impl ServerBuilder {
         if worker.handler_timeout.is_some_and(|t| t.is_zero()) {
             return invalid("handler_timeout must be longer than zero".into());
         }
+        for (name, duration) in [
+            ("keepalive_timeout", worker.keepalive_timeout),
+            ("body_read_timeout", worker.body_read_timeout),
+            ("handler_timeout", worker.handler_timeout.unwrap_or_default()),
+        ] {
+            prefork_supervisor::check_duration(name, duration)?;
+        }
         for (name, value, min) in [
             ("worker_connections", worker.worker_connections, 1),
             ("max_request_line", worker.max_request_line, 16),
@@ -437,7 +444,7 @@ impl ServerBuilder {
         }
         let pool = &mut self.supervisor.pool;
         if pool.min_spare_servers > 0 && pool.max_spare_servers < pool.min_spare_servers {
-            let adjusted = pool.min_spare_servers + 1;
+            let adjusted = pool.min_spare_servers.saturating_add(1);
             tracing::warn!(
                 max_spare_servers = pool.max_spare_servers,
                 min_spare_servers = pool.min_spare_servers,

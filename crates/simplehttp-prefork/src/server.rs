@@ -33,7 +33,7 @@ pub enum ServerError {
     BadDir(#[from] BadDir),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         address: String,
         #[source]
@@ -41,7 +41,7 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
-    #[error("pid file {path}: {source}")]
+    #[error("pid file {path}")]
     PidFile {
         path: PathBuf,
         #[source]
@@ -197,7 +197,7 @@ impl BoundServer {
             };
             match http.run(link) {
                 Ok(()) => WorkerExit::Finished,
-                Err(error) => WorkerExit::Failed(error.to_string()),
+                Err(error) => WorkerExit::Failed(error_chain(&error)),
             }
         };
         let mut supervisor = Supervisor::new(supervisor, run_worker)?
@@ -216,6 +216,19 @@ impl BoundServer {
         drop(pid_file);
         Ok(result?)
     }
+}
+
+/// An error and its causes, `: `-separated (errors here keep their cause as their source, not
+/// in their message).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 #[cfg(test)]

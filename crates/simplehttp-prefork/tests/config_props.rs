@@ -181,7 +181,6 @@ proptest! {
 /// `max_spare_servers` below `min_spare_servers` becomes `min_spare_servers + 1`, unchecked:
 /// `--min-spare-servers 18446744073709551615` panics a debug build of the binary at start.
 #[test]
-#[ignore = "known bug: builder.rs adds 1 to min_spare_servers without overflow check"]
 fn a_huge_min_spare_servers_is_refused_not_overflowed() {
     let built = Server::builder().min_spare_servers(usize::MAX).max_spare_servers(0).build();
     assert!(built.is_err());
@@ -191,7 +190,6 @@ fn a_huge_min_spare_servers_is_refused_not_overflowed() {
 /// remainder by zero, so a panic, in release), and a limit plus its jitter can overflow too.
 /// Both are settings that pass validation: the supervisor panics when it forks a worker.
 #[test]
-#[ignore = "known bug: RecycleConfig::limits_for_worker overflows on a jitter of u64::MAX"]
 fn a_huge_jitter_does_not_panic() {
     let config =
         RecycleConfig { max_requests_per_child: Some(1), max_requests_jitter: u64::MAX, ..RecycleConfig::default() };

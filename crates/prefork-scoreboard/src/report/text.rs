@@ -32,7 +32,7 @@ impl StatusReport {
         line("Processes", &self.processes);
         line("Stopping", &self.stopping);
         // Apache event's own names: connections in total, those waiting between requests.
-        line("ConnsTotal", &(self.busy as u64 + self.parked));
+        line("ConnsTotal", &(self.busy as u64).saturating_add(self.parked));
         line("ConnsAsyncKeepAlive", &self.parked);
         line("Scoreboard", &self.scoreboard);
         out
