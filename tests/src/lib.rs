@@ -546,3 +546,40 @@ pub fn require_tool(name: &str, probe: &[&str], install: &str) -> Result<bool> {
     let _ = writeln!(std::io::stderr(), "{test}: skipped: {name} is not installed (CI installs it; `{install}`)");
     Ok(false)
 }
+
+/// The state letter of `pid` from `/proc/<pid>/stat` (`R`, `S`, `T` stopped, `Z` zombie...),
+/// if the process exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+}
+
+/// How many file descriptors `pid` has open, from `/proc/<pid>/fd` (needs the right to read
+/// it: the same user, or root).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Whether this process runs as root (effective uid 0, from `/proc/self/status`).
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:")).unwrap_or_default();
+    uids.split_whitespace().nth(1) == Some("0")
+}
+
+/// As [`require_tool`], for what a test needs of the machine rather than a tool: root, a
+/// private mount namespace, a writable memory cgroup. `usable` says whether it is there and
+/// `how` how to get it. Absent, the test should return `Ok(())` at once (a `skipped:` line on
+/// stderr), unless `PREFORK_REQUIRE_TOOLS` is set (CI runs as root and sets it): then it is an
+/// error, so that CI never skips such a test silently.
+pub fn require_machine(what: &str, usable: bool, how: &str) -> Result<bool> {
+    if usable {
+        return Ok(true);
+    }
+    if std::env::var_os("PREFORK_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty() && v != "0") {
+        bail!("this test needs {what}, and PREFORK_REQUIRE_TOOLS is set: {how}");
+    }
+    let test = thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "{test}: skipped: needs {what} ({how})");
+    Ok(false)
+}

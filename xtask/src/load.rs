@@ -34,6 +34,8 @@ pub struct Failure {
     pub at: Duration,
     /// The worker that served this connection's previous response, if any.
     pub worker_pid: Option<u32>,
+    /// The client's port of the connection it was sent on (none if the connection failed).
+    pub local_port: Option<u16>,
     pub error: String,
 }
 
@@ -142,6 +144,7 @@ async fn client(spec: LoadSpec, start: Instant, until: Until) -> LoadResult {
                 result.failures.push(Failure {
                     at: start.elapsed(),
                     worker_pid: None,
+                    local_port: None,
                     error: format!("connect: {error}"),
                 });
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -149,12 +152,14 @@ async fn client(spec: LoadSpec, start: Instant, until: Until) -> LoadResult {
             }
         };
         let _ = stream.set_nodelay(true);
+        let local_port = stream.local_addr().ok().map(|a| a.port());
         let (mut sender, connection) = match http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await {
             Ok(pair) => pair,
             Err(error) => {
                 result.failures.push(Failure {
                     at: start.elapsed(),
                     worker_pid: None,
+                    local_port,
                     error: format!("handshake: {error}"),
                 });
                 continue;
@@ -175,7 +180,12 @@ async fn client(spec: LoadSpec, start: Instant, until: Until) -> LoadResult {
             let response = match sender.send_request(request).await {
                 Ok(response) => response,
                 Err(error) => {
-                    result.failures.push(Failure { at: start.elapsed(), worker_pid, error: error.to_string() });
+                    result.failures.push(Failure {
+                        at: start.elapsed(),
+                        worker_pid,
+                        local_port,
+                        error: error.to_string(),
+                    });
                     continue 'connections;
                 }
             };
@@ -194,7 +204,12 @@ async fn client(spec: LoadSpec, start: Instant, until: Until) -> LoadResult {
                     }
                 }
                 Err(error) => {
-                    result.failures.push(Failure { at: start.elapsed(), worker_pid, error: format!("body: {error}") });
+                    result.failures.push(Failure {
+                        at: start.elapsed(),
+                        worker_pid,
+                        local_port,
+                        error: format!("body: {error}"),
+                    });
                     continue 'connections;
                 }
             }

@@ -6,6 +6,9 @@
 //!   load generator in one run, measure accept calls per connection, and run the scoreboard's
 //!   criterion benchmarks. `bench --peers` adds the comparison with the ceiling of classic
 //!   prefork, bare hyper, nginx and Apache prefork under wrk, written to `docs/BENCH.md`.
+//! - `soak`: a chaos soak: one cluster under keep-alive and close load, recycling every 50
+//!   requests, disturbed at random (seeded) by SIGKILLed workers, HUP, TTIN/TTOU, slow clients
+//!   and malformed requests, its invariants checked every second. Exits non-zero on any.
 //! - `status-screenshot`: render the HTML status page of a busy server in headless Chromium.
 
 mod bare;
@@ -14,6 +17,7 @@ mod cluster;
 mod load;
 mod peers;
 mod screenshot;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -36,6 +40,8 @@ enum Task {
     /// Compare keep-alive and close throughput with a bare hyper server; count accepts;
     /// with `--peers`, also with nginx, Apache prefork and the ceiling under wrk.
     Bench(bench::Options),
+    /// A chaos soak: load, recycling and random disturbances, invariants checked every second.
+    Soak(soak::Options),
     /// Render the HTML status page of a busy server in headless Chromium to a PNG.
     StatusScreenshot(screenshot::Options),
     /// (internal) The measuring half of `bench`, run from a release build.
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Task::TestCluster(options) => cluster::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::BenchRun(options) => bench::measure(&options),
+        Task::Soak(options) => soak::run(&options),
         Task::StatusScreenshot(options) => screenshot::run(&options),
         Task::BareHyper { port } => bare::serve(port),
         Task::Ceiling(options) => peers::serve_ceiling(&options),

@@ -1,0 +1,854 @@
+//! `cargo xtask soak --duration 10m`: a chaos soak. One cluster, under keep-alive and
+//! `Connection: close` load at once, recycling its workers every 50 requests, is disturbed at
+//! random (seeded: the seed is printed, `--seed` replays the same sequence of disturbances)
+//! by: a worker SIGKILLed, HUP, TTIN and TTOU, a slow client (half a head, then waiting past
+//! the header timeout; or a body dribbled below the minimum rate), a malformed request.
+//!
+//! Invariants, checked every second from samples taken all along:
+//! - scoreboard = ps: no pid is for long (5 s: a fork or a reap is a moment) in the live slots
+//!   and not among the parent's children in `/proc`, or the other way round;
+//! - the pool within its bounds: never more than `max_clients` processes; never for long more
+//!   idle workers than `max_spare_servers`, nor fewer than `min_spare_servers` while it could
+//!   fork, with the bounds read from the scoreboard as TTIN and TTOU move them (and checked to
+//!   move as signalled); no worker past its recycling limit and margin;
+//! - no descriptor leaked: the parent's count from `/proc/<pid>/fd` never stays above its
+//!   count once the pool was up, and is back to it at the end; no segment left in `/dev/shm`
+//!   after the stop;
+//! - no failed request but on a killed worker: each victim is stopped (SIGSTOP) before it is
+//!   killed, and the client ports of every TCP connection it holds (serving or parked) are read
+//!   from `/proc`; a failed request must be on one of them (or follow a response of a killed
+//!   worker on its connection).
+//!
+//! The report: a table of counts per disturbance with what each came to, the invariants, and
+//! the failed requests (how many, on which killed workers). Exits non-zero if an invariant
+//! breaks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use prefork_scoreboard::AttachedScoreboard;
+use prefork_tests::{ServerProcess, is_alive, open_fds, server_command, wait_for};
+
+use crate::load::{self, LoadControl, LoadResult, LoadSpec};
+use crate::{cargo_build, secs};
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Build and soak the release binary.
+    #[arg(long)]
+    release: bool,
+    /// How long the load and the disturbances run.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Seed of the random disturbances (printed; a run is replayed with the same seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Concurrent keep-alive client connections.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Concurrent `Connection: close` clients.
+    #[arg(long, default_value_t = 4)]
+    close_clients: usize,
+    /// Time between two disturbances.
+    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    pace: Duration,
+}
+
+const MIN_SPARE: u64 = 2;
+const MAX_SPARE: u64 = 6;
+const MAX_CLIENTS: u64 = 32;
+const MAX_REQUESTS: u64 = 50;
+/// The header timeout, and the body's allowance before its minimum rate applies.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a difference between the scoreboard and `ps` may last (a fork, a reap).
+const PS_GRACE: Duration = Duration::from_secs(5);
+/// How long the pool may be outside its spare bounds (one surplus worker retired per second).
+const BOUNDS_GRACE: Duration = Duration::from_secs(10);
+/// How long the parent may hold more descriptors than at the start.
+const FD_GRACE: Duration = Duration::from_secs(5);
+/// Settling after the load, and the stop.
+const SETTLE: Duration = Duration::from_secs(40);
+/// The most slow or malformed clients running at once.
+const MAX_SIDE_CLIENTS: usize = 24;
+/// A slow or malformed client gives up after this (then the server never answered it).
+const SIDE_CLIENT_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Disturbance {
+    Kill,
+    Hup,
+    Ttin,
+    Ttou,
+    SlowHead,
+    SlowBody,
+    Malformed,
+}
+
+impl Disturbance {
+    const ALL: [Disturbance; 7] = [
+        Disturbance::Kill,
+        Disturbance::Hup,
+        Disturbance::Ttin,
+        Disturbance::Ttou,
+        Disturbance::SlowHead,
+        Disturbance::SlowBody,
+        Disturbance::Malformed,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Disturbance::Kill => "SIGKILL a worker",
+            Disturbance::Hup => "HUP (reload)",
+            Disturbance::Ttin => "TTIN (one more spare)",
+            Disturbance::Ttou => "TTOU (one spare fewer)",
+            Disturbance::SlowHead => "slow client: half a head",
+            Disturbance::SlowBody => "slow client: slow body",
+            Disturbance::Malformed => "malformed request",
+        }
+    }
+}
+
+/// Requests that must not be served: each gets a 4xx/5xx or a close.
+const MALFORMED: [&[u8]; 9] = [
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n Folded: yes\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x01\x02\x03\x04\x05\x06\x07\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: yes\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+];
+
+/// What a slow or malformed client came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    /// Answered with this status.
+    Status(u16),
+    /// Closed by the server without an answer.
+    Closed,
+    /// Reset (its worker was killed, say).
+    Reset,
+    /// Nothing within the client's limit.
+    NoAnswer,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Status(code) => write!(f, "{code}"),
+            Outcome::Closed => write!(f, "closed"),
+            Outcome::Reset => write!(f, "reset"),
+            Outcome::NoAnswer => write!(f, "NO ANSWER"),
+        }
+    }
+}
+
+/// A worker killed, and the client ports of the TCP connections it held.
+#[derive(Debug)]
+struct Victim {
+    pid: u32,
+    busy: bool,
+    ports: BTreeSet<u16>,
+}
+
+/// Whether an invariant held, episode by episode.
+#[derive(Debug, Default)]
+struct Invariant {
+    violations: Vec<String>,
+    checks: u64,
+}
+
+impl Invariant {
+    fn fail(&mut self, at: Duration, what: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(format!("at {}: {what}", secs(at)));
+        } else if self.violations.len() == 20 {
+            self.violations.push("(more not shown)".to_owned());
+        }
+    }
+}
+
+/// Everything the soak watches and counts.
+struct Soak {
+    started: Instant,
+    server: ServerProcess,
+    scoreboard: AttachedScoreboard,
+    rng: fastrand::Rng,
+    /// (min_spare, max_spare) as signalled, and since when the scoreboard shows otherwise.
+    bounds: (u64, u64),
+    bounds_off_since: Option<Instant>,
+    fd_baseline: usize,
+    /// A pid in one of scoreboard and ps but not the other: since when.
+    mismatched: HashMap<u32, Instant>,
+    surplus_since: Option<Instant>,
+    shortage_since: Option<Instant>,
+    fds_above_since: Option<Instant>,
+    most_requests: u64,
+    max_processes: usize,
+    samples: u64,
+    victims: Vec<Victim>,
+    counts: BTreeMap<Disturbance, u64>,
+    side: Vec<(Disturbance, thread::JoinHandle<Outcome>)>,
+    invariants: BTreeMap<&'static str, Invariant>,
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let binary = cargo_build(options.release, &["-p", "simplehttp-prefork", "--bin", "simplehttp-prefork"])?
+        .join("simplehttp-prefork");
+    let seed = options.seed.unwrap_or_else(|| fastrand::u64(..));
+    println!(
+        "soak: seed {seed} (replay: cargo xtask soak --duration {} --seed {seed}); {} keep-alive and {} close \
+         clients; a disturbance every {}",
+        humantime::format_duration(options.duration),
+        options.clients,
+        options.close_clients,
+        secs(options.pace)
+    );
+    let wall = Instant::now();
+    let mut soak = Soak::start(&binary, seed)?;
+    let result = soak.run(options);
+    let report = soak.finish(result);
+    println!("soak: {} in all", secs(wall.elapsed()));
+    report
+}
+
+impl Soak {
+    fn start(binary: &Path, seed: u64) -> Result<Soak> {
+        let (min, max, clients, requests) =
+            (MIN_SPARE.to_string(), MAX_SPARE.to_string(), MAX_CLIENTS.to_string(), MAX_REQUESTS.to_string());
+        let header_timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
+        let args = [
+            "--start-servers",
+            "4",
+            "--min-spare-servers",
+            &min,
+            "--max-spare-servers",
+            &max,
+            "--max-clients",
+            &clients,
+            "--max-requests-per-child",
+            &requests,
+            "--keepalive-timeout",
+            &header_timeout,
+        ];
+        let server = ServerProcess::spawn(server_command(binary, &args))?;
+        let scoreboard = AttachedScoreboard::open(&server.scoreboard_name())?;
+        wait_for("the pool to start", SETTLE, || {
+            let snapshot = scoreboard.snapshot();
+            Ok((snapshot.idle() as u64 >= MIN_SPARE && snapshot.processes() == server.children().len()).then_some(()))
+        })?;
+        let fd_baseline = open_fds(server.pid()).context("reading the parent's descriptors")?;
+        let invariants =
+            ["scoreboard = ps", "pool within bounds", "bounds as signalled", "recycling limit", "no fd leaked"]
+                .into_iter()
+                .map(|name| (name, Invariant::default()))
+                .collect();
+        Ok(Soak {
+            started: Instant::now(),
+            server,
+            scoreboard,
+            rng: fastrand::Rng::with_seed(seed),
+            bounds: (MIN_SPARE, MAX_SPARE),
+            bounds_off_since: None,
+            fd_baseline,
+            mismatched: HashMap::new(),
+            surplus_since: None,
+            shortage_since: None,
+            fds_above_since: None,
+            most_requests: 0,
+            max_processes: 0,
+            samples: 0,
+            victims: Vec::new(),
+            counts: Disturbance::ALL.iter().map(|d| (*d, 0)).collect(),
+            side: Vec::new(),
+            invariants,
+        })
+    }
+
+    /// The load and the disturbances, with the invariants sampled all along.
+    fn run(&mut self, options: &Options) -> Result<(LoadResult, LoadResult)> {
+        let keepalive = Load::start(self.server.addr(), options.clients, true, options.duration);
+        let close = Load::start(self.server.addr(), options.close_clients, false, options.duration);
+        keepalive.wait_served(100)?;
+        close.wait_served(20)?;
+        let until = Instant::now() + options.duration;
+        let mut next_disturbance = Instant::now();
+        let mut next_check = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if keepalive.is_finished() || close.is_finished() {
+                bail!("a load ended early");
+            }
+            self.sample();
+            if Instant::now() >= next_disturbance {
+                self.disturb()?;
+                // The disturbances' pace is an input of the soak, not a wait for anything.
+                next_disturbance += options.pace;
+            }
+            if Instant::now() >= next_check {
+                self.check();
+                next_check += Duration::from_secs(1);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let keepalive = keepalive.finish()?;
+        let close = close.finish()?;
+        Ok((keepalive, close))
+    }
+
+    fn at(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// One sample of the scoreboard, `/proc` and the parent's descriptors.
+    fn sample(&mut self) {
+        let snapshot = self.scoreboard.snapshot();
+        let children: BTreeSet<u32> = self.server.children().into_iter().collect();
+        let live: BTreeSet<u32> = snapshot.live().map(|s| s.pid).collect();
+        let now = Instant::now();
+        self.samples += 1;
+        // Scoreboard = ps: a pid only on one side is a moment's transition, or a leak.
+        let different: BTreeSet<u32> = live.symmetric_difference(&children).copied().collect();
+        self.mismatched.retain(|pid, _| different.contains(pid));
+        for pid in different {
+            self.mismatched.entry(pid).or_insert(now);
+        }
+        // The bounds the parent works to, as it published them.
+        let config = snapshot.header.config;
+        let (min, max) = (config.min_spare_servers, config.max_spare_servers);
+        if (min, max) == self.bounds {
+            self.bounds_off_since = None;
+        } else {
+            self.bounds_off_since.get_or_insert(now);
+        }
+        let idle = snapshot.idle() as u64;
+        let processes = snapshot.processes();
+        self.max_processes = self.max_processes.max(processes);
+        if processes as u64 > MAX_CLIENTS {
+            let at = self.at();
+            self.invariant("pool within bounds").fail(at, format!("{processes} processes > max_clients"));
+        }
+        if idle > max {
+            self.surplus_since.get_or_insert(now);
+        } else {
+            self.surplus_since = None;
+        }
+        if idle < min && (processes as u64) < MAX_CLIENTS {
+            self.shortage_since.get_or_insert(now);
+        } else {
+            self.shortage_since = None;
+        }
+        // The limit holds whatever the load: a tenth of margin past it, at most.
+        let most = snapshot.live().map(|s| s.requests_child).max().unwrap_or(0);
+        self.most_requests = self.most_requests.max(most);
+        if let Some(fds) = open_fds(self.server.pid()) {
+            if fds > self.fd_baseline {
+                self.fds_above_since.get_or_insert(now);
+            } else {
+                self.fds_above_since = None;
+            }
+        }
+    }
+
+    fn invariant(&mut self, name: &'static str) -> &mut Invariant {
+        self.invariants.entry(name).or_default()
+    }
+
+    /// Once a second: has anything been off for too long?
+    fn check(&mut self) {
+        let (now, at) = (Instant::now(), self.at());
+        for invariant in self.invariants.values_mut() {
+            invariant.checks += 1;
+        }
+        let stale: Vec<u32> =
+            self.mismatched.iter().filter(|(_, since)| now - **since > PS_GRACE).map(|(pid, _)| *pid).collect();
+        if !stale.is_empty() {
+            let snapshot = self.scoreboard.snapshot();
+            let live: Vec<u32> = snapshot.live().map(|s| s.pid).collect();
+            let children = self.server.children();
+            let detail = format!("pids {stale:?} for over {}: scoreboard {live:?}, ps {children:?}", secs(PS_GRACE));
+            self.invariant("scoreboard = ps").fail(at, detail);
+            for pid in stale {
+                self.mismatched.insert(pid, now); // once per episode
+            }
+        }
+        let snapshot = self.scoreboard.snapshot();
+        let config = snapshot.header.config;
+        let idle = snapshot.idle();
+        if self.surplus_since.is_some_and(|since| now - since > BOUNDS_GRACE) {
+            let detail =
+                format!("{idle} idle > max_spare_servers {} for over {}", config.max_spare_servers, secs(BOUNDS_GRACE));
+            self.invariant("pool within bounds").fail(at, detail);
+            self.surplus_since = Some(now);
+        }
+        if self.shortage_since.is_some_and(|since| now - since > BOUNDS_GRACE) {
+            let detail = format!(
+                "{idle} idle < min_spare_servers {} with {} processes, for over {}",
+                config.min_spare_servers,
+                snapshot.processes(),
+                secs(BOUNDS_GRACE)
+            );
+            self.invariant("pool within bounds").fail(at, detail);
+            self.shortage_since = Some(now);
+        }
+        if self.bounds_off_since.is_some_and(|since| now - since > BOUNDS_GRACE) {
+            let detail = format!(
+                "signalled {:?}, scoreboard says ({}, {})",
+                self.bounds, config.min_spare_servers, config.max_spare_servers
+            );
+            self.invariant("bounds as signalled").fail(at, detail);
+            self.bounds_off_since = Some(now);
+        }
+        let limit = MAX_REQUESTS + (MAX_REQUESTS / 10).max(1);
+        if self.most_requests > limit {
+            let detail =
+                format!("a worker answered {} requests (limit {MAX_REQUESTS}, margin to {limit})", self.most_requests);
+            self.invariant("recycling limit").fail(at, detail);
+            self.most_requests = 0;
+        }
+        if self.fds_above_since.is_some_and(|since| now - since > FD_GRACE) {
+            let fds = open_fds(self.server.pid()).unwrap_or(0);
+            let detail = format!("the parent holds {fds} descriptors, {} at the start", self.fd_baseline);
+            self.invariant("no fd leaked").fail(at, detail);
+            self.fds_above_since = Some(now);
+        }
+    }
+
+    /// One disturbance, chosen at random.
+    fn disturb(&mut self) -> Result<()> {
+        let mut kind = Disturbance::ALL[self.rng.usize(..Disturbance::ALL.len())];
+        // One bounds change at a time (signals do not queue), within 1..=10.
+        let pending = self.bounds_off_since.is_some();
+        if matches!(kind, Disturbance::Ttin | Disturbance::Ttou) && pending {
+            return Ok(());
+        }
+        if kind == Disturbance::Ttin && self.bounds.1 >= 10 {
+            kind = Disturbance::Ttou;
+        } else if kind == Disturbance::Ttou && self.bounds.0 <= 1 {
+            kind = Disturbance::Ttin;
+        }
+        let running = self.side.iter().filter(|(_, h)| !h.is_finished()).count();
+        if matches!(kind, Disturbance::SlowHead | Disturbance::SlowBody | Disturbance::Malformed)
+            && running >= MAX_SIDE_CLIENTS
+        {
+            return Ok(());
+        }
+        let addr = self.server.addr();
+        match kind {
+            Disturbance::Kill => {
+                let Some(victim) = self.kill_one()? else { return Ok(()) };
+                self.victims.push(victim);
+            }
+            Disturbance::Hup => self.server.signal(Signal::SIGHUP)?,
+            Disturbance::Ttin => {
+                self.server.signal(Signal::SIGTTIN)?;
+                // As the supervisor does it (max_clients caps both).
+                let min = (self.bounds.0 + 1).min(MAX_CLIENTS);
+                self.bounds = (min, (self.bounds.1 + 1).min(MAX_CLIENTS).max(min));
+                self.bounds_off_since = Some(Instant::now());
+            }
+            Disturbance::Ttou => {
+                self.server.signal(Signal::SIGTTOU)?;
+                let min = self.bounds.0.saturating_sub(1).max(1);
+                self.bounds = (min, self.bounds.1.saturating_sub(1).max(min));
+                self.bounds_off_since = Some(Instant::now());
+            }
+            Disturbance::SlowHead => self.side.push((kind, thread::spawn(move || slow_head(addr)))),
+            Disturbance::SlowBody => self.side.push((kind, thread::spawn(move || slow_body(addr)))),
+            Disturbance::Malformed => {
+                let request = MALFORMED[self.rng.usize(..MALFORMED.len())];
+                self.side.push((kind, thread::spawn(move || malformed(addr, request))));
+            }
+        }
+        *self.counts.entry(kind).or_default() += 1;
+        Ok(())
+    }
+
+    /// Stops a worker (a busy one if any), notes the client ports of every TCP connection it
+    /// holds, and kills it.
+    fn kill_one(&mut self) -> Result<Option<Victim>> {
+        let snapshot = self.scoreboard.snapshot();
+        let children = self.server.children();
+        let candidates: Vec<(u32, bool)> = snapshot
+            .live()
+            .filter(|s| children.contains(&s.pid) && !s.state.is_stopping())
+            .map(|s| (s.pid, s.state.is_busy()))
+            .collect();
+        let busy: Vec<(u32, bool)> = candidates.iter().copied().filter(|(_, busy)| *busy).collect();
+        let pool = if busy.is_empty() { &candidates } else { &busy };
+        if pool.is_empty() {
+            return Ok(None);
+        }
+        let (pid, was_busy) = pool[self.rng.usize(..pool.len())];
+        let target = Pid::from_raw(pid as i32);
+        if kill(target, Signal::SIGSTOP).is_err() {
+            return Ok(None); // gone meanwhile
+        }
+        // Stopped, it takes no connection: what it holds now is what the kill costs.
+        let _ = wait_for("the victim to stop", Duration::from_secs(5), || {
+            Ok((prefork_tests::process_state(pid).is_none_or(|s| s == 'T')).then_some(()))
+        });
+        let ports = client_ports(pid, self.server.addr().port());
+        kill(target, Signal::SIGKILL)?;
+        Ok(Some(Victim { pid, busy: was_busy, ports }))
+    }
+
+    /// After the load: outcomes, settled checks, the stop, and the report.
+    fn finish(mut self, result: Result<(LoadResult, LoadResult)>) -> Result<()> {
+        let ran = self.at();
+        let mut errors = Vec::new();
+        let (keepalive, close) = match result {
+            Ok(loads) => loads,
+            Err(error) => {
+                errors.push(format!("the soak stopped: {error:#}"));
+                (LoadResult::default(), LoadResult::default())
+            }
+        };
+        let mut outcomes: BTreeMap<Disturbance, BTreeMap<Outcome, u64>> = BTreeMap::new();
+        for (kind, handle) in std::mem::take(&mut self.side) {
+            let outcome = handle.join().unwrap_or(Outcome::NoAnswer);
+            *outcomes.entry(kind).or_default().entry(outcome).or_default() += 1;
+        }
+        // Settled, with no load: scoreboard = ps, spares within bounds, descriptors as at first.
+        let (min, max) = self.bounds;
+        let settled = wait_for("the pool to settle", SETTLE, || {
+            let snapshot = self.scoreboard.snapshot();
+            let live: Vec<u32> = {
+                let mut pids: Vec<u32> = snapshot.live().map(|s| s.pid).collect();
+                pids.sort_unstable();
+                pids
+            };
+            let idle = snapshot.idle() as u64;
+            let fds = open_fds(self.server.pid()).unwrap_or(usize::MAX);
+            Ok((live == self.server.children() && (min..=max).contains(&idle) && fds == self.fd_baseline)
+                .then(|| format!("{} processes, {idle} idle in {min}..={max}, {fds} descriptors", live.len())))
+        });
+        let settled_detail = match &settled {
+            Ok(detail) => detail.clone(),
+            Err(error) => {
+                let snapshot = self.scoreboard.snapshot();
+                let detail = format!(
+                    "{error:#}: scoreboard {:?}, ps {:?}, {} idle, {:?} descriptors (at first {})",
+                    snapshot.live().map(|s| s.pid).collect::<Vec<_>>(),
+                    self.server.children(),
+                    snapshot.idle(),
+                    open_fds(self.server.pid()),
+                    self.fd_baseline
+                );
+                errors.push(format!("after the load: {detail}"));
+                detail
+            }
+        };
+        let log = self.server.stderr();
+        let asked = log.matches("asking the supervisor for a replacement").count();
+        let left = log.matches("leaving on its own").count();
+        let forked = self.scoreboard.snapshot().header.workers_forked;
+        let generation = self.scoreboard.snapshot().header.generation;
+        // The stop: graceful, every worker gone, the segment removed.
+        let workers = self.server.children();
+        let segment = self.server.segment_path();
+        drop(self.scoreboard);
+        let stopped = self.server.signal(Signal::SIGTERM).and_then(|()| self.server.wait_exit(SETTLE));
+        let gone = wait_for("every worker to exit", SETTLE, || Ok(workers.iter().all(|p| !is_alive(*p)).then_some(())));
+        let stop_detail = match &stopped {
+            Ok(status) if status.success() && gone.is_ok() && !segment.exists() => {
+                format!("{status}, every worker gone, {} removed", segment.display())
+            }
+            other => {
+                let detail = format!(
+                    "{other:?}, workers {}, segment {}",
+                    if gone.is_ok() { "gone" } else { "LEFT" },
+                    if segment.exists() { "LEFT" } else { "removed" }
+                );
+                errors.push(format!("the stop: {detail}"));
+                detail
+            }
+        };
+        // Failed requests: on a connection a killed worker held, or after its response.
+        let killed: BTreeSet<u32> = self.victims.iter().map(|v| v.pid).collect();
+        let mut on_victim: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut unexplained = Vec::new();
+        let failures =
+            keepalive.failures.iter().map(|f| ("keep-alive", f)).chain(close.failures.iter().map(|f| ("close", f)));
+        for (load, failure) in failures {
+            let by_port = failure.local_port.and_then(|port| self.victims.iter().find(|v| v.ports.contains(&port)));
+            let by_pid = failure.worker_pid.filter(|pid| killed.contains(pid));
+            match by_port.map(|v| v.pid).or(by_pid) {
+                Some(pid) => *on_victim.entry(pid).or_default() += 1,
+                None => unexplained.push(format!(
+                    "{load} at {}: {} (port {:?}, after a response of {:?})",
+                    secs(failure.at),
+                    failure.error,
+                    failure.local_port,
+                    failure.worker_pid
+                )),
+            }
+        }
+        let failed = keepalive.failures.len() + close.failures.len();
+        if !unexplained.is_empty() {
+            errors.push(format!("{} failed requests on no killed worker", unexplained.len()));
+        }
+        let no_answer: u64 =
+            outcomes.values().flat_map(|o| o.iter()).filter(|(o, _)| **o == Outcome::NoAnswer).map(|(_, n)| n).sum();
+        if no_answer > 0 {
+            errors.push(format!("{no_answer} slow or malformed clients never answered nor closed"));
+        }
+        let served_malformed: u64 = outcomes
+            .get(&Disturbance::Malformed)
+            .into_iter()
+            .flat_map(|o| o.iter())
+            .filter(|(o, _)| matches!(o, Outcome::Status(code) if *code < 400))
+            .map(|(_, n)| n)
+            .sum();
+        if served_malformed > 0 {
+            errors.push(format!("{served_malformed} malformed requests were served"));
+        }
+        for (name, invariant) in &self.invariants {
+            if !invariant.violations.is_empty() {
+                errors.push(format!("{name}: {}", invariant.violations.len()));
+            }
+        }
+
+        // The report.
+        println!();
+        println!(
+            "soak: {} of load and disturbances ({} samples); pool start 4, spare {MIN_SPARE}..{MAX_SPARE} \
+             (now {min}..{max}), max clients {MAX_CLIENTS}, recycling every {MAX_REQUESTS} requests",
+            secs(ran),
+            self.samples
+        );
+        println!(
+            "load: keep-alive {} ok ({:.0}/s), close {} ok ({:.0}/s), {} non-2xx",
+            keepalive.ok,
+            keepalive.requests_per_second(),
+            close.ok,
+            close.requests_per_second(),
+            keepalive.bad_status + close.bad_status
+        );
+        println!();
+        println!("{:<30} {:>6}  what it came to", "disturbance", "count");
+        for (kind, count) in &self.counts {
+            let detail = match kind {
+                Disturbance::Kill => {
+                    let busy = self.victims.iter().filter(|v| v.busy).count();
+                    let held: usize = self.victims.iter().map(|v| v.ports.len()).sum();
+                    format!("{busy} busy, {} idle; {held} client connections held by them", self.victims.len() - busy)
+                }
+                Disturbance::Hup => format!("generation {generation} at the end"),
+                Disturbance::Ttin | Disturbance::Ttou => format!("spare bounds {min}..{max} at the end"),
+                _ => outcomes
+                    .get(kind)
+                    .map(|o| o.iter().map(|(outcome, n)| format!("{outcome}: {n}")).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default(),
+            };
+            println!("{:<30} {count:>6}  {detail}", kind.name());
+        }
+        println!(
+            "{:<30} {asked:>6}  asked for their replacement near the limit ({left} left on their own at its margin); \
+             {forked} forked in all; most requests by one worker: {}",
+            format!("recycling ({MAX_REQUESTS} requests)"),
+            self.most_requests
+        );
+        println!();
+        println!("{:<24} {:<6} detail", "invariant", "result");
+        for (name, invariant) in &self.invariants {
+            let ok = invariant.violations.is_empty();
+            let detail = if ok {
+                match *name {
+                    "pool within bounds" => {
+                        format!("{} checks; at most {} processes", invariant.checks, self.max_processes)
+                    }
+                    "no fd leaked" => {
+                        format!("{} checks; the parent's descriptors stayed at {}", invariant.checks, self.fd_baseline)
+                    }
+                    _ => format!("{} checks", invariant.checks),
+                }
+            } else {
+                invariant.violations.join("; ")
+            };
+            println!("{name:<24} {:<6} {detail}", if ok { "ok" } else { "FAIL" });
+        }
+        println!(
+            "{:<24} {:<6} {settled_detail}",
+            "settled after the load",
+            if settled.is_ok() { "ok" } else { "FAIL" }
+        );
+        println!(
+            "{:<24} {:<6} {stop_detail}",
+            "graceful stop, clean shm",
+            if stopped.is_ok() && gone.is_ok() && !segment.exists() { "ok" } else { "FAIL" }
+        );
+        println!();
+        let by_victim: Vec<String> = on_victim.iter().map(|(pid, n)| format!("{n} on {pid}")).collect();
+        println!(
+            "failed requests: {failed} ({} on killed workers{}{}; {} elsewhere)",
+            failed - unexplained.len(),
+            if by_victim.is_empty() { "" } else { ": " },
+            by_victim.join(", "),
+            unexplained.len()
+        );
+        for line in unexplained.iter().take(20) {
+            println!("  UNEXPLAINED {line}");
+        }
+        println!();
+        if !errors.is_empty() {
+            bail!("soak: invariants broken: {}", errors.join("; "));
+        }
+        println!("soak: all invariants hold");
+        Ok(())
+    }
+}
+
+/// The client ports of the TCP connections `pid` holds to `server_port` (its descriptors'
+/// socket inodes, looked up in `/proc/net/tcp` and `tcp6`).
+fn client_ports(pid: u32, server_port: u16) -> BTreeSet<u16> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')).map(str::to_owned)
+        })
+        .collect();
+    let mut ports = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(inode)) = (fields.get(1), fields.get(2), fields.get(9)) else {
+                continue;
+            };
+            let port = |address: &str| address.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if inodes.contains(*inode) && port(local) == Some(server_port) {
+                ports.extend(port(remote));
+            }
+        }
+    }
+    ports
+}
+
+/// Reads what the server says until it answers or closes, or `limit` passes.
+fn outcome_of(stream: &mut TcpStream, limit: Duration) -> Outcome {
+    let deadline = Instant::now() + limit;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return status_of(&received).map_or(Outcome::NoAnswer, Outcome::Status);
+        }
+        let _ = stream.set_read_timeout(Some(left.min(Duration::from_millis(500))));
+        match stream.read(&mut buf) {
+            Ok(0) => return status_of(&received).map_or(Outcome::Closed, Outcome::Status),
+            Ok(n) => {
+                received.extend_from_slice(&buf[..n]);
+                if let Some(code) = status_of(&received) {
+                    return Outcome::Status(code);
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return status_of(&received).map_or(Outcome::Reset, Outcome::Status);
+            }
+            Err(_) => return Outcome::Reset,
+        }
+    }
+}
+
+/// The status code of a response whose status line has arrived.
+fn status_of(received: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(received.get(..received.iter().position(|b| *b == b'\n')?)?).ok()?;
+    text.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+/// Half a head, then nothing: the header timeout must close it (408).
+fn slow_head(addr: SocketAddr) -> Outcome {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return Outcome::Reset };
+    if stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: sl").is_err() {
+        return Outcome::Reset;
+    }
+    outcome_of(&mut stream, SIDE_CLIENT_LIMIT)
+}
+
+/// A head announcing 64 KiB, then a byte every 200 ms (5 B/s): the minimum rate must end it.
+fn slow_body(addr: SocketAddr) -> Outcome {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return Outcome::Reset };
+    if stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n").is_err() {
+        return Outcome::Reset;
+    }
+    let deadline = Instant::now() + SIDE_CLIENT_LIMIT;
+    while Instant::now() < deadline {
+        // A byte, then whatever the server said meanwhile (its pace is this client's input).
+        if stream.write_all(b"x").is_err() {
+            return outcome_of(&mut stream, Duration::from_secs(1));
+        }
+        match outcome_of(&mut stream, Duration::from_millis(200)) {
+            Outcome::NoAnswer => {}
+            outcome => return outcome,
+        }
+    }
+    Outcome::NoAnswer
+}
+
+/// A request that must not be served.
+fn malformed(addr: SocketAddr, request: &'static [u8]) -> Outcome {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return Outcome::Reset };
+    if stream.write_all(request).is_err() {
+        return Outcome::Reset;
+    }
+    outcome_of(&mut stream, SIDE_CLIENT_LIMIT)
+}
+
+/// A load on its own thread until told to stop (or dropped).
+struct Load {
+    control: Arc<LoadControl>,
+    thread: Option<thread::JoinHandle<Result<LoadResult>>>,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.control.stop();
+    }
+}
+
+impl Load {
+    fn start(addr: SocketAddr, connections: usize, keepalive: bool, duration: Duration) -> Load {
+        let spec = LoadSpec { addr, connections, duration, path: "/".to_owned(), keepalive };
+        let control = Arc::new(LoadControl::default());
+        let steering = Arc::clone(&control);
+        // The soak stops it once its time is up; the limit only bounds a soak gone wrong.
+        let limit = duration + SETTLE * 2;
+        Load { control, thread: Some(thread::spawn(move || load::run_until_stopped(&spec, steering, limit))) }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    fn wait_served(&self, more: u64) -> Result<()> {
+        let target = self.control.answered() + more;
+        wait_for(&format!("{more} responses to the load"), SETTLE, || {
+            if self.is_finished() {
+                bail!("the load ended");
+            }
+            Ok((self.control.answered() >= target).then_some(()))
+        })
+    }
+
+    fn finish(mut self) -> Result<LoadResult> {
+        self.control.stop();
+        let thread = self.thread.take().context("the load was already finished")?;
+        thread.join().map_err(|_| anyhow!("load thread panicked"))?
+    }
+}
