@@ -118,7 +118,7 @@ impl Disturbance {
 
 /// Requests that must not be served: each gets a 4xx/5xx or a close.
 const MALFORMED: [&[u8]; 9] = [
-    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\n Folded: yes\r\n\r\n",
@@ -138,6 +138,8 @@ enum Outcome {
     Closed,
     /// Reset (its worker was killed, say).
     Reset,
+    /// Closed or reset with no answer, on a connection a killed worker held.
+    Killed,
     /// Nothing within the client's limit.
     NoAnswer,
 }
@@ -148,10 +150,14 @@ impl std::fmt::Display for Outcome {
             Outcome::Status(code) => write!(f, "{code}"),
             Outcome::Closed => write!(f, "closed"),
             Outcome::Reset => write!(f, "reset"),
+            Outcome::Killed => write!(f, "closed by a kill"),
             Outcome::NoAnswer => write!(f, "NO ANSWER"),
         }
     }
 }
+
+/// A slow or malformed client's thread: what it came to, and its connection's client port.
+type SideClient = thread::JoinHandle<(Outcome, Option<u16>)>;
 
 /// A worker killed, and the client ports of the TCP connections it held.
 #[derive(Debug)]
@@ -198,7 +204,7 @@ struct Soak {
     samples: u64,
     victims: Vec<Victim>,
     counts: BTreeMap<Disturbance, u64>,
-    side: Vec<(Disturbance, thread::JoinHandle<Outcome>)>,
+    side: Vec<(Disturbance, SideClient)>,
     invariants: BTreeMap<&'static str, Invariant>,
 }
 
@@ -462,11 +468,11 @@ impl Soak {
                 self.bounds = (min, self.bounds.1.saturating_sub(1).max(min));
                 self.bounds_off_since = Some(Instant::now());
             }
-            Disturbance::SlowHead => self.side.push((kind, thread::spawn(move || slow_head(addr)))),
-            Disturbance::SlowBody => self.side.push((kind, thread::spawn(move || slow_body(addr)))),
+            Disturbance::SlowHead => self.side.push((kind, thread::spawn(move || side_client(addr, slow_head)))),
+            Disturbance::SlowBody => self.side.push((kind, thread::spawn(move || side_client(addr, slow_body)))),
             Disturbance::Malformed => {
                 let request = MALFORMED[self.rng.usize(..MALFORMED.len())];
-                self.side.push((kind, thread::spawn(move || malformed(addr, request))));
+                self.side.push((kind, thread::spawn(move || side_client(addr, |s| malformed(s, request)))));
             }
         }
         *self.counts.entry(kind).or_default() += 1;
@@ -493,12 +499,15 @@ impl Soak {
         if kill(target, Signal::SIGSTOP).is_err() {
             return Ok(None); // gone meanwhile
         }
-        // Stopped, it takes no connection: what it holds now is what the kill costs.
+        // Stopped, it takes no connection: what it holds now is what the kill costs. (A worker
+        // leaving on its own may be exiting already: a zombie, or gone.)
         let _ = wait_for("the victim to stop", Duration::from_secs(5), || {
-            Ok((prefork_tests::process_state(pid).is_none_or(|s| s == 'T')).then_some(()))
+            let state = prefork_tests::process_state(pid);
+            Ok(state.is_none_or(|s| matches!(s, 'T' | 't' | 'Z' | 'X')).then_some(()))
         });
         let ports = client_ports(pid, self.server.addr().port());
-        kill(target, Signal::SIGKILL)?;
+        // ESRCH: it had exited on its own meanwhile; its connections count as its anyway.
+        let _ = kill(target, Signal::SIGKILL);
         Ok(Some(Victim { pid, busy: was_busy, ports }))
     }
 
@@ -515,7 +524,11 @@ impl Soak {
         };
         let mut outcomes: BTreeMap<Disturbance, BTreeMap<Outcome, u64>> = BTreeMap::new();
         for (kind, handle) in std::mem::take(&mut self.side) {
-            let outcome = handle.join().unwrap_or(Outcome::NoAnswer);
+            let (mut outcome, port) = handle.join().unwrap_or((Outcome::NoAnswer, None));
+            let killed = port.is_some_and(|port| self.victims.iter().any(|v| v.ports.contains(&port)));
+            if killed && matches!(outcome, Outcome::Closed | Outcome::Reset) {
+                outcome = Outcome::Killed;
+            }
             *outcomes.entry(kind).or_default().entry(outcome).or_default() += 1;
         }
         // Settled, with no load: scoreboard = ps, spares within bounds, descriptors as at first.
@@ -772,18 +785,23 @@ fn status_of(received: &[u8]) -> Option<u16> {
     text.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
 }
 
+/// A side client's connection, and its outcome with the connection's client port.
+fn side_client(addr: SocketAddr, client: impl FnOnce(&mut TcpStream) -> Outcome) -> (Outcome, Option<u16>) {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return (Outcome::Reset, None) };
+    let port = stream.local_addr().ok().map(|a| a.port());
+    (client(&mut stream), port)
+}
+
 /// Half a head, then nothing: the header timeout must close it (408).
-fn slow_head(addr: SocketAddr) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return Outcome::Reset };
+fn slow_head(stream: &mut TcpStream) -> Outcome {
     if stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: sl").is_err() {
         return Outcome::Reset;
     }
-    outcome_of(&mut stream, SIDE_CLIENT_LIMIT)
+    outcome_of(stream, SIDE_CLIENT_LIMIT)
 }
 
 /// A head announcing 64 KiB, then a byte every 200 ms (5 B/s): the minimum rate must end it.
-fn slow_body(addr: SocketAddr) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return Outcome::Reset };
+fn slow_body(stream: &mut TcpStream) -> Outcome {
     if stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n").is_err() {
         return Outcome::Reset;
     }
@@ -791,9 +809,9 @@ fn slow_body(addr: SocketAddr) -> Outcome {
     while Instant::now() < deadline {
         // A byte, then whatever the server said meanwhile (its pace is this client's input).
         if stream.write_all(b"x").is_err() {
-            return outcome_of(&mut stream, Duration::from_secs(1));
+            return outcome_of(stream, Duration::from_secs(1));
         }
-        match outcome_of(&mut stream, Duration::from_millis(200)) {
+        match outcome_of(stream, Duration::from_millis(200)) {
             Outcome::NoAnswer => {}
             outcome => return outcome,
         }
@@ -802,12 +820,11 @@ fn slow_body(addr: SocketAddr) -> Outcome {
 }
 
 /// A request that must not be served.
-fn malformed(addr: SocketAddr, request: &'static [u8]) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return Outcome::Reset };
+fn malformed(stream: &mut TcpStream, request: &'static [u8]) -> Outcome {
     if stream.write_all(request).is_err() {
         return Outcome::Reset;
     }
-    outcome_of(&mut stream, SIDE_CLIENT_LIMIT)
+    outcome_of(stream, SIDE_CLIENT_LIMIT)
 }
 
 /// A load on its own thread until told to stop (or dropped).
