@@ -583,3 +583,126 @@ pub fn require_machine(what: &str, usable: bool, how: &str) -> Result<bool> {
     let _ = writeln!(std::io::stderr(), "{test}: skipped: needs {what} ({how})");
     Ok(false)
 }
+
+// Helpers of the hostile-machine tests (tests/tests/hostile.rs).
+
+/// The parent's CPU time over a stretch: a busy loop would use most of it.
+#[derive(Debug)]
+pub struct CpuWatch {
+    pid: u32,
+    ticks: u64,
+    since: Instant,
+}
+
+impl CpuWatch {
+    pub fn start(pid: u32) -> Result<CpuWatch> {
+        Ok(CpuWatch { pid, ticks: cpu_ticks(pid).context("reading the CPU time")?, since: Instant::now() })
+    }
+
+    /// At most a fifth of the elapsed time (ticks are 10 ms), and a few ticks of slack: a
+    /// busy loop uses all of it, even on a loaded machine a good part.
+    pub fn ensure_quiet(&self, what: &str) -> Result<()> {
+        let used = cpu_ticks(self.pid).context("reading the CPU time")?.saturating_sub(self.ticks);
+        let elapsed = self.since.elapsed();
+        let allowed = 10 + elapsed.as_millis() as u64 / 10 / 5;
+        ensure!(
+            used <= allowed,
+            "{what}: pid {} used {used} ticks of CPU in {elapsed:?} (at most {allowed}): a busy loop",
+            self.pid
+        );
+        Ok(())
+    }
+}
+
+/// Runs `command` to its end (killed past `timeout`) and returns its output.
+pub fn run_to_end(mut command: Command, timeout: Duration) -> Result<std::process::Output> {
+    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(timeout) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            bail!("{command:?} still running after {timeout:?}")
+        }
+    }
+}
+
+/// The soft limit named `name` ("Max processes", "Max open files") of `pid`.
+pub fn soft_limit(pid: u32, name: &str) -> Result<String> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = limits.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in limits"))?;
+    line[name.len()..].split_whitespace().next().map(str::to_owned).context("no soft limit")
+}
+
+/// Tasks (threads included) of the real uid `uid`, as `RLIMIT_NPROC` counts them.
+pub fn tasks_of_uid(uid: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|status| {
+            let uid_line = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap_or_default();
+            uid_line.split_whitespace().next() == Some(uid)
+        })
+        .filter_map(|status| status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse::<usize>().ok())
+        .sum()
+}
+
+/// The `RLIMIT_NOFILE` that leaves `pid` exactly `free` more descriptors: new ones take the
+/// lowest free numbers, and the limit bounds the number (descriptors it already has above
+/// the limit stay open, such as a build tool's inherited jobserver pipe).
+pub fn fd_limit_leaving(pid: u32, free: usize) -> Result<String> {
+    let open: std::collections::BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    let mut left = free;
+    let mut number = 0;
+    loop {
+        if !open.contains(&number) {
+            if left == 0 {
+                return Ok(number.to_string());
+            }
+            left -= 1;
+        }
+        number += 1;
+    }
+}
+
+/// Lines of `log` containing `text`.
+pub fn lines_with(log: &str, text: &str) -> usize {
+    log.lines().filter(|l| l.contains(text)).count()
+}
+
+/// A memory cgroup (v1) of the server's own, removed on drop (once its processes are gone).
+#[derive(Debug)]
+pub struct MemoryCgroup(pub PathBuf);
+
+impl MemoryCgroup {
+    /// Under this process's own memory cgroup, if the v1 controller is mounted and writable.
+    pub fn create(limit: u64) -> Option<MemoryCgroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))?;
+        let dir = PathBuf::from(format!("/sys/fs/cgroup/memory{path}/prefork-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let cgroup = MemoryCgroup(dir);
+        std::fs::write(cgroup.0.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
+        // Without swap accounting the file is absent; with it, swap must not save the leak.
+        let _ = std::fs::write(cgroup.0.join("memory.memsw.limit_in_bytes"), limit.to_string());
+        Some(cgroup)
+    }
+
+    pub fn oom_kills(&self) -> u64 {
+        let control = std::fs::read_to_string(self.0.join("memory.oom_control")).unwrap_or_default();
+        control.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = wait_for("the cgroup to empty", DEADLINE, || Ok(std::fs::remove_dir(&self.0).is_ok().then_some(())));
+    }
+}

@@ -1,8 +1,9 @@
 //! A small HTTP/1.1 load generator on hyper's client: N connections, each sending requests
 //! back to back for a fixed time (or until told to stop), recording every failure and which
-//! worker it hit.
+//! worker it hit; and clients that misbehave (slow, malformed), one connection each.
 
-use std::net::SocketAddr;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -220,4 +221,113 @@ async fn client(spec: LoadSpec, start: Instant, until: Until) -> LoadResult {
         break;
     }
     result
+}
+
+// Clients that misbehave, one connection each (the soak's slow and malformed clients): each
+// says what the server made of it.
+
+/// A misbehaving client gives up after this (then the server never answered it).
+const MISBEHAVING_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a slow or malformed client came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Answered with this status.
+    Status(u16),
+    /// Closed by the server without an answer.
+    Closed,
+    /// Reset (its worker was killed, say).
+    Reset,
+    /// Closed or reset with no answer, on a connection a killed worker held.
+    Killed,
+    /// Nothing within the client's limit.
+    NoAnswer,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Status(code) => write!(f, "{code}"),
+            Outcome::Closed => write!(f, "closed"),
+            Outcome::Reset => write!(f, "reset"),
+            Outcome::Killed => write!(f, "closed by a kill"),
+            Outcome::NoAnswer => write!(f, "NO ANSWER"),
+        }
+    }
+}
+
+/// Reads what the server says until it answers or closes, or `limit` passes.
+pub fn outcome_of(stream: &mut TcpStream, limit: Duration) -> Outcome {
+    let deadline = Instant::now() + limit;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return status_of(&received).map_or(Outcome::NoAnswer, Outcome::Status);
+        }
+        let _ = stream.set_read_timeout(Some(left.min(Duration::from_millis(500))));
+        match stream.read(&mut buf) {
+            Ok(0) => return status_of(&received).map_or(Outcome::Closed, Outcome::Status),
+            Ok(n) => {
+                received.extend_from_slice(&buf[..n]);
+                if let Some(code) = status_of(&received) {
+                    return Outcome::Status(code);
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return status_of(&received).map_or(Outcome::Reset, Outcome::Status);
+            }
+            Err(_) => return Outcome::Reset,
+        }
+    }
+}
+
+/// The status code of a response whose status line has arrived.
+pub fn status_of(received: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(received.get(..received.iter().position(|b| *b == b'\n')?)?).ok()?;
+    text.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+/// A side client's connection, and its outcome with the connection's client port.
+pub fn side_client(addr: SocketAddr, client: impl FnOnce(&mut TcpStream) -> Outcome) -> (Outcome, Option<u16>) {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return (Outcome::Reset, None) };
+    let port = stream.local_addr().ok().map(|a| a.port());
+    (client(&mut stream), port)
+}
+
+/// Half a head, then nothing: the header timeout must close it (408).
+pub fn slow_head(stream: &mut TcpStream) -> Outcome {
+    if stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: sl").is_err() {
+        return Outcome::Reset;
+    }
+    outcome_of(stream, MISBEHAVING_LIMIT)
+}
+
+/// A head announcing 64 KiB, then a byte every 200 ms (5 B/s): the minimum rate must end it.
+pub fn slow_body(stream: &mut TcpStream) -> Outcome {
+    if stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n").is_err() {
+        return Outcome::Reset;
+    }
+    let deadline = Instant::now() + MISBEHAVING_LIMIT;
+    while Instant::now() < deadline {
+        // A byte, then whatever the server said meanwhile (its pace is this client's input).
+        if stream.write_all(b"x").is_err() {
+            return outcome_of(stream, Duration::from_secs(1));
+        }
+        match outcome_of(stream, Duration::from_millis(200)) {
+            Outcome::NoAnswer => {}
+            outcome => return outcome,
+        }
+    }
+    Outcome::NoAnswer
+}
+
+/// A request that must not be served.
+pub fn malformed(stream: &mut TcpStream, request: &'static [u8]) -> Outcome {
+    if stream.write_all(request).is_err() {
+        return Outcome::Reset;
+    }
+    outcome_of(stream, MISBEHAVING_LIMIT)
 }

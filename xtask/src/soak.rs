@@ -24,8 +24,7 @@
 //! breaks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -37,7 +36,7 @@ use nix::unistd::Pid;
 use prefork_scoreboard::AttachedScoreboard;
 use prefork_tests::{ServerProcess, is_alive, open_fds, server_command, wait_for};
 
-use crate::load::{self, LoadControl, LoadResult, LoadSpec};
+use crate::load::{self, LoadControl, LoadResult, LoadSpec, Outcome, malformed, side_client, slow_body, slow_head};
 use crate::{cargo_build, secs};
 
 #[derive(Debug, clap::Args)]
@@ -78,8 +77,6 @@ const FD_GRACE: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_secs(40);
 /// The most slow or malformed clients running at once.
 const MAX_SIDE_CLIENTS: usize = 24;
-/// A slow or malformed client gives up after this (then the server never answered it).
-const SIDE_CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Disturbance {
@@ -128,33 +125,6 @@ const MALFORMED: [&[u8]; 9] = [
     b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: yes\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
 ];
-
-/// What a slow or malformed client came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Outcome {
-    /// Answered with this status.
-    Status(u16),
-    /// Closed by the server without an answer.
-    Closed,
-    /// Reset (its worker was killed, say).
-    Reset,
-    /// Closed or reset with no answer, on a connection a killed worker held.
-    Killed,
-    /// Nothing within the client's limit.
-    NoAnswer,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Status(code) => write!(f, "{code}"),
-            Outcome::Closed => write!(f, "closed"),
-            Outcome::Reset => write!(f, "reset"),
-            Outcome::Killed => write!(f, "closed by a kill"),
-            Outcome::NoAnswer => write!(f, "NO ANSWER"),
-        }
-    }
-}
 
 /// A slow or malformed client's thread: what it came to, and its connection's client port.
 type SideClient = thread::JoinHandle<(Outcome, Option<u16>)>;
@@ -749,82 +719,6 @@ fn client_ports(pid: u32, server_port: u16) -> BTreeSet<u16> {
         }
     }
     ports
-}
-
-/// Reads what the server says until it answers or closes, or `limit` passes.
-fn outcome_of(stream: &mut TcpStream, limit: Duration) -> Outcome {
-    let deadline = Instant::now() + limit;
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return status_of(&received).map_or(Outcome::NoAnswer, Outcome::Status);
-        }
-        let _ = stream.set_read_timeout(Some(left.min(Duration::from_millis(500))));
-        match stream.read(&mut buf) {
-            Ok(0) => return status_of(&received).map_or(Outcome::Closed, Outcome::Status),
-            Ok(n) => {
-                received.extend_from_slice(&buf[..n]);
-                if let Some(code) = status_of(&received) {
-                    return Outcome::Status(code);
-                }
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return status_of(&received).map_or(Outcome::Reset, Outcome::Status);
-            }
-            Err(_) => return Outcome::Reset,
-        }
-    }
-}
-
-/// The status code of a response whose status line has arrived.
-fn status_of(received: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(received.get(..received.iter().position(|b| *b == b'\n')?)?).ok()?;
-    text.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
-}
-
-/// A side client's connection, and its outcome with the connection's client port.
-fn side_client(addr: SocketAddr, client: impl FnOnce(&mut TcpStream) -> Outcome) -> (Outcome, Option<u16>) {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return (Outcome::Reset, None) };
-    let port = stream.local_addr().ok().map(|a| a.port());
-    (client(&mut stream), port)
-}
-
-/// Half a head, then nothing: the header timeout must close it (408).
-fn slow_head(stream: &mut TcpStream) -> Outcome {
-    if stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: sl").is_err() {
-        return Outcome::Reset;
-    }
-    outcome_of(stream, SIDE_CLIENT_LIMIT)
-}
-
-/// A head announcing 64 KiB, then a byte every 200 ms (5 B/s): the minimum rate must end it.
-fn slow_body(stream: &mut TcpStream) -> Outcome {
-    if stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n").is_err() {
-        return Outcome::Reset;
-    }
-    let deadline = Instant::now() + SIDE_CLIENT_LIMIT;
-    while Instant::now() < deadline {
-        // A byte, then whatever the server said meanwhile (its pace is this client's input).
-        if stream.write_all(b"x").is_err() {
-            return outcome_of(stream, Duration::from_secs(1));
-        }
-        match outcome_of(stream, Duration::from_millis(200)) {
-            Outcome::NoAnswer => {}
-            outcome => return outcome,
-        }
-    }
-    Outcome::NoAnswer
-}
-
-/// A request that must not be served.
-fn malformed(stream: &mut TcpStream, request: &'static [u8]) -> Outcome {
-    if stream.write_all(request).is_err() {
-        return Outcome::Reset;
-    }
-    outcome_of(stream, SIDE_CLIENT_LIMIT)
 }
 
 /// A load on its own thread until told to stop (or dropped).
