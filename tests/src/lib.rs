@@ -706,3 +706,15 @@ impl Drop for MemoryCgroup {
         let _ = wait_for("the cgroup to empty", DEADLINE, || Ok(std::fs::remove_dir(&self.0).is_ok().then_some(())));
     }
 }
+
+/// Removes what libfaketime left in /dev/shm for the process `pid`.
+#[derive(Debug)]
+pub struct FaketimeShm(pub u32);
+
+impl Drop for FaketimeShm {
+    fn drop(&mut self) {
+        for name in [format!("faketime_shm_{}", self.0), format!("sem.faketime_sem_{}", self.0)] {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
+        }
+    }
+}

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use prefork_tests::{
-    CpuWatch, DEADLINE, HttpConnection, MemoryCgroup, ServerProcess, Sig, TempPath, count, fd_limit_leaving, hello_pid,
-    http_get, is_alive, is_root, lines_with, process_state, require_machine, require_tool, run_to_end, server_binary,
-    soft_limit, status_json, status_pids, tasks_of_uid, wait_for,
+    CpuWatch, DEADLINE, FaketimeShm, HttpConnection, MemoryCgroup, ServerProcess, Sig, TempPath, count,
+    fd_limit_leaving, hello_pid, http_get, is_alive, is_root, lines_with, process_state, require_machine, require_tool,
+    run_to_end, server_binary, soft_limit, status_json, status_pids, tasks_of_uid, wait_for,
 };
 
 /// `nobody`/`nogroup` on Debian: an unprivileged uid with no other process here.
@@ -724,7 +724,10 @@ fn the_wall_clock_stepped_back_a_day_wedges_neither_the_pool_nor_the_status_page
         .env("FAKETIME_TIMESTAMP_FILE", offset.path())
         .env("FAKETIME_NO_CACHE", "1")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    let server = ServerProcess::spawn(command)?;
+    let mut server = ServerProcess::spawn(command)?;
+    // libfaketime keeps its state in /dev/shm, named by the first process; it removes it when
+    // that process exits normally, and this guard when it does not.
+    let _shm = FaketimeShm(server.pid());
     let first = status_json(&pid_file)?;
     let started = first["server"]["start_time_unix"].as_f64().context("start time")?;
     std::fs::write(offset.path(), "-1d\n")?;
@@ -769,6 +772,8 @@ fn the_wall_clock_stepped_back_a_day_wedges_neither_the_pool_nor_the_status_page
     let ttin = log.lines().find(|l| l.contains("spare bounds changed")).unwrap_or_default();
     let first_line = log.lines().next().unwrap_or_default();
     ensure!(ttin < first_line, "the log does not show the step:\n{first_line}\n{ttin}");
+    server.signal(Sig::SIGTERM)?;
+    ensure!(server.wait_exit(DEADLINE)?.success(), "{}", server.stderr());
     Ok(())
 }
 
