@@ -33,6 +33,8 @@ pub(crate) enum Waited {
     Stop,
     /// The timeout passed, or the connection went to a sibling: `accept4` calls made.
     Nothing(u64),
+    /// `accept4` failed for want of descriptors or memory (after a pause): one call made.
+    OutOfDescriptors(Errno),
 }
 
 /// One thread's private wait on the shared listener (and hand-off queue).
@@ -116,7 +118,7 @@ impl<'l> Acceptor<'l> {
             Err(errno @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
                 tracing::warn!(%errno, "accept failed; pausing 100 ms");
                 std::thread::sleep(Duration::from_millis(100));
-                Ok(Waited::Nothing(1))
+                Ok(Waited::OutOfDescriptors(errno))
             }
             Err(errno) => Err(WorkerError::Sys { what: "accept4", errno }),
         }

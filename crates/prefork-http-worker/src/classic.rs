@@ -29,6 +29,10 @@ use crate::shared::WorkerShared;
 use crate::stop::{StopSignal, StopWatch, stop_requested};
 use crate::transport::{Listener, Peer};
 
+/// Accepts that fail for want of descriptors (each followed by a 100 ms pause) while the worker
+/// holds no connection: a second of them, and the worker gives up.
+pub(crate) const STARVED_ACCEPTS: u32 = 10;
+
 /// Serves until told to stop, or until a recycling limit says this worker must go.
 pub(crate) fn serve_classic(
     listener: &Listener,
@@ -57,7 +61,9 @@ pub(crate) fn serve_classic(
         // server is stopping.
         let leave = LeaveOnDrop { lot: &lot, worker };
         let classic = Classic { listener, worker, stop_watch, runtime, local, lot: &lot, parks };
-        let result = classic.run(Acceptor::new(listener, stop.as_fd(), parks)?);
+        let acceptor = Acceptor::new(listener, stop.as_fd(), parks)?;
+        worker.become_ready();
+        let result = classic.run(acceptor);
         drop(leave);
         result
     })
@@ -87,6 +93,8 @@ struct Classic<'a> {
 impl Classic<'_> {
     fn run(&self, mut acceptor: Acceptor<'_>) -> Result<(), WorkerError> {
         let worker = self.worker;
+        // Accepts failing for want of descriptors, in a row, while this worker holds none.
+        let mut starved = 0;
         loop {
             if stop_requested() {
                 worker.enter_stopping(WorkerState::IdleKill);
@@ -112,8 +120,19 @@ impl Classic<'_> {
                     worker.record_accept_calls(calls);
                     worker.on_idle_tick();
                 }
+                Waited::OutOfDescriptors(errno) => {
+                    worker.record_accept_calls(1);
+                    // Holding nothing to close, it would wait forever, counted ready and
+                    // serving nobody: better to fail, and let the supervisor back off.
+                    starved = if worker.slot.parked() == 0 { starved + 1 } else { 0 };
+                    if starved >= STARVED_ACCEPTS {
+                        return Err(WorkerError::Sys { what: "accept: out of descriptors while holding none", errno });
+                    }
+                    continue;
+                }
                 Waited::Stop => {}
             }
+            starved = 0;
         }
     }
 

@@ -99,6 +99,15 @@ impl WorkerShared {
         }
     }
 
+    /// Everything the worker needs exists: it is ready (`_`), and the supervisor hears so at
+    /// once, so a reload or a recycling replacement waiting for it completes now rather than
+    /// at the next maintenance tick.
+    pub(crate) fn become_ready(&self) {
+        self.sample_usage_if_due();
+        self.publish_state(WorkerState::Idle);
+        self.ring();
+    }
+
     /// Writes the slot's state; if this worker just left `_` and the pool is short of idle
     /// workers, wakes the supervisor (the only per-connection wake-up it gets: a pool with
     /// enough idle workers is left to sleep).

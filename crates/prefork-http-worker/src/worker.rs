@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::WorkerError;
 use crate::accept::{Acceptor, Waited};
-use crate::classic::serve_classic;
+use crate::classic::{STARVED_ACCEPTS, serve_classic};
 use crate::config::WorkerConfig;
 use crate::connection::serve_connection;
 use crate::router::Router;
@@ -71,11 +71,8 @@ impl<'l> HttpWorker<'l> {
         let PoolLink { slot, board, scoreboard_name, doorbell } = link;
         let connections = self.config.worker_connections.max(1);
         let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, doorbell, self.router, self.config));
-        worker.sample_usage_if_due();
-        worker.slot.set_state(WorkerState::Idle);
-        // Ready: tell the supervisor at once, so a reload or a recycling replacement that was
-        // waiting for this worker completes now rather than at the next maintenance tick.
-        worker.ring();
+        // Each way of serving marks the worker ready (`WorkerShared::become_ready`) only once
+        // all it needs exists: a worker that fails before is a boot failure, backed off.
         if connections == 1 {
             return serve_classic(self.listener, &worker, &stop, &stop_watch, &runtime, &local);
         }
@@ -102,6 +99,7 @@ impl Context<'_> {
         let worker = self.worker;
         let acceptor = Acceptor::new(self.listener, self.stop.as_fd(), false)?;
         let free = FreeSlots::new(limit);
+        worker.become_ready();
         let (tx, mut rx) = mpsc::unbounded_channel();
         std::thread::scope(|scope| {
             let (free, idle_check) = (&free, worker.idle_check_interval());
@@ -176,9 +174,22 @@ fn accept_loop(
     idle_check: Option<std::time::Duration>,
     tx: &mpsc::UnboundedSender<Handed>,
 ) {
+    let mut starved = 0;
     while free.take() {
         let handed = match acceptor.wait(idle_check) {
             Ok(Waited::Connection(fd, peer, calls)) => Handed::Connection(fd, peer, calls),
+            Ok(Waited::OutOfDescriptors(errno)) => {
+                free.give_back();
+                // Holding no connection to close, it would wait forever, counted ready and
+                // serving nobody: better to fail, and let the supervisor back off.
+                starved = if free.all_free() { starved + 1 } else { 0 };
+                if starved >= STARVED_ACCEPTS {
+                    let what = "accept: out of descriptors while holding none";
+                    let _ = tx.send(Handed::Failed(WorkerError::Sys { what, errno }));
+                    return;
+                }
+                Handed::Nothing(1)
+            }
             // Not watched by this acceptor: the queue is for classic workers.
             Ok(Waited::Adopted(conn)) => {
                 free.give_back();
@@ -215,11 +226,12 @@ impl Drop for CloseOnDrop<'_> {
 struct FreeSlots {
     free: Mutex<(usize, bool)>,
     changed: Condvar,
+    limit: usize,
 }
 
 impl FreeSlots {
     fn new(limit: usize) -> FreeSlots {
-        FreeSlots { free: Mutex::new((limit, false)), changed: Condvar::new() }
+        FreeSlots { free: Mutex::new((limit, false)), changed: Condvar::new(), limit }
     }
 
     /// Waits for a free place and takes it; false once closed.
@@ -241,6 +253,11 @@ impl FreeSlots {
         let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
         state.0 += 1;
         self.changed.notify_all();
+    }
+
+    /// No connection is open.
+    fn all_free(&self) -> bool {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).0 == self.limit
     }
 
     fn close(&self) {

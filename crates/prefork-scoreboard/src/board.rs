@@ -544,6 +544,11 @@ impl SlotWriter<'_> {
         self.slot.oldest_in_flight_micros.store(oldest.map_or(0, |start| start.0), Release);
     }
 
+    /// The connections this worker's parking thread holds (as it last published).
+    pub fn parked(&self) -> u64 {
+        self.slot.parked.load(Relaxed)
+    }
+
     /// The resident memory last sampled, bytes.
     pub fn rss_bytes(&self) -> u64 {
         self.slot.rss_bytes.load(Relaxed)

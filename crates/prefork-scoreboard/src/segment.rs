@@ -6,6 +6,7 @@
 //! the last one dies, however it dies. A segment whose lock can be taken is stale.
 
 use std::fs::{File, TryLockError};
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::{Duration, SystemTime};
@@ -18,7 +19,7 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use nix::sys::signal::kill;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use shared_memory::{Shmem, ShmemConf};
+use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::layout::{MAX_SLOTS, segment_size};
 use crate::{Board, ScoreboardError, Snapshot};
@@ -62,14 +63,31 @@ impl Scoreboard {
         remove_stale_segments(prefix)?;
         let pid = std::process::id();
         let os_id = segment_name(prefix, pid);
-        let shmem = ShmemConf::new()
-            .size(segment_size(slot_count))
-            .os_id(&os_id)
-            .create()
-            .map_err(|source| ScoreboardError::Shmem { name: os_id.clone(), source })?;
+        let shmem =
+            ShmemConf::new().size(segment_size(slot_count)).os_id(&os_id).create().map_err(|source| match source {
+                // Say why in words ("Read-only file system"), not as a bare number.
+                ShmemError::MapCreateFailed(errno)
+                | ShmemError::MapOpenFailed(errno)
+                | ShmemError::UnknownOsError(errno) => {
+                    io_error(&os_id, std::io::Error::from_raw_os_error(errno as i32))
+                }
+                source => ScoreboardError::Shmem { name: os_id.clone(), source },
+            })?;
         // From here on, dropping `shmem` (owner) unlinks the segment on any error.
         let path = shm_path(&os_id);
-        let liveness = File::open(&path).map_err(|source| io_error(&os_id, source))?;
+        let liveness = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| io_error(&os_id, source))?;
+        // The segment's pages, reserved now: a tmpfs with room for the file but not for them
+        // would otherwise kill the server with SIGBUS on its first write there.
+        // SAFETY: posix_fallocate on a descriptor we own, within the segment's size.
+        let reserved =
+            unsafe { libc::posix_fallocate(liveness.as_raw_fd(), 0, segment_size(slot_count) as libc::off_t) };
+        if reserved != 0 {
+            return Err(io_error(&os_id, std::io::Error::from_raw_os_error(reserved)));
+        }
         // Blocking: a server starting in parallel may be holding it for a moment while it
         // checks whether this (brand-new, still unlocked) segment is stale.
         liveness.lock().map_err(|source| io_error(&os_id, source))?;

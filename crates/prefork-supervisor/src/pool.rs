@@ -328,7 +328,12 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         // A worker that exits, or crashes, before it ever became ready failed to boot. One
         // SIGKILLed meanwhile (an operator, the OOM killer) says nothing about booting.
         let never_ready = last_state == WorkerState::Starting && signal != Some(Signal::SIGKILL);
-        let boot_failure = !record.retiring && !stopping && (code == Some(exit_code::BOOT_FAILED) || never_ready);
+        // So did one that failed without having served anything (out of descriptors, say):
+        // its replacement would fail the same way, and re-forking at once would loop.
+        let failed_unused = code.is_some_and(|code| code != exit_code::FINISHED)
+            && (!claimed || (slot.requests_child == 0 && slot.connections == 0));
+        let boot_failure =
+            !record.retiring && !stopping && (code == Some(exit_code::BOOT_FAILED) || never_ready || failed_unused);
         let mut cause = match (code, signal) {
             (Some(code), _) => format!("exited with code {code}"),
             (None, Some(signal)) => format!("killed by {signal}"),

@@ -49,9 +49,19 @@ impl LogFile {
     fn file(&self) -> MutexGuard<'_, File> {
         let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if REOPEN_REQUESTED.swap(false, Ordering::SeqCst) {
-            // If the new file cannot be opened, keep writing to the old one.
-            if let Ok(reopened) = open_append(&self.path) {
-                *file = reopened;
+            match open_append(&self.path) {
+                Ok(reopened) => *file = reopened,
+                // Keep writing to the old file, and say so there (logging through tracing
+                // from here would re-enter this writer), and on stderr.
+                Err(error) => {
+                    let notice = format!(
+                        "ERROR pid={}: cannot reopen log file {}: {error}; still writing to the file open before\n",
+                        std::process::id(),
+                        self.path.display()
+                    );
+                    let _ = file.write_all(notice.as_bytes());
+                    let _ = io::stderr().write_all(notice.as_bytes());
+                }
             }
         }
         file

@@ -21,135 +21,30 @@
 //!   `CLOCK_MONOTONIC` alone. A time namespace (`unshare --time`) cannot: it offsets only the
 //!   monotonic and boot clocks, so `date -s` in one steps the whole machine's clock (and every
 //!   other test's TLS certificates and build timestamps with it).
-//!
-//! The cases that show a server bug are `#[ignore]`d with the bug named: `cargo test -p
-//! simplehttp-prefork-tests --test hostile -- --ignored` runs them.
 
 use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use prefork_tests::{
-    CpuWatch, DEADLINE, FaketimeShm, HttpConnection, MemoryCgroup, ServerProcess, Sig, TempPath, count,
-    fd_limit_leaving, hello_pid, http_get, is_alive, is_root, lines_with, process_state, require_machine, require_tool,
-    run_to_end, server_binary, soft_limit, status_json, status_pids, tasks_of_uid, wait_for,
+    CpuWatch, DEADLINE, FaketimeShm, MemoryCgroup, ServerProcess, Sig, TempPath, count, fd_limit_leaving, hello_pid,
+    http_get, is_alive, is_root, lines_with, process_state, require_machine, require_tool, run_to_end, soft_limit,
+    status_json, status_pids, tasks_of_uid, wait_for,
 };
 
-/// `nobody`/`nogroup` on Debian: an unprivileged uid with no other process here.
-const NOBODY: &str = "65534";
+mod provoke;
 
-/// The arguments every server here gets before its own: as `server_command`.
-fn base_args(binary: &Path) -> Vec<String> {
-    let mut args = vec![binary.display().to_string()];
-    args.extend(["--address", "127.0.0.1", "--port", "0", "--demo"].map(String::from));
-    args
-}
-
-/// `program prefix... BINARY --address 127.0.0.1 --port 0 --demo args...`
-fn wrapped(program: &str, prefix: &[&str], args: &[&str]) -> Result<Command> {
-    let mut command = Command::new(program);
-    command.args(prefix).args(base_args(&server_binary()?)).args(args);
-    Ok(command)
-}
-
-/// `sh -c 'SETUP && exec "$0" "$@"' BINARY ...` in a private mount namespace: SETUP mounts
-/// what the case needs, which only this server sees.
-fn in_mount_namespace(setup: &str, args: &[&str]) -> Result<Command> {
-    let script = format!("{setup} && exec \"$0\" \"$@\"");
-    wrapped("unshare", &["-m", "--propagation", "private", "sh", "-c", &script], args)
-}
-
-fn can_run_as_nobody() -> Result<bool> {
-    if !require_machine("root (to run the server as nobody)", is_root(), "run the tests as root, as CI does")? {
-        return Ok(false);
-    }
-    require_tool(
-        "setpriv and prlimit",
-        &["sh", "-c", "command -v setpriv && command -v prlimit"],
-        "apt-get install util-linux",
-    )
-}
-
-fn can_unshare_mounts() -> Result<bool> {
-    let usable = is_root()
-        && Command::new("unshare")
-            .args(["-m", "--propagation", "private", "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    require_machine("root and a private mount namespace (unshare -m)", usable, "run the tests as root, as CI does")
-}
-
-/// `prlimit --pid PID --RESOURCE=SOFT:` run as `nobody` (the server's user): lowers or raises
-/// the soft limit within the hard one, which needs no privilege.
-fn set_soft_limit_as_nobody(pid: u32, resource: &str, soft: &str) -> Result<()> {
-    let status = Command::new("setpriv")
-        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "prlimit", "--pid", &pid.to_string()])
-        .arg(format!("--{resource}={soft}:"))
-        .status()?;
-    ensure!(status.success(), "prlimit --{resource}={soft}: on {pid} failed: {status}");
-    Ok(())
-}
-
-/// `prlimit --pid PID --nofile=SOFT:` as this user (the server is ours).
-fn set_fd_limit(pid: u32, soft: &str) -> Result<()> {
-    let status = Command::new("prlimit").args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")]).status()?;
-    ensure!(status.success(), "prlimit --nofile={soft}: on {pid} failed: {status}");
-    Ok(())
-}
-
-/// A pool of `start` workers run as `nobody`, with fast boot backoff and halting after 4
-/// failures in a row, and the `RLIMIT_NPROC` soft limit it had at start.
-fn nobody_pool(pid_file: &TempPath, start: &str) -> Result<(ServerProcess, String)> {
-    let args = [
-        "--start-servers",
-        start,
-        "--min-spare-servers",
-        "2",
-        "--max-spare-servers",
-        "4",
-        "--boot-backoff-initial",
-        "100ms",
-        "--boot-backoff-max",
-        "1s",
-        "--max-boot-failures",
-        "4",
-        "--pid-file",
-        pid_file.as_str(),
-    ];
-    let server =
-        ServerProcess::spawn(wrapped("setpriv", &["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"], &args)?)?;
-    let workers: u64 = start.parse()?;
-    wait_for("the workers to be ready", DEADLINE, || {
-        let status = status_json(pid_file)?;
-        Ok((count(&status, "idle") == workers && count(&status, "starting") == 0).then_some(()))
-    })?;
-    let original = soft_limit(server.pid(), "Max processes")?;
-    Ok((server, original))
-}
-
-/// Two connections each holding a worker with `GET /sleep/60000`, until dropped.
-fn occupy_two(server: &ServerProcess, pid_file: &TempPath) -> Result<Vec<HttpConnection>> {
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut connection = server.connect()?;
-        connection.send(b"GET /sleep/60000 HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        held.push(connection);
-    }
-    wait_for("two sleeping workers", DEADLINE, || Ok((count(&status_json(pid_file)?, "busy") >= 2).then_some(())))?;
-    Ok(held)
-}
+use provoke::*;
 
 #[test]
 fn fork_failing_with_eagain_is_logged_and_backed_off_the_workers_serve_on_and_forking_resumes() -> Result<()> {
     if !can_run_as_nobody()? {
         return Ok(());
     }
+    let _turn = nobody_turn();
     let pid_file = TempPath::new("nproc.pid");
     let (server, original) = nobody_pool(&pid_file, "3")?;
     // Exactly the tasks nobody has now: the next fork is refused with EAGAIN.
@@ -184,17 +79,15 @@ fn fork_failing_with_eagain_is_logged_and_backed_off_the_workers_serve_on_and_fo
     Ok(())
 }
 
-/// Server bug: a worker that cannot start its parking thread (`RLIMIT_NPROC` counts threads:
-/// the fork succeeded, the thread is refused) has already marked itself ready, so its exit is
-/// not a boot failure: the parent forks again at once, about a thousand times a second, with
-/// two log lines each ("worker ended with an error ... start the parking thread", "worker
-/// exited with an error"), and never backs off or halts.
+/// A worker that cannot start its parking thread (`RLIMIT_NPROC` counts threads: the fork
+/// succeeds, the thread is refused) is not ready yet, so its exit is a boot failure: backed
+/// off and halted, not re-forked in a loop.
 #[test]
-#[ignore = "server bug: a worker failing after it marked itself ready (parking thread refused) is re-forked in a tight loop"]
 fn a_new_worker_that_cannot_start_its_thread_is_backed_off_like_a_boot_failure() -> Result<()> {
     if !can_run_as_nobody()? {
         return Ok(());
     }
+    let _turn = nobody_turn();
     let pid_file = TempPath::new("nproc-thread.pid");
     let (server, original) = nobody_pool(&pid_file, "3")?;
     // One task more than nobody has now: a fork succeeds, the new worker's thread does not.
@@ -347,11 +240,9 @@ fn a_parent_out_of_descriptors_supervises_on_and_its_new_workers_back_off() -> R
     Ok(())
 }
 
-/// Server bug: a log reopen (SIGUSR1) that fails (here: the parent is out of descriptors)
-/// is silent: the parent logs "USR1: log files reopened" and goes on writing to the rotated
-/// file, and nothing says the new file could not be opened.
+/// A log reopen (SIGUSR1) that fails (here: the parent is out of descriptors) says so, in the
+/// file it goes on writing to and on stderr.
 #[test]
-#[ignore = "server bug: a failed log reopen on SIGUSR1 is not logged (LogFile keeps the old file silently)"]
 fn a_log_reopen_that_fails_says_so() -> Result<()> {
     if !require_tool("prlimit", &["prlimit", "--version"], "apt-get install util-linux")? {
         return Ok(());
@@ -376,17 +267,11 @@ fn a_log_reopen_that_fails_says_so() -> Result<()> {
     Ok(())
 }
 
-/// Server bugs (the sweep finds where): every `RLIMIT_NOFILE` from too few to start up to
-/// comfortable must end in a clear error at start, a worker that backs off and halts, or a
-/// pool that serves. Two limits do not:
-/// - a worker that runs out after it marked itself ready (its eventfd, its parking thread's
-///   epoll, the parking thread itself) exits with an error that is not taken for a boot
-///   failure, and is re-forked at once, in a loop;
-/// - a worker that boots with no descriptor to spare is ready, and so the only worker the
-///   parent needs, but can never accept: "accept failed; pausing 100 ms" ten times a second
-///   for ever, and no request is ever served (a wedged pool).
+/// Every `RLIMIT_NOFILE` from too few to start up to comfortable ends in a clear error at
+/// start, a worker that backs off and halts, or a pool that serves: never a fork loop (a worker
+/// running out while it sets up is a boot failure) nor a wedged pool (a worker out of
+/// descriptors while holding none gives up after a second, and is backed off).
 #[test]
-#[ignore = "server bugs: out of descriptors just after ready: a fork loop; ready with none to spare: a wedged pool"]
 fn every_descriptor_limit_ends_in_an_error_a_backoff_or_a_serving_pool() -> Result<()> {
     if !require_tool("prlimit", &["prlimit", "--version"], "apt-get install util-linux")? {
         return Ok(());
@@ -414,8 +299,12 @@ fn every_descriptor_limit_ends_in_an_error_a_backoff_or_a_serving_pool() -> Resu
             if log.contains("forking halted") || serves_now(&server) {
                 return Ok(Some(None));
             }
-            let refused = lines_with(&log, "accept failed");
-            Ok((refused > 30).then(|| Some(format!("a wedged pool: {refused} refused accepts, nothing served"))))
+            // A wedge: one worker refusing accepts on and on, never giving up (a worker that
+            // holds no connection fails after a second of them, and is backed off).
+            let since_last_exit = log.rsplit_once("failed to boot").map_or(log.as_str(), |(_, after)| after);
+            let refused = lines_with(since_last_exit, "accept failed");
+            Ok((refused > 30)
+                .then(|| Some(format!("a wedged pool: {refused} refused accepts in a row, nothing served"))))
         })?;
         if let Some(outcome) = outcome {
             bad.push(format!("RLIMIT_NOFILE {limit}: {outcome}"));
@@ -444,11 +333,9 @@ fn dev_shm_read_only_or_out_of_inodes_at_start_is_a_clear_error_naming_the_segme
     Ok(())
 }
 
-/// Server bug: the error names the segment but not the reason in words: "Creating the shared
-/// memory failed, os error 30" (EROFS) or "os error 28" (ENOSPC) where every other error
-/// says "Read-only file system (os error 30)".
+/// The error names the segment and the reason in words ("Read-only file system (os error
+/// 30)"), not a bare number.
 #[test]
-#[ignore = "server bug: /dev/shm errors at start say \"os error 30\" without its meaning"]
 fn dev_shm_errors_at_start_say_why_in_words() -> Result<()> {
     if !can_unshare_mounts()? {
         return Ok(());
@@ -462,12 +349,10 @@ fn dev_shm_errors_at_start_say_why_in_words() -> Result<()> {
     Ok(())
 }
 
-/// Server bug: a `/dev/shm` with room for the segment's file but not for its pages (tmpfs
-/// allocates on first touch: `ftruncate` succeeds, the first write to a missing page is
-/// SIGBUS). The server prints `listening on`, then dies of SIGBUS. `fallocate` at creation
-/// would turn it into ENOSPC, a clear error at start.
+/// A `/dev/shm` with room for the segment's file but not for its pages (tmpfs allocates on
+/// first touch: `ftruncate` succeeds, and a write to a missing page would be SIGBUS): the pages
+/// are reserved at creation, so it is ENOSPC, a clear error at start.
 #[test]
-#[ignore = "server bug: /dev/shm without room for the scoreboard's pages: SIGBUS after `listening on`"]
 fn dev_shm_full_at_start_is_a_clear_error_not_a_crash() -> Result<()> {
     if !can_unshare_mounts()? {
         return Ok(());
