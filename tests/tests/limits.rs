@@ -9,17 +9,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use prefork_scoreboard::AttachedScoreboard;
+use prefork_scoreboard::{AttachedScoreboard, RecycleLimits};
 use prefork_tests::{DEADLINE, ServerProcess, count, hello_pid, http_get, is_alive, wait_for};
 
-/// A recycling limit's margin: the worker asks for its replacement a tenth before the limit,
-/// and leaves on its own a tenth after it (at least one).
+/// How far a worker may go past a request or connection limit before it leaves on its own
+/// (the scoreboard's own rule: a tenth, at least one).
 fn hard_limit(limit: u64) -> u64 {
-    limit + (limit / 10).max(1)
+    let limits = RecycleLimits { max_requests: Some(limit), ..RecycleLimits::default() };
+    limits.hard().max_requests.unwrap_or(limit)
 }
 
 /// Runs `clients` closed-loop clients, each making `requests` requests to `/` on new
-/// connections with no pause, while a monitor reads the scoreboard as fast as it can. Returns
+/// connections with no pause, while a monitor reads the scoreboard every millisecond (a
+/// worker's counts only grow until it exits, and the answers are the authority). Returns
 /// the answers per worker pid, and the most requests and connections any slot showed.
 fn burst(server: &ServerProcess, clients: usize, requests: usize) -> Result<(BTreeMap<u32, u64>, u64, u64)> {
     let name = server.scoreboard_name();
@@ -34,6 +36,8 @@ fn burst(server: &ServerProcess, clients: usize, requests: usize) -> Result<(BTr
                     most_requests = most_requests.max(slot.requests_child);
                     most_connections = most_connections.max(slot.connections);
                 }
+                // Paced, not spinning: a spinning monitor would take one of two cores.
+                thread::park_timeout(Duration::from_millis(1));
             }
             Ok((most_requests, most_connections))
         })

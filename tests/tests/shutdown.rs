@@ -3,6 +3,7 @@
 use std::thread;
 
 use anyhow::{Result, ensure};
+use prefork_scoreboard::{AttachedScoreboard, WorkerState};
 use prefork_tests::{DEADLINE, ServerProcess, Sig, count, cpu_ticks, http_get, is_alive, status_pids, wait_for};
 
 #[test]
@@ -122,5 +123,91 @@ fn a_stale_segment_from_a_killed_server_is_removed_by_the_next_start() -> Result
     wait_for("the removal to be logged", DEADLINE, || {
         Ok(second.stderr().contains("removed stale scoreboard segment").then_some(()))
     })?;
+    Ok(())
+}
+
+#[test]
+fn a_graceful_stop_answers_a_request_already_handed_off_while_the_worker_was_busy() -> Result<()> {
+    // One worker in all, so that nobody else can take the waiting request.
+    let mut server = ServerProcess::start_pool(1, 1, 1, &["--max-clients", "1", "--keepalive-timeout", "30s"])?;
+    let board = AttachedScoreboard::open(&server.scoreboard_name())?;
+    // A client sends half a head: it waits parked.
+    let mut waiting = server.connect()?;
+    waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n")?;
+    wait_for("the half head to be parked", DEADLINE, || Ok((board.snapshot().parked() == 1).then_some(())))?;
+    // The worker's only thread is taken by a blocking handler (read from shared memory: no
+    // worker is free to answer a status request).
+    let addr = server.addr();
+    let blocking = thread::spawn(move || http_get(addr, "/block/5000"));
+    let handler_running = || board.snapshot().live().any(|slot| slot.state == WorkerState::Writing);
+    wait_for("the blocking handler to run", DEADLINE, || Ok(handler_running().then_some(())))?;
+    // The head is completed: the parking thread hands the request over to the busy worker.
+    waiting.send(b"\r\n")?;
+    wait_for("the request to be handed off", DEADLINE, || {
+        Ok((board.snapshot().totals().handed_off >= 1).then_some(()))
+    })?;
+    ensure!(handler_running(), "the handler ended before the stop: this test tests nothing");
+    server.signal(Sig::SIGTERM)?;
+    // Graceful: the handler finishes, and so does the request that was waiting its turn.
+    let blocked = blocking.join().expect("request thread")?;
+    ensure!(blocked.status == 200, "the blocking request was answered {blocked:?}");
+    let answer = waiting.read_response()?;
+    ensure!(answer.status == 200, "the handed-off request was answered {answer:?}");
+    ensure!(
+        answer.header("connection") == Some("close"),
+        "a stopping server keeps no connection: {:?}",
+        answer.headers
+    );
+    let exit = server.wait_exit(DEADLINE)?;
+    ensure!(exit.success(), "server exited with {exit}; stderr:\n{}", server.stderr());
+    Ok(())
+}
+
+#[test]
+fn a_graceful_stop_does_not_wait_for_idle_keep_alive_clients() -> Result<()> {
+    // Timeouts far past the deadline below: only closing the idle connections at once stops
+    // the server in time.
+    let mut server = ServerProcess::start_pool(2, 1, 4, &["--keepalive-timeout", "60s", "--graceful-timeout", "60s"])?;
+    let mut idle: Vec<_> = (0..3).map(|_| server.connect()).collect::<Result<_>>()?;
+    for connection in &mut idle {
+        ensure!(connection.get("/")?.status == 200);
+    }
+    let workers = server.children();
+    server.signal(Sig::SIGTERM)?;
+    let exit = server.wait_exit(DEADLINE)?;
+    ensure!(exit.success(), "server exited with {exit}; stderr:\n{}", server.stderr());
+    for connection in &mut idle {
+        ensure!(connection.closed_by_server_within(DEADLINE)?, "an idle connection was left open");
+    }
+    ensure!(workers.iter().all(|pid| !is_alive(*pid)), "workers survived");
+    Ok(())
+}
+
+#[test]
+fn a_keep_alive_connection_outlives_its_workers_recycling_and_closes_when_asked() -> Result<()> {
+    // No room for a replacement beforehand (max-clients 1): the worker goes past its limit to
+    // the margin, then leaves on its own. Its idle connection is not cut: it waits in the
+    // hand-off queue for the replacement, which answers it.
+    let server = ServerProcess::start_pool(
+        1,
+        1,
+        1,
+        &["--max-clients", "1", "--max-requests-per-child", "4", "--keepalive-timeout", "60s"],
+    )?;
+    let mut connection = server.connect()?;
+    let mut per_worker = std::collections::BTreeMap::new();
+    for _ in 0..12 {
+        let answer = connection.get("/")?;
+        ensure!(answer.status == 200, "{answer:?}");
+        ensure!(answer.header("connection") != Some("close"), "a recycling closed the connection: {answer:?}");
+        *per_worker.entry(prefork_tests::hello_pid(&answer.body)?).or_insert(0) += 1;
+    }
+    ensure!(per_worker.len() >= 3, "12 answers with a limit of 4 from only {per_worker:?}");
+    ensure!(per_worker.values().all(|&n| n <= 5), "a worker went past its limit and margin: {per_worker:?}");
+    // A client that asks to close is answered and closed at once, not at the keep-alive timeout.
+    connection.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let last = connection.read_response()?;
+    ensure!(last.status == 200 && last.header("connection") == Some("close"), "{last:?}");
+    ensure!(connection.closed_by_server_within(DEADLINE)?, "left open after Connection: close");
     Ok(())
 }

@@ -158,3 +158,33 @@ fn a_keep_alive_clients_next_request_with_a_slow_body_holds_no_worker() -> Resul
     ensure!(second.status == 200, "{second:?}");
     Ok(())
 }
+
+#[test]
+fn a_keep_alive_clients_next_head_trickled_a_byte_at_a_time_holds_no_worker() -> Result<()> {
+    // One worker in all. After its first answer, a keep-alive client sends its next head a
+    // byte at a time: the connection waits parked, never handed back half-read, and the only
+    // worker serves another client between the bytes.
+    let server = ServerProcess::start_pool(1, 1, 1, &["--max-clients", "1", "--keepalive-timeout", "30s"])?;
+    let mut slow = server.connect()?;
+    ensure!(slow.get("/")?.status == 200, "the first request");
+    let head = b"GET /nope HTTP/1.1\r\nHost: x\r\nX-Trickle: 1\r\n\r\n";
+    slow.send(&head[..1])?;
+    wait_for("the trickled head to be parked", DEADLINE, || {
+        Ok((count(&server.status()?, "parked") == 1).then_some(()))
+    })?;
+    for (at, byte) in head.iter().enumerate().skip(1) {
+        slow.send(std::slice::from_ref(byte))?;
+        if at % 8 == 0 {
+            // Sent from this thread between the bytes: answered while the head is incomplete.
+            ensure!(server.get("/")?.status == 200, "another client was not served at byte {at}");
+        } else {
+            // A pace a client may keep (the header timeout bounds the whole head, not a byte).
+            thread::park_timeout(Duration::from_millis(5));
+        }
+    }
+    let answer = slow.read_response()?;
+    ensure!(answer.status == 404, "the trickled request was answered {answer:?}");
+    let status = server.status()?;
+    ensure!(count(&status, "parked_timeouts") == 0, "{status}");
+    Ok(())
+}

@@ -44,6 +44,15 @@ pub(crate) struct Acceptor<'l> {
     listener: &'l Listener,
     /// Room for one hand-off message (only when the queue is watched).
     message: Vec<u8>,
+    /// A descriptor kept open to be closed just before taking a connection from the queue: a
+    /// worker out of descriptors would otherwise take the message and lose its socket (the
+    /// kernel closes what it cannot install).
+    reserve: Option<OwnedFd>,
+}
+
+/// A spare descriptor (`/dev/null`).
+fn spare_descriptor() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
 }
 
 impl<'l> Acceptor<'l> {
@@ -54,13 +63,14 @@ impl<'l> Acceptor<'l> {
         let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
         epoll.add(listener.as_fd(), EpollEvent::new(exclusive, LISTENER)).map_err(sys("epoll_ctl listener"))?;
         epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(sys("epoll_ctl eventfd"))?;
-        let mut message = Vec::new();
+        let (mut message, mut reserve) = (Vec::new(), None);
         if adopt {
             let queue = listener.handoff().receiver();
             epoll.add(queue, EpollEvent::new(exclusive, HANDOFF)).map_err(sys("epoll_ctl hand-off queue"))?;
             message = vec![0; MAX_MESSAGE_BYTES];
+            reserve = spare_descriptor();
         }
-        Ok(Acceptor { epoll, listener, message })
+        Ok(Acceptor { epoll, listener, message, reserve })
     }
 
     /// Waits (up to `timeout`, `None`: forever) for a connection or the stop request.
@@ -82,10 +92,10 @@ impl<'l> Acceptor<'l> {
         });
         // A request already complete first: its client has waited longest.
         if handoff {
-            match self.listener.handoff().receive(&mut self.message) {
+            match self.adopt() {
                 Ok(Some(conn)) => return Ok(Waited::Adopted(conn)),
                 Ok(None) => {}
-                Err(error) => tracing::error!(%error, "hand-off queue: receive failed"),
+                Err(errno) => return Ok(Waited::OutOfDescriptors(errno)),
             }
         }
         if listener {
@@ -94,8 +104,40 @@ impl<'l> Acceptor<'l> {
         Ok(if stop { Waited::Stop } else { Waited::Nothing(0) })
     }
 
-    fn accept(&self) -> Result<Waited, WorkerError> {
-        match self.listener.accept() {
+    /// Takes the next connection from the hand-off queue, if any, with a descriptor freed for
+    /// it first (see `reserve`). Out of descriptors even so: pauses, as a failed accept does.
+    pub(crate) fn adopt(&mut self) -> Result<Option<ParkedConnection>, Errno> {
+        if self.reserve.is_none() {
+            self.reserve = spare_descriptor();
+            if self.reserve.is_none() {
+                tracing::warn!("out of descriptors: not taking connections from siblings; pausing 100 ms");
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(Errno::EMFILE);
+            }
+        }
+        drop(self.reserve.take());
+        let received = self.listener.handoff().receive(&mut self.message);
+        self.reserve = spare_descriptor();
+        match received {
+            Ok(conn) => Ok(conn),
+            Err(error) => {
+                tracing::error!(%error, "hand-off queue: receive failed; pausing 100 ms");
+                std::thread::sleep(Duration::from_millis(100));
+                Err(error.raw_os_error().map_or(Errno::EIO, Errno::from_raw))
+            }
+        }
+    }
+
+    fn accept(&mut self) -> Result<Waited, WorkerError> {
+        let mut accepted = self.listener.accept();
+        // The descriptor kept for the queue is this connection's if none other is free: the
+        // reserve must not cost the listener a connection.
+        if matches!(accepted, Err(Errno::EMFILE)) && self.reserve.is_some() {
+            drop(self.reserve.take());
+            accepted = self.listener.accept();
+            self.reserve = spare_descriptor();
+        }
+        match accepted {
             Ok((fd, peer)) => Ok(Waited::Connection(fd, peer, 1)),
             // Another worker took it, the client gave up while queued, or (accept(2)) a
             // network error already pending on the new socket: that connection only.

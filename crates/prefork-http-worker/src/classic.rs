@@ -47,23 +47,36 @@ pub(crate) fn serve_classic(
     let parks = worker.config.tls.is_none();
     let lot = ParkingLot::new()?;
     std::thread::scope(|scope| {
-        if parks {
+        let parking = if parks {
             let (queue, writer) = (listener.handoff(), worker.slot.parking_writer());
             let (rules, capacity) = (worker.park_rules(), worker.config.max_parked);
             let lot = &lot;
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("parking".into())
                 .spawn_scoped(scope, move || lot.run(queue, writer, rules, capacity))
                 .map_err(|source| WorkerError::Io { what: "start the parking thread", source })?;
-        }
+            Some(thread)
+        } else {
+            None
+        };
         // However the loop ends (a panic included), the parking thread must end too, or the
-        // scope would wait for it forever; what it holds goes to a sibling unless the whole
-        // server is stopping.
+        // scope would wait for it forever.
         let leave = LeaveOnDrop { lot: &lot, worker };
         let classic = Classic { listener, worker, stop_watch, runtime, local, lot: &lot, parks };
-        let acceptor = Acceptor::new(listener, stop.as_fd(), parks)?;
+        let mut acceptor = Acceptor::new(listener, stop.as_fd(), parks)?;
         worker.become_ready();
-        let result = classic.run(acceptor);
+        let result = classic.run(&mut acceptor);
+        // What the parking thread holds goes to a sibling; if the whole server stops, it is
+        // closed, but for complete requests, which this worker serves before it exits, with
+        // those still in the hand-off queue (nobody else would).
+        let stopping = worker.slot.server_stopping();
+        lot.leave(if stopping { Leave::Close } else { Leave::HandOff });
+        if let Some(thread) = parking {
+            let _ = thread.join();
+        }
+        if stopping && parks {
+            classic.serve_leftovers(&mut acceptor);
+        }
         drop(leave);
         result
     })
@@ -91,7 +104,7 @@ struct Classic<'a> {
 }
 
 impl Classic<'_> {
-    fn run(&self, mut acceptor: Acceptor<'_>) -> Result<(), WorkerError> {
+    fn run(&self, acceptor: &mut Acceptor<'_>) -> Result<(), WorkerError> {
         let worker = self.worker;
         // Accepts failing for want of descriptors, in a row, while this worker holds none.
         let mut starved = 0;
@@ -138,10 +151,10 @@ impl Classic<'_> {
 
     /// A new connection: read what it sent; serve it if its request is complete, park it if not.
     fn take_new(&self, fd: OwnedFd, peer: Peer) {
-        if !self.parks {
-            return self.serve(fd, peer, Bytes::new());
-        }
         let mut conn = ParkedConnection::new(fd, peer, ParkKind::Fresh, Vec::new(), monotonic_micros());
+        if !self.parks {
+            return self.serve(conn);
+        }
         if conn.read_available() == ReadOutcome::Gone {
             return; // gone before it said anything: nothing to answer
         }
@@ -151,20 +164,36 @@ impl Classic<'_> {
     /// A connection whose request may be complete (new, or from a sibling).
     fn take_parked(&self, conn: ParkedConnection) {
         match conn.progress(&self.worker.park_rules()) {
-            Progress::Ready => self.serve(conn.fd, conn.peer, Bytes::from(conn.buffered)),
+            Progress::Ready => self.serve(conn),
             _ => self.lot.park(conn),
         }
     }
 
-    /// Serves a connection until it closes, or idles and is parked.
-    fn serve(&self, fd: OwnedFd, peer: Peer, received: Bytes) {
+    /// The whole server stops: the complete requests this worker's parking thread gave back,
+    /// and those in the hand-off queue, are served (with `Connection: close`) rather than
+    /// dropped; what is incomplete is closed.
+    fn serve_leftovers(&self, acceptor: &mut Acceptor<'_>) {
+        let rules = self.worker.park_rules();
+        let returned = self.lot.take_returned();
+        let queued = std::iter::from_fn(|| acceptor.adopt().ok().flatten());
+        for conn in returned.into_iter().chain(queued) {
+            if conn.progress(&rules) == Progress::Ready {
+                self.serve(conn);
+            }
+        }
+    }
+
+    /// Serves a connection until it closes, or idles and is parked. A connection is counted
+    /// (and numbered) when a worker first serves it; one that comes back after waiting
+    /// parked keeps its number.
+    fn serve(&self, conn: ParkedConnection) {
         let worker = self.worker;
         worker.set_state(WorkerState::Reading);
-        let id = worker.next_connection_id();
+        let id = conn.id.unwrap_or_else(|| worker.next_connection_id());
         worker.connection_opened();
-        let parked = self
-            .local
-            .block_on(self.runtime, serve_connection(fd, peer, received, id, worker, self.stop_watch, self.parks));
+        let received = Bytes::from(conn.buffered);
+        let served = serve_connection(conn.fd, conn.peer, received, id, worker, self.stop_watch, self.parks);
+        let parked = self.local.block_on(self.runtime, served);
         worker.connection_closed();
         if let Some(conn) = parked {
             self.lot.park(conn);

@@ -99,7 +99,7 @@ pub(crate) async fn serve_connection(
             H1End::Done(result) => result,
             H1End::Idle { io, buffered } => {
                 worker.set_state(WorkerState::Closing);
-                return park(io, buffered, peer, scope.idle_since_micros());
+                return park(io, buffered, peer, scope.info.id, scope.idle_since_micros());
             }
         }
     };
@@ -136,7 +136,7 @@ enum H1End {
 
 /// An idle connection hyper let go, as a parked keep-alive connection (`None`: it could not
 /// be, and is closed).
-fn park(io: Io, buffered: BytesMut, peer: Peer, idle_since: u64) -> Option<ParkedConnection> {
+fn park(io: Io, buffered: BytesMut, peer: Peer, id: u64, idle_since: u64) -> Option<ParkedConnection> {
     let Io::Plain(stream) = io else {
         unreachable!("TLS connections are never parked");
     };
@@ -145,7 +145,11 @@ fn park(io: Io, buffered: BytesMut, peer: Peer, idle_since: u64) -> Option<Parke
         return None;
     }
     match stream.into_fd() {
-        Ok(fd) => Some(ParkedConnection::new(fd, peer, ParkKind::KeepAlive, buffered.to_vec(), idle_since)),
+        Ok(fd) => {
+            let mut parked = ParkedConnection::new(fd, peer, ParkKind::KeepAlive, Vec::from(buffered), idle_since);
+            parked.id = Some(id);
+            Some(parked)
+        }
         Err(error) => {
             tracing::debug!(%error, "could not take an idle connection back from the runtime; closed");
             None
@@ -214,24 +218,40 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
                 worker.enter_stopping(WorkerState::Graceful);
                 if may_park && !letting_go && scope.can_park() {
                     letting_go = true;
+                } else if !(shut_down || may_park && scope.may_hand_over()) {
+                    // It can never move (the whole server is stopping, a close handler): it
+                    // closes now if idle, after the response in hand otherwise, not at the
+                    // keep-alive timeout. (One that can move leaves once its response is done.)
+                    shut_down = true;
+                    std::pin::Pin::new(&mut connection).graceful_shutdown();
                 }
             }
             // A response is done. If the worker is going (stop, or a recycling limit's margin)
             // the connection leaves now, for a sibling; otherwise it leaves once idle for
             // PARK_AFTER. (Not gated on the worker's state: a precondition is read once per
             // `select!`, which may run across many requests.)
-            () = scope.went_idle.notified(), if may_park && !letting_go => {
+            () = scope.went_idle.notified(), if may_park && !letting_go && !shut_down => {
                 letting_go = scope.letting_go();
                 if park_check.is_none() {
                     park_check = Some(Box::pin(tokio::time::sleep(PARK_AFTER)));
                 }
             }
-            () = async { park_check.as_mut().expect("checked").await }, if may_park && !letting_go && park_check.is_some() => {
+            () = async { park_check.as_mut().expect("checked").await }, if may_park && !letting_go && !shut_down && park_check.is_some() => {
                 let idle = scope.idle_for();
-                if idle >= PARK_AFTER && scope.can_park() {
+                let wait = if scope.busy() {
+                    PARK_AFTER
+                } else if scope.can_park() {
+                    PARK_AFTER.saturating_sub(idle)
+                } else {
+                    // It cannot move (a close handler, a closing response, the whole server
+                    // stopping): hyper's header timeout is off, so its idle limit is kept here.
+                    config.keepalive_timeout.saturating_sub(idle)
+                };
+                if wait.is_zero() && scope.can_park() {
                     letting_go = true;
+                } else if wait.is_zero() {
+                    return H1End::Done(Ok(()));
                 } else if let Some(check) = park_check.as_mut() {
-                    let wait = PARK_AFTER.saturating_sub(idle).max(Duration::from_millis(1));
                     check.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
@@ -266,8 +286,15 @@ async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
     let period = (timeout / 2).max(std::time::Duration::from_millis(10));
     let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
+        // At a recycling limit's margin: GOAWAY now, so that the client opens no more streams
+        // here (those already open are served).
+        if !closing && worker.must_leave() {
+            closing = true;
+            connection.as_mut().graceful_shutdown();
+        }
         tokio::select! {
             result = connection.as_mut() => return result,
+            () = worker.leaving_notice.notified(), if !closing => {}
             () = stop.requested(), if !closing => {
                 closing = true;
                 worker.enter_stopping(WorkerState::Graceful);

@@ -23,7 +23,7 @@ use crate::parked::{MAX_PARKED_BYTES, ParkKind, ParkedConnection};
 use crate::transport::Peer;
 
 const MAGIC: [u8; 4] = *b"SHPH";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Bytes of a message before the connection's buffered bytes.
 const HEADER_BYTES: usize = 72;
 /// The largest message: a parked connection's bytes and the header.
@@ -39,8 +39,9 @@ pub struct HandoffQueue {
 /// Why a connection could not be passed on.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// The queue is full: keep the connection and try again when it drains.
-    Full(ParkedConnection),
+    /// The queue is full: keep the connection and try again when it drains (boxed: the
+    /// common result, `Ok`, stays small).
+    Full(Box<ParkedConnection>),
     /// The queue is broken (it should not be); the connection is closed.
     Failed(Errno),
 }
@@ -77,7 +78,7 @@ impl HandoffQueue {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         match sendmsg::<()>(self.sender.as_raw_fd(), &iov, &control, flags, None) {
             Ok(_) => Ok(()),
-            Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM) => Err(SendError::Full(conn)),
+            Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM) => Err(SendError::Full(Box::new(conn))),
             Err(Errno::EINTR) => self.send(conn),
             Err(errno) => Err(SendError::Failed(errno)),
         }
@@ -98,6 +99,11 @@ impl HandoffQueue {
             };
             let (bytes, truncated) =
                 (message.bytes, message.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC));
+            if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+                // No descriptor was free to take the socket: the kernel closed it.
+                tracing::error!("a connection handed over was lost: no descriptor free to take it");
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
             let mut fd = None;
             for cmsg in message.cmsgs()? {
                 if let ControlMessageOwned::ScmRights(received) = cmsg {
@@ -130,6 +136,8 @@ fn encode_header(conn: &ParkedConnection) -> [u8; HEADER_BYTES] {
         ParkKind::Fresh => 0,
         ParkKind::KeepAlive => 1,
     };
+    // 0: not served yet (ids start at 1).
+    header[8..16].copy_from_slice(&conn.id.unwrap_or(0).to_le_bytes());
     header[16..24].copy_from_slice(&conn.since_micros.to_le_bytes());
     header[24..32].copy_from_slice(&conn.body_since_micros.to_le_bytes());
     if let Peer::Tcp { remote, local } = conn.peer {
@@ -174,6 +182,7 @@ fn decode(message: &[u8], fd: OwnedFd) -> Option<ParkedConnection> {
     let kind = if header[5] == 1 { ParkKind::KeepAlive } else { ParkKind::Fresh };
     let mut conn = ParkedConnection::new(fd, peer, kind, buffered, word(16));
     conn.body_since_micros = word(24);
+    conn.id = Some(word(8)).filter(|&id| id != 0);
     Some(conn)
 }
 
@@ -190,10 +199,11 @@ mod tests {
         let peer = Peer::Tcp { remote: "[2001:db8::1]:4321".parse().unwrap(), local: "127.0.0.1:80".parse().unwrap() };
         let mut conn = ParkedConnection::new(ours.into(), peer, ParkKind::KeepAlive, b"GET / HT".to_vec(), 17);
         conn.body_since_micros = 23;
+        conn.id = Some(5);
         queue.send(conn).map_err(|e| format!("{e:?}")).unwrap();
         let mut buffer = vec![0u8; MAX_MESSAGE_BYTES];
         let got = queue.receive(&mut buffer).unwrap().expect("one connection waiting");
-        assert_eq!((got.since_micros, got.body_since_micros, got.kind), (17, 23, ParkKind::KeepAlive));
+        assert_eq!((got.since_micros, got.body_since_micros, got.kind, got.id), (17, 23, ParkKind::KeepAlive, Some(5)));
         assert_eq!(got.buffered, b"GET / HT");
         let Peer::Tcp { remote, local } = got.peer else { panic!("{:?}", got.peer) };
         assert_eq!((remote.to_string(), local.to_string()), ("[2001:db8::1]:4321".into(), "127.0.0.1:80".into()));

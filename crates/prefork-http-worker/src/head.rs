@@ -12,6 +12,8 @@ use std::mem::MaybeUninit;
 
 use httparse::{Header, Request, Status};
 
+use crate::parked::MAX_PARKED_BYTES;
+
 /// Headers the test looks at: a request with more is left to hyper (ready at once), which
 /// applies the configured limit.
 const MAX_HEADERS_SEEN: usize = 128;
@@ -76,18 +78,44 @@ pub(crate) fn framing(bytes: &[u8], limits: HeadLimits) -> Framing {
     }
 }
 
+/// Whether the first request in some bytes can go to a handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// Not yet: part of its head, or of a small body.
+    Waiting(Progress),
+    /// Now: `len` bytes are its own (`None`: hyper frames it, or refuses it).
+    Ready { len: Option<usize> },
+}
+
+/// Whether the first request in `bytes` can go to a handler, and how long it is. One rule for
+/// a new connection, a parked one and the next request of a keep-alive one: its head, and a
+/// body of at most [`MAX_PARKED_BODY`] that the client sends without waiting for `100
+/// Continue`; anything past [`MAX_PARKED_BYTES`] is hyper's to take.
+pub(crate) fn readiness(bytes: &[u8], limits: HeadLimits) -> Readiness {
+    match framing(bytes, limits) {
+        Framing::Head if bytes.len() >= MAX_PARKED_BYTES => Readiness::Ready { len: None },
+        Framing::Head => Readiness::Waiting(Progress::Head),
+        Framing::ForHyper => Readiness::Ready { len: None },
+        Framing::Sized { head, body, waits_for_continue } => {
+            let len = Some(head + body);
+            let received = bytes.len() - head;
+            if waits_for_continue || body > MAX_PARKED_BODY || received >= body || bytes.len() >= MAX_PARKED_BYTES {
+                Readiness::Ready { len }
+            } else {
+                Readiness::Waiting(Progress::Body { received, expected: body })
+            }
+        }
+    }
+}
+
 /// Where the request in `bytes` stands.
 pub(crate) fn progress(bytes: &[u8], limits: HeadLimits) -> Progress {
     if bytes.is_empty() {
         return Progress::Head;
     }
-    match framing(bytes, limits) {
-        Framing::Head => Progress::Head,
-        Framing::Sized { head, body, waits_for_continue: false } if body <= MAX_PARKED_BODY => {
-            let received = bytes.len() - head;
-            if received >= body { Progress::Ready } else { Progress::Body { received, expected: body } }
-        }
-        Framing::Sized { .. } | Framing::ForHyper => Progress::Ready,
+    match readiness(bytes, limits) {
+        Readiness::Waiting(progress) => progress,
+        Readiness::Ready { .. } => Progress::Ready,
     }
 }
 

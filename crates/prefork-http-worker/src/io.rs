@@ -11,8 +11,7 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use prefork_scoreboard::WorkerState;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::head::{Framing, HeadLimits, MAX_PARKED_BODY, framing};
-use crate::parked::MAX_PARKED_BYTES;
+use crate::head::{HeadLimits, Readiness, readiness};
 use crate::service::ConnectionScope;
 use crate::shared::WorkerShared;
 
@@ -53,7 +52,7 @@ impl FlushSignal {
 ///
 /// On a connection that parks, it also *gates* what hyper reads: hyper gets one request at a
 /// time, and only once that request is complete (its head, and a body of up to
-/// [`MAX_PARKED_BODY`]), just as a new connection reaches a worker only with its request
+/// [`crate::head::MAX_PARKED_BODY`]), just as a new connection reaches a worker only with its request
 /// complete. A keep-alive client that sends its next request slowly (or pipelines one whose
 /// body is still coming) thus never holds the worker: once the socket has nothing more for
 /// now, the connection is let go with what it sent, and waits parked. A request hyper must
@@ -97,7 +96,8 @@ impl<S> ObservedIo<S> {
         flush: Option<Rc<FlushSignal>>,
         letting_go: Rc<Cell<bool>>,
     ) -> Self {
-        ObservedIo { inner, pending: BytesMut::from(&prefix[..]), worker, flush, letting_go, gate: None }
+        // Without a copy: the bytes were read into a buffer of their own.
+        ObservedIo { inner, pending: BytesMut::from(prefix), worker, flush, letting_go, gate: None }
     }
 
     /// Gates hyper's reads one complete request at a time (a connection that parks).
@@ -156,19 +156,16 @@ impl<S: AsyncRead + Unpin> ObservedIo<S> {
             }
             // Between two requests: release the next one once it is complete.
             if !self.pending.is_empty() {
-                match framing(&self.pending, gate.limits) {
-                    Framing::ForHyper => {
+                match readiness(&self.pending, gate.limits) {
+                    Readiness::Ready { len: Some(len) } => {
+                        gate.released = len;
+                        continue;
+                    }
+                    Readiness::Ready { len: None } => {
                         gate.unframed = true;
                         continue;
                     }
-                    Framing::Sized { head, body, waits_for_continue } => {
-                        let whole = self.pending.len() >= head + body;
-                        if whole || waits_for_continue || body > MAX_PARKED_BODY || head + body > MAX_PARKED_BYTES {
-                            gate.released = head + body;
-                            continue;
-                        }
-                    }
-                    Framing::Head => {}
+                    Readiness::Waiting(_) => {}
                 }
             }
             // Not complete yet: read what the socket has.

@@ -15,7 +15,10 @@
 //! [`IDLE_READ_WAIT`] (`SO_RCVTIMEO`), so a request on a busy keep-alive connection costs two
 //! system calls, `recvfrom` and `sendmsg`, as in the process model's own ceiling. Longer than
 //! that (or a signal), and the connection joins the reactor, where the worker's timers and its
-//! stop request are seen. Every other call passes `MSG_DONTWAIT`: the socket itself is left in
+//! stop request are seen. Only the first bytes of a request are waited for so: the rest is read
+//! without waiting, and a request that does not come whole goes to the parking thread. (While
+//! it waits, the worker's other tasks — a handler's `spawn_local`s, timers — wait too, for at
+//! most that long.) Every other call passes `MSG_DONTWAIT`: the socket itself is left in
 //! blocking mode for that one wait.
 //!
 //! One read is deliberately *not* a reason to register: hyper reads again right after it has
@@ -67,6 +70,11 @@ pub(crate) struct LazyShared {
     wait_in_recv: Cell<bool>,
     /// `SO_RCVTIMEO` is set (once per connection, on its first such wait).
     recv_timeout_set: Cell<bool>,
+    /// The wait in `recv` is for the first bytes of the next request only: once some came,
+    /// the rest is read without waiting, so a client trickling its request cannot hold the
+    /// worker (its connection goes to the parking thread instead). Set again when a request
+    /// ends.
+    may_wait_in_recv: Cell<bool>,
 }
 
 impl LazyShared {
@@ -79,6 +87,9 @@ impl LazyShared {
     /// Marks a request running (or not) on this connection.
     pub(crate) fn set_mid_request(&self, running: bool) {
         self.mid_request.set(running);
+        if !running {
+            self.may_wait_in_recv.set(true);
+        }
     }
 
     /// The request's handler is waiting: join the reactor now, so that a client hanging up
@@ -128,6 +139,7 @@ impl LazySocket {
             deferred_read: RefCell::new(None),
             wait_in_recv: Cell::new(wait_in_recv),
             recv_timeout_set: Cell::new(false),
+            may_wait_in_recv: Cell::new(true),
         };
         LazySocket { shared: Rc::new(shared) }
     }
@@ -232,6 +244,7 @@ impl LazySocket {
         };
         let n = n as usize;
         self.shared.drained.set(n < unfilled.len());
+        self.shared.may_wait_in_recv.set(false);
         // SAFETY: recv wrote `n` bytes.
         unsafe { buf.assume_init(n) };
         buf.advance(n);
@@ -260,7 +273,7 @@ impl AsyncRead for LazySocket {
             *shared.deferred_read.borrow_mut() = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if direct && shared.wait_in_recv.get() && !shared.mid_request.get() {
+        if direct && shared.wait_in_recv.get() && shared.may_wait_in_recv.get() && !shared.mid_request.get() {
             // The next request of a keep-alive connection, in a classic worker: wait for it in
             // recv, briefly (see the module docs).
             match self.wait_in_recv(buf) {

@@ -3,9 +3,15 @@
 //!
 //! A worker is a process forked by the supervisor. [`HttpWorker::run`] builds a
 //! `current_thread` tokio runtime (after the fork: the parent never touches tokio), then
-//! loops: wait for a connection on the shared listener, serve it to the end, wait again.
-//! One connection at a time is Apache prefork's model: a handler may block, and a busy
-//! worker leaves new connections to its idle siblings.
+//! loops: wait for a connection on the shared listener or the hand-off queue, serve it while
+//! its requests come complete, wait again. One request at a time is Apache prefork's model: a
+//! handler may block, and a busy worker leaves new connections to its idle siblings.
+//!
+//! A connection still sending its request, or idle between keep-alive requests, holds no
+//! handler place: the worker's parking thread holds it (header timeout, body minimum rate,
+//! a bounded number per worker) and, once its request is complete, puts it in the hand-off
+//! queue that every worker watches next to the listener, so whichever worker is idle answers
+//! it. A worker that leaves passes on what it holds the same way.
 //!
 //! Requests are dispatched SimpleHTTP's way ([`Router`]): the request path is matched against
 //! each DIR regex in order, unanchored, and the first match's [`Handler`] answers; no match

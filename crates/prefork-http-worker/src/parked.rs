@@ -38,6 +38,8 @@ pub(crate) struct ParkRules {
     /// cut: mod_reqtimeout's `MinRate`. 0: no minimum.
     pub body_min_rate: u64,
     pub limits: HeadLimits,
+    /// A worker whose request runs past this is about to be killed (see the parking thread).
+    pub request_timeout: Option<Duration>,
 }
 
 /// A connection waiting for its next request outside a handler.
@@ -46,6 +48,8 @@ pub(crate) struct ParkedConnection {
     pub fd: OwnedFd,
     pub peer: Peer,
     pub kind: ParkKind,
+    /// Its id, once a worker has served it (a connection is counted, and numbered, once).
+    pub id: Option<u64>,
     /// The request's bytes received so far.
     pub buffered: Vec<u8>,
     /// When it was parked (`CLOCK_MONOTONIC` µs): the header timeout counts from here, and the
@@ -66,14 +70,11 @@ pub(crate) enum ReadOutcome {
 
 impl ParkedConnection {
     pub(crate) fn new(fd: OwnedFd, peer: Peer, kind: ParkKind, buffered: Vec<u8>, now: u64) -> ParkedConnection {
-        ParkedConnection { fd, peer, kind, buffered, since_micros: now, body_since_micros: 0 }
+        ParkedConnection { fd, peer, kind, id: None, buffered, since_micros: now, body_since_micros: 0 }
     }
 
     /// Where its request stands.
     pub(crate) fn progress(&self, rules: &ParkRules) -> Progress {
-        if self.buffered.len() >= MAX_PARKED_BYTES {
-            return Progress::Ready;
-        }
         head::progress(&self.buffered, rules.limits)
     }
 
@@ -81,20 +82,23 @@ impl ParkedConnection {
     /// stream counts only once nothing more was read: a client may send its request and shut
     /// its side at once.
     pub(crate) fn read_available(&mut self) -> ReadOutcome {
-        let mut chunk = [0u8; 16 * 1024];
         let before = self.buffered.len();
         loop {
-            let room = MAX_PARKED_BYTES.saturating_sub(self.buffered.len()).min(chunk.len());
+            let room = MAX_PARKED_BYTES.saturating_sub(self.buffered.len()).min(16 * 1024);
             if room == 0 {
                 return ReadOutcome::Progressed;
             }
-            // SAFETY: reading into a live stack buffer of at least `room` bytes.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
+            // Straight into the buffer's spare room: no copy.
+            self.buffered.reserve(room);
+            let spare = &mut self.buffered.spare_capacity_mut()[..room];
+            // SAFETY: receiving into `room` bytes of spare capacity we hold mutably.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
             match n {
                 0 if self.buffered.len() > before => return ReadOutcome::Progressed,
                 0 => return ReadOutcome::Gone,
                 n if n > 0 => {
-                    self.buffered.extend_from_slice(&chunk[..n as usize]);
+                    // SAFETY: recv initialised `n` bytes of the spare capacity.
+                    unsafe { self.buffered.set_len(self.buffered.len() + n as usize) };
                     if (n as usize) < room {
                         return ReadOutcome::Progressed;
                     }
@@ -158,6 +162,7 @@ mod tests {
             body_timeout: Duration::from_secs(60),
             body_min_rate: 500,
             limits: HeadLimits { max_headers: 100, max_header_size: 8192 },
+            request_timeout: None,
         }
     }
 

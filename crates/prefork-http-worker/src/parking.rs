@@ -37,6 +37,8 @@ const QUEUE: u64 = u64::MAX - 1;
 const RUNNING: u8 = 0;
 const HAND_OFF: u8 = 1;
 const CLOSE: u8 = 2;
+/// The thread is gone (it could not go on): what is parked is closed at once.
+const DEAD: u8 = 3;
 
 /// How long a leaving worker keeps trying to pass its parked connections on while the queue
 /// is full (every other worker busy); those still held afterwards are closed.
@@ -48,6 +50,9 @@ pub(crate) struct ParkingLot {
     incoming: Mutex<Vec<ParkedConnection>>,
     wake: EventFd,
     mode: AtomicU8,
+    /// Complete requests the thread gives back when the whole server stops (its worker serves
+    /// them before it exits, rather than drop what a client fully sent).
+    returned: Mutex<Vec<ParkedConnection>>,
 }
 
 /// What the parking thread does with what it holds when the worker goes.
@@ -64,13 +69,26 @@ impl ParkingLot {
     pub(crate) fn new() -> Result<ParkingLot, WorkerError> {
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| WorkerError::Sys { what: "eventfd", errno })?;
-        Ok(ParkingLot { incoming: Mutex::new(Vec::new()), wake, mode: AtomicU8::new(RUNNING) })
+        Ok(ParkingLot {
+            incoming: Mutex::new(Vec::new()),
+            wake,
+            mode: AtomicU8::new(RUNNING),
+            returned: Mutex::new(Vec::new()),
+        })
     }
 
-    /// Hands a connection to the parking thread.
+    /// Hands a connection to the parking thread (or, if it is gone, closes it).
     pub(crate) fn park(&self, conn: ParkedConnection) {
+        if self.mode.load(Ordering::Acquire) == DEAD {
+            return;
+        }
         self.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         let _ = self.wake.write(1);
+    }
+
+    /// The complete requests given back when the whole server stops.
+    pub(crate) fn take_returned(&self) -> Vec<ParkedConnection> {
+        std::mem::take(&mut *self.returned.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Tells the parking thread to finish (it passes on or closes what it holds, then returns).
@@ -87,29 +105,19 @@ impl ParkingLot {
     pub(crate) fn run(&self, queue: &HandoffQueue, writer: ParkingWriter<'_>, rules: ParkRules, capacity: usize) {
         // Signals are the main thread's business (its epoll wakes for SIGTERM).
         let _ = nix::sys::signal::SigSet::all().thread_block();
-        let mut thread = match ParkingThread::new(self, queue, writer, rules, capacity) {
-            Ok(thread) => thread,
+        match ParkingThread::new(self, queue, writer, rules, capacity) {
+            Ok(mut thread) => thread.serve(),
             Err(error) => {
                 tracing::error!(%error, "the parking thread could not start; parked connections are closed");
-                return self.close_incoming_until_left();
+                self.die();
             }
-        };
-        thread.serve();
+        }
     }
 
-    /// Without a working thread: refuse what is parked, until told to leave.
-    fn close_incoming_until_left(&self) {
-        loop {
-            drop(std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|p| p.into_inner())));
-            if self.mode.load(Ordering::Acquire) != RUNNING {
-                return;
-            }
-            let _ = nix::poll::poll(
-                &mut [nix::poll::PollFd::new(self.wake.as_fd(), nix::poll::PollFlags::POLLIN)],
-                nix::poll::PollTimeout::NONE,
-            );
-            let _ = self.wake.read();
-        }
+    /// Without a working thread: what is parked now and later is closed.
+    fn die(&self) {
+        self.mode.store(DEAD, Ordering::Release);
+        drop(std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|p| p.into_inner())));
     }
 }
 
@@ -129,7 +137,6 @@ struct ParkingThread<'a> {
     /// Parked connections by epoll token; `None` marks a free token.
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
-    held: usize,
     /// Complete requests waiting for room in the queue (no longer read).
     waiting_for_queue: VecDeque<ParkedConnection>,
     watching_queue: bool,
@@ -154,7 +161,6 @@ impl<'a> ParkingThread<'a> {
             epoll,
             entries: Vec::new(),
             free: Vec::new(),
-            held: 0,
             waiting_for_queue: VecDeque::new(),
             watching_queue: false,
         })
@@ -166,13 +172,15 @@ impl<'a> ParkingThread<'a> {
             let now = monotonic_micros();
             self.expire(now);
             self.make_room();
-            self.writer.set_parked(self.held + self.waiting_for_queue.len());
+            let stuck_at = self.hand_off_if_worker_stuck(now);
+            self.writer.set_parked(self.held() + self.waiting_for_queue.len());
             match self.lot.mode.load(Ordering::Acquire) {
                 RUNNING => {}
                 HAND_OFF => return self.leave(true),
                 _ => return self.leave(false),
             }
-            let timeout = self.next_deadline().map_or(EpollTimeout::NONE, |at| {
+            let wake_at = [self.next_deadline(), stuck_at].into_iter().flatten().min();
+            let timeout = wake_at.map_or(EpollTimeout::NONE, |at| {
                 let millis = at.saturating_sub(now).div_ceil(1000).min(i32::MAX as u64);
                 EpollTimeout::try_from(millis as i32).unwrap_or(EpollTimeout::NONE)
             });
@@ -181,7 +189,8 @@ impl<'a> ParkingThread<'a> {
                 Err(Errno::EINTR) => 0,
                 Err(errno) => {
                     tracing::error!(%errno, "parking thread: epoll_wait failed; closing what it holds");
-                    return self.leave(false);
+                    self.leave(false);
+                    return self.lot.die();
                 }
             };
             for event in &events[..ready] {
@@ -192,6 +201,38 @@ impl<'a> ParkingThread<'a> {
                 }
             }
         }
+    }
+
+    /// Connections parked now.
+    fn held(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    /// A worker whose main thread has run one request past `request_timeout` is about to be
+    /// killed, and what its parking thread holds with it: pass it all to siblings first.
+    /// Returns when to look again (`None`: nothing running, or no timeout).
+    fn hand_off_if_worker_stuck(&mut self, now: u64) -> Option<u64> {
+        let timeout = self.rules.request_timeout?.as_micros() as u64;
+        let started = self.writer.oldest_in_flight_micros();
+        if started == 0 {
+            return None;
+        }
+        if now < started + timeout {
+            return Some(started + timeout);
+        }
+        if self.held() > 0 {
+            tracing::warn!(
+                parked = self.held(),
+                "this worker's request runs past request_timeout: parked connections go to siblings"
+            );
+            let tokens: Vec<usize> = self.tokens().map(|(token, _)| token).collect();
+            for token in tokens {
+                if let Some(entry) = self.remove(token) {
+                    self.hand_off(entry.conn);
+                }
+            }
+        }
+        None
     }
 
     fn take_incoming(&mut self) {
@@ -205,10 +246,20 @@ impl<'a> ParkingThread<'a> {
     }
 
     fn on_readable(&mut self, token: usize) {
-        let Some(mut entry) = self.remove(token) else { return };
-        match entry.conn.read_available() {
-            ReadOutcome::Gone => {}
-            ReadOutcome::Progressed => self.consider(entry.conn, monotonic_micros()),
+        let now = monotonic_micros();
+        let Some(Some(entry)) = self.entries.get_mut(token) else { return };
+        if entry.conn.read_available() == ReadOutcome::Gone {
+            self.remove(token);
+            return;
+        }
+        // Still waiting for more: it stays watched, with its deadline moved by what came.
+        match entry.conn.progress(&self.rules) {
+            Progress::Ready => {
+                if let Some(entry) = self.remove(token) {
+                    self.hand_off(entry.conn);
+                }
+            }
+            progress => entry.deadline = entry.conn.deadline(progress, &self.rules, now),
         }
     }
 
@@ -232,7 +283,7 @@ impl<'a> ParkingThread<'a> {
         match self.queue.send(conn) {
             Ok(()) => self.writer.count_handed_off(),
             Err(SendError::Full(conn)) => {
-                self.waiting_for_queue.push_back(conn);
+                self.waiting_for_queue.push_back(*conn);
                 self.watch_queue(true);
             }
             Err(SendError::Failed(errno)) => tracing::error!(%errno, "hand-off queue failed; connection closed"),
@@ -245,7 +296,7 @@ impl<'a> ParkingThread<'a> {
             match self.queue.send(conn) {
                 Ok(()) => self.writer.count_handed_off(),
                 Err(SendError::Full(conn)) => {
-                    self.waiting_for_queue.push_front(conn);
+                    self.waiting_for_queue.push_front(*conn);
                     return;
                 }
                 Err(SendError::Failed(errno)) => tracing::error!(%errno, "hand-off queue failed; connection closed"),
@@ -279,7 +330,6 @@ impl<'a> ParkingThread<'a> {
             return;
         }
         self.entries[token] = Some(Entry { conn, deadline });
-        self.held += 1;
     }
 
     /// Takes a connection out of the epoll and the table (closing it is the caller's choice).
@@ -289,7 +339,6 @@ impl<'a> ParkingThread<'a> {
         // and would stay in this epoll too.
         let _ = self.epoll.delete(entry.conn.fd.as_fd());
         self.free.push(token);
-        self.held -= 1;
         Some(entry)
     }
 
@@ -315,12 +364,15 @@ impl<'a> ParkingThread<'a> {
     }
 
     /// Past capacity, closes the connections parked longest: idle keep-alive ones first (their
-    /// clients reconnect), then the slowest requests.
+    /// clients reconnect), then the slowest requests (one begun is cut only after those).
     fn make_room(&mut self) {
-        while self.held > self.capacity {
+        while self.held() > self.capacity {
             let victim = self
                 .tokens()
-                .min_by_key(|(_, e)| (e.conn.kind == ParkKind::Fresh, e.conn.since_micros))
+                .min_by_key(|(_, e)| {
+                    let begun = e.conn.kind == ParkKind::Fresh || !e.conn.buffered.is_empty();
+                    (begun, e.conn.since_micros)
+                })
                 .map(|(token, _)| token);
             let Some(entry) = victim.and_then(|token| self.remove(token)) else { return };
             self.writer.count_parked_eviction();
@@ -337,6 +389,12 @@ impl<'a> ParkingThread<'a> {
         all.extend(std::mem::take(&mut *self.lot.incoming.lock().unwrap_or_else(|p| p.into_inner())));
         self.writer.set_parked(all.len());
         if !hand_off {
+            // The whole server stops: what is still incomplete is closed, and the complete
+            // requests that waited for room in the queue go back to this worker, which serves
+            // them before it exits.
+            let complete: Vec<ParkedConnection> =
+                all.into_iter().filter(|conn| conn.progress(&self.rules) == Progress::Ready).collect();
+            self.lot.returned.lock().unwrap_or_else(|p| p.into_inner()).extend(complete);
             return self.writer.set_parked(0);
         }
         let give_up_at = monotonic_micros() + LEAVING_PATIENCE.as_micros() as u64;
@@ -352,7 +410,7 @@ impl<'a> ParkingThread<'a> {
                         );
                         break;
                     }
-                    all.push_front(conn);
+                    all.push_front(*conn);
                     let wait = (give_up_at - now).div_ceil(1000).min(100) as u16;
                     let mut fds = [nix::poll::PollFd::new(self.queue.sender(), nix::poll::PollFlags::POLLOUT)];
                     let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use prefork_scoreboard::RequestStart;
@@ -54,6 +54,9 @@ pub(crate) struct ConnectionScope {
     /// Told when a request ends (on a connection that parks): the connection arms its idle
     /// check, or leaves for a sibling at once if the worker is going.
     pub went_idle: tokio::sync::Notify,
+    /// A response of this connection closes it (`Connection: close` asked or answered, HTTP/1.0
+    /// without keep-alive): the connection must end, not move to a sibling.
+    closing: Cell<bool>,
     /// Requests of this connection now running (several on HTTP/2).
     in_flight: Cell<usize>,
     /// When a request of this connection last began or ended, or the connection opened
@@ -83,6 +86,7 @@ impl ConnectionScope {
             letting_go,
             socket,
             went_idle: tokio::sync::Notify::new(),
+            closing: Cell::new(false),
             in_flight: Cell::new(0),
             last_activity_micros: Cell::new(monotonic_micros()),
         }
@@ -133,6 +137,14 @@ impl ConnectionScope {
         }
     }
 
+    /// After a response's head: whether it ends the connection (the client asked, or the
+    /// answer says `Connection: close`).
+    fn note_closing(&self, asked: bool, answer: &HeaderMap) {
+        if asked || has_token(answer, "close") {
+            self.closing.set(true);
+        }
+    }
+
     /// Whether the connection parks (see `letting_go`).
     pub(crate) fn parks(&self) -> bool {
         self.letting_go.is_some()
@@ -159,7 +171,12 @@ impl ConnectionScope {
 
     /// Whether the connection, idle now, may leave this worker.
     pub(crate) fn can_park(&self) -> bool {
-        self.in_flight.get() == 0 && self.may_hand_over()
+        self.in_flight.get() == 0 && !self.closing.get() && self.may_hand_over()
+    }
+
+    /// Whether a request is running on this connection.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.get() > 0
     }
 
     /// When this connection's last request ended (or it opened), `CLOCK_MONOTONIC` µs.
@@ -197,6 +214,7 @@ pub(crate) async fn serve_request(
     if let Some(log) = &worker.config.hooks.log {
         call_hook("LOGHANDLER", || log(&parts, scope.info.remote_ip));
     }
+    let asks_close = asks_close(&parts);
     let logged = worker.wants_written().then(|| parts.clone());
     // `METHOD SP target SP HTTP/1.1`: the method, the target, two spaces and eight bytes.
     let request_line = parts.method.as_str().len() + uri_len(&parts.uri) + 10;
@@ -235,6 +253,7 @@ pub(crate) async fn serve_request(
         Outcome::Full(response) => {
             let (mut head, bytes) = response.into_parts();
             apply_defaults(&mut head, worker, close_after);
+            scope.note_closing(asks_close, &head.headers);
             // PROXYMODE adds no Content-Length of its own: the handler's, or chunked.
             let exact = !worker.config.proxy_mode || head.headers.contains_key(header::CONTENT_LENGTH);
             let body = ResponseBody::full(bytes, exact, in_flight, written(&head));
@@ -243,6 +262,7 @@ pub(crate) async fn serve_request(
         Outcome::Stream(StreamingResponse { mut head, body }) => {
             scope.arm_socket();
             apply_defaults(&mut head, worker, close_after);
+            scope.note_closing(asks_close, &head.headers);
             head.headers.remove(header::CONTENT_LENGTH);
             let body = ResponseBody::stream(body, deadline, in_flight, written(&head));
             Ok(hyper::Response::from_parts(head, body))
@@ -323,6 +343,26 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
             Outcome::Full(text(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"))
         }
     }
+}
+
+/// Whether the request ends its connection: `Connection: close`, or HTTP/1.0 without
+/// `Connection: keep-alive`.
+fn asks_close(request: &http::request::Parts) -> bool {
+    match request.version {
+        Version::HTTP_10 => !has_token(&request.headers, "keep-alive"),
+        Version::HTTP_11 => has_token(&request.headers, "close"),
+        _ => false,
+    }
+}
+
+/// Whether a `Connection` header lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 /// Runs a request's dispatch; the first time it has to wait (an async handler, a body still

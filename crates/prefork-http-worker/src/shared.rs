@@ -31,6 +31,9 @@ pub(crate) struct WorkerShared {
     /// At a recycling limit's margin without having been replaced: the worker takes no more
     /// connections, every response closes its connection, and it exits once it holds none.
     leaving: Cell<bool>,
+    /// Told when `leaving` is set, so that HTTP/2 connections send GOAWAY at once rather than
+    /// take more streams past the limit.
+    pub leaving_notice: tokio::sync::Notify,
     /// How parked connections are timed (from `config`, worked out once).
     park_rules: ParkRules,
     /// The parent's doorbell, rung when this worker becomes ready and when it asks for a
@@ -72,6 +75,7 @@ impl WorkerShared {
                 body_timeout: config.body_read_timeout,
                 body_min_rate: config.body_min_rate,
                 limits: HeadLimits { max_headers: config.max_headers, max_header_size: config.max_header_size },
+                request_timeout: config.request_timeout,
             },
             slot,
             board,
@@ -81,6 +85,7 @@ impl WorkerShared {
             stopping: Cell::new(false),
             replacement_requested: Cell::new(false),
             leaving: Cell::new(false),
+            leaving_notice: tokio::sync::Notify::new(),
             doorbell,
             dispatched: Cell::new(0),
             connections: Cell::new(0),
@@ -273,6 +278,7 @@ impl WorkerShared {
         }
         if let Some(reason) = self.hard_limits.reached(requests, connections, age, rss) {
             self.leaving.set(true);
+            self.leaving_notice.notify_waiters();
             tracing::info!(%reason, "at a recycling limit's margin and not yet replaced: leaving on its own");
         }
     }

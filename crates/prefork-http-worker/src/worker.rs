@@ -190,12 +190,7 @@ fn accept_loop(
                 }
                 Handed::Nothing(1)
             }
-            // Not watched by this acceptor: the queue is for classic workers.
-            Ok(Waited::Adopted(conn)) => {
-                free.give_back();
-                drop(conn);
-                Handed::Nothing(0)
-            }
+            Ok(Waited::Adopted(_)) => unreachable!("this acceptor does not watch the hand-off queue"),
             Ok(Waited::Nothing(calls)) => {
                 free.give_back();
                 Handed::Nothing(calls)

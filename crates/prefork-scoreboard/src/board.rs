@@ -230,11 +230,6 @@ impl Board {
         self.header().server_stopping.store(1, Release);
     }
 
-    /// Whether the whole server is stopping.
-    pub fn server_stopping(&self) -> bool {
-        self.header().server_stopping.load(Acquire) != 0
-    }
-
     /// The workers' own count of idle workers (see [`Board::repair_idle_count`]).
     pub fn idle_workers(&self) -> u64 {
         self.header().idle_workers.load(Relaxed)
@@ -470,11 +465,9 @@ impl SlotWriter<'_> {
             self.header.idle_workers.fetch_add(1, Relaxed);
             false
         } else {
-            let before = self.header.idle_workers.fetch_sub(1, Relaxed);
-            // Never below zero (a repair may have raced a transition): put it back.
-            if before == 0 {
-                self.header.idle_workers.fetch_add(1, Relaxed);
-            }
+            // Never below zero (a repair may have raced a transition).
+            let before =
+                self.header.idle_workers.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1))).unwrap_or(0);
             before.saturating_sub(1) < self.header.ring_below.load(Relaxed)
         }
     }
@@ -585,7 +578,14 @@ impl ParkingWriter<'_> {
         self.slot.parked.store(connections as u64, Relaxed);
     }
 
-    /// Counts a connection handed to a sibling with its complete request.
+    /// When the oldest request the worker's main thread runs began (`CLOCK_MONOTONIC` µs;
+    /// 0: none), for noticing a worker about to be killed for it.
+    pub fn oldest_in_flight_micros(&self) -> u64 {
+        self.slot.oldest_in_flight_micros.load(Relaxed)
+    }
+
+    /// Counts a connection handed to a sibling (with its complete request, or, when this
+    /// worker goes, as it is).
     pub fn count_handed_off(&self) {
         self.slot.handed_off_slot.fetch_add(1, Relaxed);
     }

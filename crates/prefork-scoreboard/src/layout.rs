@@ -173,8 +173,9 @@ pub struct Slot {
     /// Connections this worker holds between requests, not yet in its handler: still sending
     /// their request (head, or a body the handler will want whole), or idle on keep-alive.
     pub(crate) parked: AtomicU64,
-    /// Connections with a complete request that this slot's workers handed to a sibling
-    /// (through the listener's hand-off queue), and that they took from it.
+    /// Connections that this slot's workers put in the listener's hand-off queue (with a
+    /// complete request, or, when the worker leaves, whatever they had sent) and that they took
+    /// from it.
     pub(crate) handed_off_slot: AtomicU64,
     pub(crate) adopted_slot: AtomicU64,
     /// Parked connections closed because their request did not arrive in time (header or

@@ -80,6 +80,9 @@ impl Scoreboard {
             .write(true)
             .open(&path)
             .map_err(|source| io_error(&os_id, source))?;
+        // Blocking: a server starting in parallel may be holding it for a moment while it
+        // checks whether this (brand-new, still unlocked) segment is stale.
+        liveness.lock().map_err(|source| io_error(&os_id, source))?;
         // The segment's pages, reserved now: a tmpfs with room for the file but not for them
         // would otherwise kill the server with SIGBUS on its first write there.
         // SAFETY: posix_fallocate on a descriptor we own, within the segment's size.
@@ -88,9 +91,6 @@ impl Scoreboard {
         if reserved != 0 {
             return Err(io_error(&os_id, std::io::Error::from_raw_os_error(reserved)));
         }
-        // Blocking: a server starting in parallel may be holding it for a moment while it
-        // checks whether this (brand-new, still unlocked) segment is stale.
-        liveness.lock().map_err(|source| io_error(&os_id, source))?;
         let base = NonNull::new(shmem.as_ptr()).ok_or_else(|| ScoreboardError::Layout("null mapping".into()))?;
         // SAFETY: shared_memory mapped `segment_size(slot_count)` fresh (zeroed, page-aligned)
         // bytes that stay mapped while `shmem` lives, which is as long as `board` does.

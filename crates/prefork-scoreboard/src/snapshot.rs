@@ -141,7 +141,8 @@ pub struct Totals {
     pub connections: u64,
     pub accept_calls: u64,
     pub slow_requests: u64,
-    /// Connections handed to a sibling with a complete request, and taken from one.
+    /// Connections put in the hand-off queue (with a complete request, or as they were when
+    /// their worker left), and taken from it.
     pub handed_off: u64,
     pub adopted: u64,
     /// Parked connections closed for not sending their request in time, or for lack of room.

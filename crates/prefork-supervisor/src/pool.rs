@@ -220,7 +220,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         }
         for slot in decision.stuck_kill {
             let request = board.slot_snapshot(slot);
-            if let Some(child) = self.children.by_slot_mut(slot).filter(|c| c.stuck_since.is_none()) {
+            // (The policy kills a stuck worker once: it skips those with `stuck_since`.)
+            if let Some(child) = self.children.by_slot_mut(slot) {
                 child.retiring = true;
                 child.stuck_since = Some(now);
                 log_stuck(child, &request, now);
