@@ -72,6 +72,9 @@ pub(crate) struct ObservedIo<S> {
     gate: Option<RequestGate>,
 }
 
+/// How much a read into `pending` asks for.
+const READ_AHEAD: usize = 8 * 1024;
+
 /// What the gate knows of the request being handed to hyper.
 struct RequestGate {
     scope: Rc<ConnectionScope>,
@@ -168,11 +171,13 @@ impl<S: AsyncRead + Unpin> ObservedIo<S> {
                     Readiness::Waiting(_) => {}
                 }
             }
-            // Not complete yet: read what the socket has.
-            let mut chunk = [0u8; 8 * 1024];
-            let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+            // Not complete yet: read what the socket has, after what came before.
+            self.pending.reserve(READ_AHEAD);
+            let mut read = ReadBuf::uninit(self.pending.spare_capacity_mut());
+            let result = Pin::new(&mut self.inner).poll_read(cx, &mut read);
+            let n = read.filled().len();
+            match result {
+                Poll::Ready(Ok(())) if n == 0 => {
                     if self.pending.is_empty() {
                         return Poll::Ready(Ok(())); // the client is gone: hyper sees the end
                     }
@@ -180,7 +185,8 @@ impl<S: AsyncRead + Unpin> ObservedIo<S> {
                     self.gate.as_mut().expect("gated").unframed = true;
                 }
                 Poll::Ready(Ok(())) => {
-                    self.pending.extend_from_slice(read.filled());
+                    // SAFETY: the read initialised `n` bytes of the spare capacity.
+                    unsafe { self.pending.set_len(self.pending.len() + n) };
                     self.note_bytes();
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),

@@ -81,7 +81,8 @@ fn markdown(run: &Run) -> Result<String> {
         "Written by `cargo xtask bench --peers` on {when}, and overwritten by each run. Every server ran \
          in the same run under the same load generator, in {} alternating rounds; each cell is the best \
          round. Absolute figures on this 2-core machine drift by about 30% from run to run (and more while \
-         other builds run), so only ratios within one run mean anything.\n",
+         other builds run), so only ratios within one run mean anything. What was changed to get here, \
+         step by step, and what each step did to these figures: [PERFORMANCE.md](PERFORMANCE.md).\n",
         run.common.rounds
     )?;
     writeln!(md, "![Requests per second of each server in each scenario]({CHART})\n")?;
