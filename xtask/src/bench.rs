@@ -2,7 +2,8 @@
 //! accept calls each connection costs (the thundering-herd figure), how fast a burst is
 //! answered with new spares, and the scoreboard's criterion benchmarks. With `--peers`, also
 //! the side-by-side comparison with nginx, Apache prefork and the model's ceiling under wrk
-//! (`peers`), written to `docs/BENCH.md`.
+//! (`peers`), written to `docs/BENCH.md`. With `--slow-clients`, only how fast a normal client
+//! is answered while slowhttptest floods a classic pool (`slow_bench`).
 
 use std::path::Path;
 use std::process::Command;
@@ -42,6 +43,13 @@ pub struct Options {
     /// Only the comparison of `--peers` (no accept count, burst or criterion benchmarks).
     #[arg(long)]
     peers_only: bool,
+    /// Only the latency of a normal client while slowhttptest floods a classic pool with slow
+    /// heads, then slow bodies (needs slowhttptest).
+    #[arg(long)]
+    slow_clients: bool,
+    /// With --slow-clients: how long each flood lasts.
+    #[arg(long, default_value_t = 30)]
+    flood_seconds: u32,
     #[command(flatten)]
     peer: peers::PeerOptions,
 }
@@ -55,7 +63,7 @@ pub fn run(options: &Options) -> Result<()> {
     // The same options, handed over as they were given (`xtask bench ARGS...`).
     let status = Command::new(release.join("xtask")).arg("bench-run").args(std::env::args_os().skip(2)).status()?;
     ensure!(status.success(), "bench failed: {status}");
-    if !options.no_criterion && !options.peers_only {
+    if !options.no_criterion && !options.peers_only && !options.slow_clients {
         // Transition cost (target ≤ 20 ns) and a 256-slot snapshot (target ≤ 10 µs).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
@@ -71,6 +79,9 @@ pub fn run(options: &Options) -> Result<()> {
 pub fn measure(options: &Options) -> Result<()> {
     let binary = target_dir().join("release").join("simplehttp-prefork");
     ensure!(binary.exists(), "{} not built; run `cargo xtask bench`", binary.display());
+    if options.slow_clients {
+        return crate::slow_bench::run(&binary, options.flood_seconds);
+    }
     if !options.peers_only {
         against_bare_hyper(&binary, options)?;
     }

@@ -5,7 +5,8 @@
 //! - `bench`: release-build the server, compare it with a bare hyper server under the same
 //!   load generator in one run, measure accept calls per connection, and run the scoreboard's
 //!   criterion benchmarks. `bench --peers` adds the comparison with the ceiling of classic
-//!   prefork, bare hyper, nginx and Apache prefork under wrk, written to `docs/BENCH.md`.
+//!   prefork, bare hyper, nginx and Apache prefork under wrk, written to `docs/BENCH.md`;
+//!   `bench --slow-clients` a normal client's latency under slowhttptest floods.
 //! - `soak`: a chaos soak: one cluster under keep-alive and close load, recycling every 50
 //!   requests, disturbed at random (seeded) by SIGKILLed workers, HUP, TTIN/TTOU, slow clients
 //!   and malformed requests, its invariants checked every second. Exits non-zero on any.
@@ -17,6 +18,7 @@ mod cluster;
 mod load;
 mod peers;
 mod screenshot;
+mod slow_bench;
 mod soak;
 
 use std::path::PathBuf;
