@@ -7,7 +7,7 @@
 //! epoll nested in another (such as tokio's) is not a "waiter" for `EPOLLEXCLUSIVE`, and every
 //! worker would wake again.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -50,9 +50,15 @@ pub(crate) struct Acceptor<'l> {
     reserve: Option<OwnedFd>,
 }
 
-/// A spare descriptor (`/dev/null`).
-fn spare_descriptor() -> Option<OwnedFd> {
-    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+/// A spare descriptor: a duplicate of one already open (`F_DUPFD_CLOEXEC`), which fails only
+/// for want of a descriptor, unlike opening a file (a sandbox may have no `/dev/null`).
+fn spare_descriptor(of: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    of.try_clone_to_owned().map_err(|e| e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))
+}
+
+/// Out of descriptors (the process's or the system's).
+fn out_of_descriptors(errno: Errno) -> bool {
+    matches!(errno, Errno::EMFILE | Errno::ENFILE)
 }
 
 impl<'l> Acceptor<'l> {
@@ -68,7 +74,7 @@ impl<'l> Acceptor<'l> {
             let queue = listener.handoff().receiver();
             epoll.add(queue, EpollEvent::new(exclusive, HANDOFF)).map_err(sys("epoll_ctl hand-off queue"))?;
             message = vec![0; MAX_MESSAGE_BYTES];
-            reserve = spare_descriptor();
+            reserve = spare_descriptor(queue).ok();
         }
         Ok(Acceptor { epoll, listener, message, reserve })
     }
@@ -105,25 +111,32 @@ impl<'l> Acceptor<'l> {
     }
 
     /// Takes the next connection from the hand-off queue, if any, with a descriptor freed for
-    /// it first (see `reserve`). Out of descriptors even so: pauses, as a failed accept does.
+    /// it first (see `reserve`). Out of descriptors even so: pauses, as a failed accept does,
+    /// and says so (`EMFILE`, `ENFILE`); any other failure is logged and taken as "nothing".
     pub(crate) fn adopt(&mut self) -> Result<Option<ParkedConnection>, Errno> {
+        let queue = self.listener.handoff().receiver();
         if self.reserve.is_none() {
-            self.reserve = spare_descriptor();
-            if self.reserve.is_none() {
-                tracing::warn!("out of descriptors: not taking connections from siblings; pausing 100 ms");
-                std::thread::sleep(Duration::from_millis(100));
-                return Err(Errno::EMFILE);
+            match spare_descriptor(queue) {
+                Ok(spare) => self.reserve = Some(spare),
+                Err(errno) if out_of_descriptors(errno) => {
+                    tracing::warn!(%errno, "out of descriptors: not taking connections from siblings; pausing 100 ms");
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Err(errno);
+                }
+                // Not for want of a descriptor: take the connection without a spare.
+                Err(errno) => tracing::debug!(%errno, "no spare descriptor for the hand-off queue"),
             }
         }
         drop(self.reserve.take());
         let received = self.listener.handoff().receive(&mut self.message);
-        self.reserve = spare_descriptor();
+        self.reserve = spare_descriptor(queue).ok();
         match received {
             Ok(conn) => Ok(conn),
             Err(error) => {
+                let errno = error.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
                 tracing::error!(%error, "hand-off queue: receive failed; pausing 100 ms");
                 std::thread::sleep(Duration::from_millis(100));
-                Err(error.raw_os_error().map_or(Errno::EIO, Errno::from_raw))
+                if out_of_descriptors(errno) { Err(errno) } else { Ok(None) }
             }
         }
     }
@@ -135,7 +148,7 @@ impl<'l> Acceptor<'l> {
         if matches!(accepted, Err(Errno::EMFILE)) && self.reserve.is_some() {
             drop(self.reserve.take());
             accepted = self.listener.accept();
-            self.reserve = spare_descriptor();
+            self.reserve = spare_descriptor(self.listener.handoff().receiver()).ok();
         }
         match accepted {
             Ok((fd, peer)) => Ok(Waited::Connection(fd, peer, 1)),

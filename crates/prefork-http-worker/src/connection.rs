@@ -157,12 +157,13 @@ fn park(io: Io, buffered: BytesMut, peer: Peer, id: u64, idle_since: u64) -> Opt
     }
 }
 
-/// HTTP/1.1. On a stop request the connection is drained, not cut: the request in hand is
-/// finished, and so is the next one if the client is between requests (a fresh connection gets
-/// its first one), each answered with `Connection: close` (see `WorkerShared::dispatch`).
-/// Closing an idle keep-alive connection instead would race with a request the client may be
-/// sending at that moment, and fail it. An idle client that sends nothing is closed at the
-/// keep-alive timeout, as always.
+/// HTTP/1.1. On a stop request the request in hand is finished, answered with `Connection:
+/// close` (see `WorkerShared::dispatch`; a fresh connection gets its first request answered).
+/// A connection that cannot move to a sibling (below) is closed as soon as it is idle: waiting
+/// for the client's next request would hold the stop for up to the keep-alive timeout. Like
+/// any server closing an idle keep-alive connection, this may race with a request the client
+/// is sending at that moment; clients retry an idempotent request on a reused connection that
+/// closed, and the parked connections of a stopping server are closed the same way.
 ///
 /// If it parks (a classic worker, cleartext), a connection idle for [`PARK_AFTER`] — or
 /// idle when the worker is going (told to stop, or at a recycling limit's margin), at once
@@ -232,7 +233,12 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
             // `select!`, which may run across many requests.)
             () = scope.went_idle.notified(), if may_park && !letting_go && !shut_down => {
                 letting_go = scope.letting_go();
-                if park_check.is_none() {
+                if !letting_go && worker.is_going() && !scope.busy() && !scope.can_park() {
+                    // Going, and it cannot move (it became so during the response in hand:
+                    // a close handler, or the whole server stopping): closed now, idle.
+                    shut_down = true;
+                    std::pin::Pin::new(&mut connection).graceful_shutdown();
+                } else if park_check.is_none() {
                     park_check = Some(Box::pin(tokio::time::sleep(PARK_AFTER)));
                 }
             }
@@ -242,9 +248,12 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
                     PARK_AFTER
                 } else if scope.can_park() {
                     PARK_AFTER.saturating_sub(idle)
+                } else if worker.is_going() {
+                    // It cannot move and the worker is going: closed now.
+                    Duration::ZERO
                 } else {
-                    // It cannot move (a close handler, a closing response, the whole server
-                    // stopping): hyper's header timeout is off, so its idle limit is kept here.
+                    // It cannot move (a close handler, a closing response): hyper's header
+                    // timeout is off, so its idle limit is kept here.
                     config.keepalive_timeout.saturating_sub(idle)
                 };
                 if wait.is_zero() && scope.can_park() {

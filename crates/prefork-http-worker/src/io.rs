@@ -174,7 +174,11 @@ impl<S: AsyncRead + Unpin> ObservedIo<S> {
             // Not complete yet: read what the socket has, after what came before.
             self.pending.reserve(READ_AHEAD);
             let mut read = ReadBuf::uninit(self.pending.spare_capacity_mut());
+            let start = read.filled().as_ptr();
             let result = Pin::new(&mut self.inner).poll_read(cx, &mut read);
+            // The stream must have filled our buffer, not swapped in one of its own (a safe
+            // `AsyncRead` may): only then do the filled bytes lie in `pending`'s spare capacity.
+            assert_eq!(start, read.filled().as_ptr(), "a read replaced the buffer it was given");
             let n = read.filled().len();
             match result {
                 Poll::Ready(Ok(())) if n == 0 => {
@@ -185,7 +189,8 @@ impl<S: AsyncRead + Unpin> ObservedIo<S> {
                     self.gate.as_mut().expect("gated").unframed = true;
                 }
                 Poll::Ready(Ok(())) => {
-                    // SAFETY: the read initialised `n` bytes of the spare capacity.
+                    // SAFETY: the read initialised `n` bytes of the spare capacity (the same
+                    // buffer, checked above).
                     unsafe { self.pending.set_len(self.pending.len() + n) };
                     self.note_bytes();
                 }
