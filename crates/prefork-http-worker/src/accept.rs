@@ -69,12 +69,15 @@ impl<'l> Acceptor<'l> {
         let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
         epoll.add(listener.as_fd(), EpollEvent::new(exclusive, LISTENER)).map_err(sys("epoll_ctl listener"))?;
         epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(sys("epoll_ctl eventfd"))?;
+        // A worker with no descriptor left for even one connection would boot only to fail
+        // every accept: that is a boot failure (the supervisor backs off), said at once.
+        let queue = listener.handoff().receiver();
+        let spare = spare_descriptor(queue).map_err(sys("no descriptor free for a connection"))?;
         let (mut message, mut reserve) = (Vec::new(), None);
         if adopt {
-            let queue = listener.handoff().receiver();
             epoll.add(queue, EpollEvent::new(exclusive, HANDOFF)).map_err(sys("epoll_ctl hand-off queue"))?;
             message = vec![0; MAX_MESSAGE_BYTES];
-            reserve = spare_descriptor(queue).ok();
+            reserve = Some(spare);
         }
         Ok(Acceptor { epoll, listener, message, reserve })
     }

@@ -50,10 +50,10 @@ pub(crate) fn serve_classic(
         let parking = if parks {
             let (queue, writer) = (listener.handoff(), worker.slot.parking_writer());
             let (rules, capacity) = (worker.park_rules(), worker.config.max_parked);
-            let lot = &lot;
+            let (lot, epoll) = (&lot, lot.thread_epoll()?);
             let thread = std::thread::Builder::new()
                 .name("parking".into())
-                .spawn_scoped(scope, move || lot.run(queue, writer, rules, capacity))
+                .spawn_scoped(scope, move || lot.run(epoll, queue, writer, rules, capacity))
                 .map_err(|source| WorkerError::Io { what: "start the parking thread", source })?;
             Some(thread)
         } else {
@@ -112,6 +112,9 @@ impl Classic<'_> {
             if stop_requested() {
                 worker.enter_stopping(WorkerState::IdleKill);
                 return Ok(());
+            }
+            if let Some(error) = self.lot.dead() {
+                return Err(error);
             }
             if worker.must_leave() {
                 // Past a recycling limit's margin: take nothing more; what is parked goes to a

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::os::fd::AsFd as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -50,6 +50,8 @@ pub(crate) struct ParkingLot {
     incoming: Mutex<Vec<ParkedConnection>>,
     wake: EventFd,
     mode: AtomicU8,
+    /// Why the thread died (an errno), once `mode` is `DEAD`.
+    dead_errno: AtomicI32,
     /// Complete requests the thread gives back when the whole server stops (its worker serves
     /// them before it exits, rather than drop what a client fully sent).
     returned: Mutex<Vec<ParkedConnection>>,
@@ -73,8 +75,29 @@ impl ParkingLot {
             incoming: Mutex::new(Vec::new()),
             wake,
             mode: AtomicU8::new(RUNNING),
+            dead_errno: AtomicI32::new(0),
             returned: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The parking thread's epoll, made by the worker's main thread before it says it is
+    /// ready: a worker out of descriptors while it sets up fails to boot (and the supervisor
+    /// backs off), rather than boot with no thread and close every connection it would park.
+    pub(crate) fn thread_epoll(&self) -> Result<Epoll, WorkerError> {
+        let sys = |what| move |errno| WorkerError::Sys { what, errno };
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("parking thread: epoll_create"))?;
+        epoll
+            .add(self.wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))
+            .map_err(sys("parking thread: epoll_ctl"))?;
+        Ok(epoll)
+    }
+
+    /// The thread failed (its `epoll_wait`, which should never): the worker must leave, or
+    /// it would close every connection it would park.
+    pub(crate) fn dead(&self) -> Option<WorkerError> {
+        let errno = Errno::from_raw(self.dead_errno.load(Ordering::Acquire));
+        (self.mode.load(Ordering::Acquire) == DEAD)
+            .then_some(WorkerError::Sys { what: "parking thread: epoll_wait", errno })
     }
 
     /// Hands a connection to the parking thread (or, if it is gone, closes it).
@@ -102,20 +125,24 @@ impl ParkingLot {
     }
 
     /// The parking thread's body: returns once told to [`leave`](Self::leave).
-    pub(crate) fn run(&self, queue: &HandoffQueue, writer: ParkingWriter<'_>, rules: ParkRules, capacity: usize) {
+    /// `epoll` comes from [`thread_epoll`](Self::thread_epoll).
+    pub(crate) fn run(
+        &self,
+        epoll: Epoll,
+        queue: &HandoffQueue,
+        writer: ParkingWriter<'_>,
+        rules: ParkRules,
+        capacity: usize,
+    ) {
         // Signals are the main thread's business (its epoll wakes for SIGTERM).
         let _ = nix::sys::signal::SigSet::all().thread_block();
-        match ParkingThread::new(self, queue, writer, rules, capacity) {
-            Ok(mut thread) => thread.serve(),
-            Err(error) => {
-                tracing::error!(%error, "the parking thread could not start; parked connections are closed");
-                self.die();
-            }
-        }
+        ParkingThread::new(self, epoll, queue, writer, rules, capacity).serve();
     }
 
-    /// Without a working thread: what is parked now and later is closed.
-    fn die(&self) {
+    /// Without a working thread: what is parked now and later is closed, and the worker
+    /// leaves (see [`dead`](Self::dead)).
+    fn die(&self, errno: Errno) {
+        self.dead_errno.store(errno as i32, Ordering::Release);
         self.mode.store(DEAD, Ordering::Release);
         drop(std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|p| p.into_inner())));
     }
@@ -145,14 +172,13 @@ struct ParkingThread<'a> {
 impl<'a> ParkingThread<'a> {
     fn new(
         lot: &'a ParkingLot,
+        epoll: Epoll,
         queue: &'a HandoffQueue,
         writer: ParkingWriter<'a>,
         rules: ParkRules,
         capacity: usize,
-    ) -> Result<ParkingThread<'a>, Errno> {
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(lot.wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
-        Ok(ParkingThread {
+    ) -> ParkingThread<'a> {
+        ParkingThread {
             lot,
             queue,
             writer,
@@ -163,7 +189,7 @@ impl<'a> ParkingThread<'a> {
             free: Vec::new(),
             waiting_for_queue: VecDeque::new(),
             watching_queue: false,
-        })
+        }
     }
 
     fn serve(&mut self) {
@@ -190,7 +216,7 @@ impl<'a> ParkingThread<'a> {
                 Err(errno) => {
                     tracing::error!(%errno, "parking thread: epoll_wait failed; closing what it holds");
                     self.leave(false);
-                    return self.lot.die();
+                    return self.lot.die(errno);
                 }
             };
             for event in &events[..ready] {
