@@ -44,7 +44,7 @@ fn build_server_binary() -> Result<PathBuf> {
     // facade's own tests): the same features, so after it this build has nothing to do. A
     // narrower `-p simplehttp-prefork` would resolve features differently and build the
     // server a second time.
-    command.args(["build", "--quiet", "--workspace", "--tests"]);
+    command.args(["build", "--quiet", "--workspace", "--tests", "--examples"]);
     command.arg("--target-dir").arg(target_dir);
     // Without the variables cargo sets for the test it runs: build scripts that watch one
     // (ring's watches CARGO_MANIFEST_DIR) would build again here, and again in the next
@@ -65,6 +65,16 @@ fn build_server_binary() -> Result<PathBuf> {
     let status = command.status().context("running cargo build for the server binary")?;
     ensure!(status.success(), "cargo build of simplehttp-prefork failed: {status}");
     let binary = profile_dir.join("simplehttp-prefork");
+    ensure!(binary.exists(), "{} missing after build", binary.display());
+    Ok(binary)
+}
+
+/// Path of the workspace example `name` (such as `prefork-supervisor`'s `line_server`), built
+/// with the server binary.
+pub fn example_binary(name: &str) -> Result<PathBuf> {
+    let server = server_binary()?;
+    let examples = server.parent().context("server binary has no directory")?.join("examples");
+    let binary = examples.join(name);
     ensure!(binary.exists(), "{} missing after build", binary.display());
     Ok(binary)
 }
@@ -167,8 +177,9 @@ impl ServerProcess {
         wait_for(&format!("{text:?} in the log"), DEADLINE, || Ok(self.stderr().contains(text).then_some(())))
     }
 
-    /// Starts any program that prints `listening on http://ADDR:PORT` (or `https://…`, or
-    /// `unix:PATH`) first (a test's own server built on the library, for example).
+    /// Starts any program that prints `listening on http://ADDR:PORT` (or `https://…`,
+    /// `tcp://…`, or `unix:PATH`) first (a test's own server built on the library, or a
+    /// server for another protocol built on the supervisor, for example).
     pub fn spawn(mut command: Command) -> Result<ServerProcess> {
         if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
             command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
@@ -218,7 +229,8 @@ impl ServerProcess {
             .strip_prefix("listening on ")
             .with_context(|| format!("unexpected first line {line:?}; stderr:\n{}", server.stderr()))?;
         server.listening = listening.to_owned();
-        if let Some(addr) = listening.strip_prefix("http://").or_else(|| listening.strip_prefix("https://")) {
+        let addr = ["http://", "https://", "tcp://"].iter().find_map(|scheme| listening.strip_prefix(scheme));
+        if let Some(addr) = addr {
             server.addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
         }
         Ok(server)
@@ -498,8 +510,15 @@ pub fn status_pids(status: &serde_json::Value) -> Vec<u32> {
     pids
 }
 
+/// Whether a status JSON document lists at least one worker, and only workers of `generation`
+/// (a reload has taken over).
+pub fn only_generation(status: &serde_json::Value, generation: u64) -> bool {
+    let workers = status["workers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    !workers.is_empty() && workers.iter().all(|w| w["generation"].as_u64() == Some(generation))
+}
+
 /// The worker that answered the demo's `/`: the pid in "Hello from simplehttp-prefork worker
-/// <pid> ...".
+/// `<pid>` ...".
 pub fn hello_pid(body: &str) -> Result<u32> {
     let pid =
         body.strip_prefix("Hello from simplehttp-prefork worker ").and_then(|rest| rest.split_whitespace().next());

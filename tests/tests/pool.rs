@@ -1,7 +1,7 @@
 //! Black-box tests of pool control: start size, replacement of a killed worker, spare balancing.
 
 use anyhow::{Result, ensure};
-use prefork_tests::{DEADLINE, ServerProcess, Sig, count, hello_pid, is_alive, status_pids, wait_for};
+use prefork_tests::{DEADLINE, ServerProcess, Sig, count, hello_pid, is_alive, only_generation, status_pids, wait_for};
 
 #[test]
 fn the_parent_has_exactly_start_servers_children_and_the_status_page_agrees() -> Result<()> {
@@ -159,9 +159,7 @@ fn sighup_replaces_every_worker_with_a_new_generation() -> Result<()> {
     server.signal(Sig::SIGHUP)?;
     let status = wait_for("only generation-2 workers", DEADLINE, || {
         let status = server.status()?;
-        let workers = status["workers"].as_array().cloned().unwrap_or_default();
-        let all_new = !workers.is_empty() && workers.iter().all(|w| w["generation"] == 2);
-        Ok((all_new && status_pids(&status) == server.children()).then_some(status))
+        Ok((only_generation(&status, 2) && status_pids(&status) == server.children()).then_some(status))
     })?;
     ensure!(status["server"]["generation"] == 2, "{status}");
     ensure!(status_pids(&status).iter().all(|pid| !old.contains(pid)), "old workers {old:?} survived: {status}");

@@ -23,7 +23,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prefork_scoreboard::AttachedScoreboard;
-use prefork_tests::{ServerProcess, count, is_alive, server_command, status_pids, wait_for};
+use prefork_tests::{ServerProcess, count, is_alive, only_generation, server_command, status_pids, wait_for};
 
 use crate::load::{self, LoadControl, LoadResult, LoadSpec};
 use crate::{cargo_build, secs};
@@ -306,9 +306,7 @@ fn reload_scenario(
     server.signal(Signal::SIGHUP)?;
     // Under the load: the new generation takes over, and serves it.
     let taken_over = wait_for("only generation-2 workers", SETTLE, || {
-        let status = server.status()?;
-        let workers = status["workers"].as_array().cloned().unwrap_or_default();
-        let all_new = !workers.is_empty() && workers.iter().all(|w| w["generation"] == 2);
+        let all_new = only_generation(&server.status()?, 2);
         Ok((all_new && server.children().iter().all(|pid| !old.contains(pid))).then_some(()))
     })
     .and_then(|()| load.wait_served(progress(options)));

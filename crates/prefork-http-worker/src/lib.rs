@@ -1,24 +1,4 @@
-//! Request handling in one preforked worker: accept, serve HTTP/1.1 with hyper, keep the
-//! scoreboard slot true.
-//!
-//! A worker is a process forked by the supervisor. [`HttpWorker::run`] builds a
-//! `current_thread` tokio runtime (after the fork: the parent never touches tokio), then
-//! loops: wait for a connection on the shared listener or the hand-off queue, serve it while
-//! its requests come complete, wait again. One request at a time is Apache prefork's model: a
-//! handler may block, and a busy worker leaves new connections to its idle siblings.
-//!
-//! A connection still sending its request, or idle between keep-alive requests, holds no
-//! handler place: the worker's parking thread holds it (header timeout, body minimum rate,
-//! a bounded number per worker) and, once its request is complete, puts it in the hand-off
-//! queue that every worker watches next to the listener, so whichever worker is idle answers
-//! it. A worker that leaves passes on what it holds the same way.
-//!
-//! Requests are dispatched SimpleHTTP's way ([`Router`]): the request path is matched against
-//! each DIR regex in order, unanchored, and the first match's [`Handler`] answers; no match
-//! gives `404 Not Found`. The slot shows `_` idle, `R` reading, `W` writing, `K` keep-alive,
-//! `C` closing, `G`/`I` stopping; requests and body bytes are counted as they finish.
-//!
-//! This crate knows the scoreboard, not the supervisor: it is handed its slot writer.
+#![doc = include_str!("../README.md")]
 
 mod accept;
 mod body;
@@ -49,6 +29,9 @@ pub use handler::{
     AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext,
     Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
 };
+// The hand-off queue is this crate's own mechanism between its workers, public only because
+// `Listener` makes it: not part of the stable API.
+#[doc(hidden)]
 pub use handoff::HandoffQueue;
 pub use hooks::{AccessLogFormat, ErrorHook, Hooks, Log2Hook, LogHook};
 pub use router::{BadDir, Router};

@@ -103,6 +103,7 @@ impl Listener {
     }
 
     /// The queue through which workers pass parked connections to each other.
+    #[doc(hidden)]
     pub fn handoff(&self) -> &HandoffQueue {
         &self.handoff
     }

@@ -58,7 +58,7 @@ impl<'l> HttpWorker<'l> {
     /// not accept, so idle siblings take new ones. With more, a second thread waits and
     /// accepts while the runtime serves, and stops accepting while the worker is full.
     pub fn run(self, link: PoolLink) -> Result<(), WorkerError> {
-        let stop = StopSignal::install()?;
+        let stop = crate::stop::install()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -66,7 +66,7 @@ impl<'l> HttpWorker<'l> {
         let local = LocalSet::new();
         let stop_watch = {
             let _entered = runtime.enter();
-            stop.watch().map_err(|source| WorkerError::Io { what: "watch stop eventfd", source })?
+            crate::stop::watch(&stop).map_err(|source| WorkerError::Io { what: "watch stop eventfd", source })?
         };
         let PoolLink { slot, board, scoreboard_name, doorbell } = link;
         let connections = self.config.worker_connections.max(1);

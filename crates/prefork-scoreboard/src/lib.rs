@@ -1,28 +1,4 @@
-//! Apache-style scoreboard for a preforking server, in named POSIX shared memory.
-//!
-//! The parent creates one segment per server instance ([`Scoreboard::create`]) before it forks;
-//! it holds a header (configuration in force, totals, what the parent saw) and one 512-byte
-//! slot per possible worker (state, counters per request, connection, process and slot, CPU
-//! and memory samples, and the current request's line, client, protocol and virtual host). Each slot is written only by
-//! the worker that owns it ([`Board::claim_slot`] returns the single [`SlotWriter`]), and
-//! reset by the parent after it has reaped that worker ([`Board::clear_slot`]). Every field is
-//! an atomic, so readers take a [`Snapshot`] without locking, and a worker killed at any
-//! instant cannot wedge or corrupt anyone else's view; the multi-field request record is
-//! published under a per-slot sequence counter, so it is never read torn either. No cross-process lock is used; the
-//! only lock is an `flock` that marks the segment as in use, which the kernel releases when
-//! the last process of the server dies.
-//!
-//! Besides the board, workers can wake the parent through a [`Doorbell`] (an eventfd shared
-//! across the fork) when they stop being idle, so pool control reacts in milliseconds.
-//!
-//! ```no_run
-//! use prefork_scoreboard::{Scoreboard, WorkerState};
-//! let scoreboard = Scoreboard::create("my-server", 16)?;          // in the parent
-//! let slot = scoreboard.board().claim_slot(0, std::process::id(), 1); // in worker 0
-//! slot.set_state(WorkerState::Idle);
-//! println!("{}", scoreboard.board().snapshot().scoreboard_string()); // "_..............."
-//! # Ok::<(), prefork_scoreboard::ScoreboardError>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod board;
 pub mod clock;
@@ -35,6 +11,7 @@ mod segment;
 mod seqlock;
 mod snapshot;
 mod state;
+mod stop_signal;
 pub mod usage;
 
 pub use board::{Board, BoardConfig, FinishedRequest, ParkingWriter, RequestStart, SlotFlags, SlotWriter};
@@ -52,6 +29,7 @@ pub use segment::{
 };
 pub use snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot, Totals};
 pub use state::WorkerState;
+pub use stop_signal::{StopSignal, stop_requested};
 
 /// Why the scoreboard could not be created, opened or read.
 #[derive(Debug, thiserror::Error)]

@@ -92,6 +92,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         let context = WorkerContext {
             doorbell,
             slot: board.claim_slot(slot, pid, generation),
+            slot_index: slot,
             board,
             scoreboard_name: self.scoreboard.name().to_owned(),
             generation,

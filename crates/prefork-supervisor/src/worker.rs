@@ -21,6 +21,8 @@ pub mod exit_code {
 pub struct WorkerContext {
     /// This worker's scoreboard slot, marked `Starting`. The only writer of that slot.
     pub slot: SlotWriter<'static>,
+    /// Which slot that is (0-based; the status page's row).
+    pub slot_index: usize,
     /// The whole board, for reading (status pages).
     pub board: &'static Board,
     /// The segment's name, for status output.

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use prefork_tests::{
     CpuWatch, DEADLINE, FaketimeShm, MemoryCgroup, ServerProcess, Sig, TempPath, count, fd_limit_leaving, hello_pid,
-    http_get, is_alive, is_root, lines_with, process_state, require_machine, require_tool, run_to_end, soft_limit,
-    status_json, status_pids, tasks_of_uid, wait_for,
+    http_get, is_alive, is_root, lines_with, only_generation, process_state, require_machine, require_tool, run_to_end,
+    soft_limit, status_json, status_pids, tasks_of_uid, wait_for,
 };
 
 mod provoke;
@@ -644,11 +644,7 @@ fn the_wall_clock_stepped_back_a_day_wedges_neither_the_pool_nor_the_status_page
     server.signal(Sig::SIGTTIN)?;
     server.wait_logged("min_spare_servers=2 max_spare_servers=4")?;
     server.signal(Sig::SIGHUP)?;
-    wait_for("generation 2 serving", DEADLINE, || {
-        let status = status_json(&pid_file)?;
-        let workers = status["workers"].as_array().cloned().unwrap_or_default();
-        Ok((!workers.is_empty() && workers.iter().all(|w| w["generation"] == 2)).then_some(()))
-    })?;
+    wait_for("generation 2 serving", DEADLINE, || Ok(only_generation(&status_json(&pid_file)?, 2).then_some(())))?;
     ensure!(server.get("/")?.status == 200);
     cpu.ensure_quiet("after the clock step")?;
     let log = server.stderr();

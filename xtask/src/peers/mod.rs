@@ -46,7 +46,7 @@ pub struct PeerOptions {
     /// With --peers: HTTP/2 streams in flight on each connection (`h2load -m`).
     #[arg(long, default_value_t = 10)]
     h2_streams: usize,
-    /// With --peers: the scenarios to run, comma-separated [all].
+    /// With --peers: the scenarios to run, comma-separated (all when none is given).
     #[arg(long, value_delimiter = ',', value_enum)]
     scenarios: Vec<Scenario>,
     /// With --peers: no strace counts and no memory figures.

@@ -1,0 +1,83 @@
+//! How a worker learns it must stop: the supervisor's SIGTERM sets a flag and wakes an eventfd.
+//!
+//! The supervisor asks a worker to finish (a graceful stop, a reload, a retirement) with
+//! SIGTERM. A worker puts the eventfd in whatever it waits on (its accept `epoll` or `poll`, a
+//! runtime's reactor), so a worker waiting for work wakes at once, with no lost-wakeup race
+//! between checking the flag and waiting; a worker busy with a request checks
+//! [`stop_requested`] when it is done. It lives beside the [`Doorbell`](crate::Doorbell), the
+//! line the other way (worker to parent), so that any worker, HTTP or not, gets both from
+//! this crate.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    STOP_REQUESTED.store(true, SeqCst);
+    let fd = WAKE_FD.load(SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) on an eventfd is async-signal-safe; the buffer is a live local.
+        unsafe { libc::write(fd, (&raw const one).cast(), size_of::<u64>()) };
+    }
+}
+
+/// SIGTERM has arrived in this process (since [`StopSignal::install`]).
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(SeqCst)
+}
+
+/// A worker's stop request: one per worker process, installed after the fork.
+///
+/// ```no_run
+/// use prefork_scoreboard::{StopSignal, stop_requested};
+/// let stop = StopSignal::install()?;
+/// // poll(2) on `stop.as_fd()` together with the listening socket ...
+/// while !stop_requested() {
+///     // ... serve ...
+/// #   break;
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct StopSignal {
+    eventfd: EventFd,
+}
+
+impl StopSignal {
+    /// Installs the SIGTERM handler. SIGINT, SIGHUP and SIGQUIT are ignored: a terminal sends
+    /// them to the whole process group, and the supervisor, which gets them too, decides what
+    /// happens to its workers (as Apache's children ignore SIGINT).
+    pub fn install() -> io::Result<StopSignal> {
+        let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        WAKE_FD.store(eventfd.as_fd().as_raw_fd(), SeqCst);
+        let term = SigAction::new(SigHandler::Handler(on_sigterm), SaFlags::SA_RESTART, SigSet::empty());
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler only touches atomics and calls write(2), both async-signal-safe.
+        unsafe {
+            sigaction(Signal::SIGTERM, &term)?;
+            for signal in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+                sigaction(signal, &ignore)?;
+            }
+        }
+        Ok(StopSignal { eventfd })
+    }
+
+    /// The eventfd: readable once SIGTERM has arrived, and from then on (it is never read).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.eventfd.as_fd()
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        // The handler must never write to a descriptor number reused after this one closes.
+        WAKE_FD.store(-1, SeqCst);
+    }
+}
