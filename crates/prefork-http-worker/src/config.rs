@@ -72,6 +72,12 @@ pub struct WorkerConfig {
     /// Client networks allowed to read the status page (default: loopback only; unix-socket
     /// clients are always allowed: the socket's file permissions already chose them).
     pub status_allow: Vec<IpNet>,
+    /// Path of the liveness probe (`200` while the supervisor lives and can fork, `503` once
+    /// forking has halted), `None` to switch it off.
+    pub health_path: Option<String>,
+    /// Path of the readiness probe (`200` once a generation is ready, `503` while starting or
+    /// draining), `None` to switch it off.
+    pub ready_path: Option<String>,
 }
 
 impl WorkerConfig {
@@ -116,6 +122,8 @@ impl Default for WorkerConfig {
             access_log: None,
             status_path: Some("/server-status".to_owned()),
             status_allow: loopback_networks(),
+            health_path: Some("/healthz".to_owned()),
+            ready_path: Some("/readyz".to_owned()),
         }
     }
 }

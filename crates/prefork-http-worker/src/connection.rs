@@ -159,11 +159,13 @@ fn park(io: Io, buffered: BytesMut, peer: Peer, id: u64, idle_since: u64) -> Opt
 
 /// HTTP/1.1. On a stop request the request in hand is finished, answered with `Connection:
 /// close` (see `WorkerShared::dispatch`; a fresh connection gets its first request answered).
-/// A connection that cannot move to a sibling (below) is closed as soon as it is idle: waiting
-/// for the client's next request would hold the stop for up to the keep-alive timeout. Like
-/// any server closing an idle keep-alive connection, this may race with a request the client
-/// is sending at that moment; clients retry an idempotent request on a reused connection that
-/// closed, and the parked connections of a stopping server are closed the same way.
+/// A connection that cannot move to a sibling (below) is drained while the pool goes on (this
+/// worker reloads, retires or recycles): its next request is answered with `Connection: close`,
+/// or it closes at the keep-alive timeout. Closing it while idle would race with a request the
+/// client may be sending at that moment, and fail it. Only when the whole server stops is it
+/// closed as soon as it is idle, so that the stop does not wait for the keep-alive timeout
+/// (there, like any server closing an idle keep-alive connection, it may race with a request
+/// in flight; the parked connections of a stopping server are closed the same way).
 ///
 /// If it parks (a classic worker, cleartext), a connection idle for [`PARK_AFTER`] — or
 /// idle when the worker is going (told to stop, or at a recycling limit's margin), at once
@@ -219,10 +221,11 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
                 worker.enter_stopping(WorkerState::Graceful);
                 if may_park && !letting_go && scope.can_park() {
                     letting_go = true;
-                } else if !(shut_down || may_park && scope.may_hand_over()) {
-                    // It can never move (the whole server is stopping, a close handler): it
-                    // closes now if idle, after the response in hand otherwise, not at the
-                    // keep-alive timeout. (One that can move leaves once its response is done.)
+                } else if worker.slot.server_stopping() && !(shut_down || may_park && scope.may_hand_over()) {
+                    // The whole server stops, and it can never move: it closes now if idle,
+                    // after the response in hand otherwise, not at the keep-alive timeout.
+                    // (One that can move leaves once its response is done; while the pool
+                    // goes on, one that cannot is drained, see above.)
                     shut_down = true;
                     std::pin::Pin::new(&mut connection).graceful_shutdown();
                 }
@@ -233,9 +236,9 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
             // `select!`, which may run across many requests.)
             () = scope.went_idle.notified(), if may_park && !letting_go && !shut_down => {
                 letting_go = scope.letting_go();
-                if !letting_go && worker.is_going() && !scope.busy() && !scope.can_park() {
-                    // Going, and it cannot move (it became so during the response in hand:
-                    // a close handler, or the whole server stopping): closed now, idle.
+                if !letting_go && worker.slot.server_stopping() && !scope.busy() && !scope.can_park() {
+                    // The whole server stops, and it cannot move (it became so during the
+                    // response in hand): closed now, idle.
                     shut_down = true;
                     std::pin::Pin::new(&mut connection).graceful_shutdown();
                 } else if park_check.is_none() {
@@ -248,8 +251,8 @@ async fn serve_h1(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
                     PARK_AFTER
                 } else if scope.can_park() {
                     PARK_AFTER.saturating_sub(idle)
-                } else if worker.is_going() {
-                    // It cannot move and the worker is going: closed now.
+                } else if worker.slot.server_stopping() {
+                    // It cannot move and the whole server stops: closed now.
                     Duration::ZERO
                 } else {
                     // It cannot move (a close handler, a closing response): hyper's header

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use http::{HeaderValue, Version, header};
+use prefork_scoreboard::clock::monotonic_micros;
 use prefork_scoreboard::{FinishedRequest, REQUEST_LINE_BYTES, RequestInfo, RequestStart};
 
 use crate::service::ConnectionScope;
@@ -20,6 +21,8 @@ pub(crate) struct InFlight {
     /// begun last, which with HTTP/2 or several connections may be another one.
     line: LineBuffer,
     finished: bool,
+    /// Counted in the slot's requests and bytes when it ends (a load balancer's probe is not).
+    counted: bool,
 }
 
 impl InFlight {
@@ -43,7 +46,14 @@ impl InFlight {
             vhost,
         });
         scope.request_started(start);
-        InFlight { scope, start, line, finished: false }
+        InFlight { scope, start, line, finished: false, counted: true }
+    }
+
+    /// Leaves this request out of the slot's counts (requests, bytes, durations), and so out
+    /// of the recycling limits: a load balancer's health or readiness probe. It is still
+    /// shown as the slot's request while it runs.
+    pub(crate) fn uncounted(&mut self) {
+        self.counted = false;
     }
 
     /// The connection it arrived on.
@@ -59,6 +69,11 @@ impl InFlight {
     /// Ends the request, `body_bytes` sent, and logs it if it was slow. Later calls do nothing.
     pub(crate) fn finish(&mut self, body_bytes: u64) {
         if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        if !self.counted {
+            let duration = monotonic_micros().saturating_sub(self.start.micros());
+            self.scope.request_finished(self.start, duration);
             return;
         }
         let finished: FinishedRequest = self.scope.worker.slot.finish_request(self.start, body_bytes);

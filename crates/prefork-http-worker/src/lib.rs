@@ -15,6 +15,7 @@ mod lazy_io;
 mod parked;
 mod parking;
 mod preface;
+mod probe;
 mod router;
 mod service;
 mod shared;
@@ -41,6 +42,7 @@ pub use worker::{HttpWorker, PoolLink};
 
 /// Why a worker could not serve.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     #[error("{what}: {errno}")]
     Sys { what: &'static str, errno: nix::errno::Errno },

@@ -23,7 +23,7 @@ use crate::in_flight::InFlight;
 use crate::io::FlushSignal;
 use crate::lazy_io::LazyShared;
 use crate::shared::WorkerShared;
-use crate::status;
+use crate::{probe, status};
 
 /// Returned to hyper when a handler chose to close the connection without a response:
 /// hyper then drops the connection without writing anything.
@@ -206,23 +206,31 @@ pub(crate) async fn serve_request(
     scope: Rc<ConnectionScope>,
 ) -> Result<hyper::Response<ResponseBody>, ClosedByHandler> {
     let worker = &scope.worker;
-    let in_flight = InFlight::begin(&request, Rc::clone(&scope));
+    let mut in_flight = InFlight::begin(&request, Rc::clone(&scope));
+    let probe = probe::probe_for(request.uri().path(), worker);
+    if probe.is_some() {
+        in_flight.uncounted();
+    }
     // A worker that is going closes the connection after this response, unless the
     // connection can move to a sibling (then it leaves, idle, right after the response).
-    let close_after = worker.dispatch() && !scope.may_hand_over();
+    let going = if probe.is_some() { worker.dispatch_uncounted() } else { worker.dispatch() };
+    let close_after = going && !scope.may_hand_over();
     let (parts, body) = request.into_parts();
-    if let Some(log) = &worker.config.hooks.log {
+    // A probe is the balancer's, not a client's: not in the access log nor the log hooks.
+    if let Some(log) = worker.config.hooks.log.as_ref().filter(|_| probe.is_none()) {
         call_hook("LOGHANDLER", || log(&parts, scope.info.remote_ip));
     }
     let asks_close = asks_close(&parts);
-    let logged = worker.wants_written().then(|| parts.clone());
+    let logged = (probe.is_none() && worker.wants_written()).then(|| parts.clone());
     // `METHOD SP target SP HTTP/1.1`: the method, the target, two spaces and eight bytes.
     let request_line = parts.method.as_str().len() + uri_len(&parts.uri) + 10;
     // The request's time budget (request_timeout, handler_timeout) runs from here: reading
     // its body, the handler, and a streamed response.
     let budget = worker.config.request_budget();
     let deadline = budget.map(|budget| tokio::time::Instant::now() + budget);
-    let outcome = if status::is_status_request(parts.uri.path(), worker) {
+    let outcome = if let Some(probe) = probe {
+        Outcome::Full(probe::respond(probe, worker))
+    } else if status::is_status_request(parts.uri.path(), worker) {
         Outcome::Full(status::respond(parts.uri.query(), &parts.headers, &scope.info, worker))
     } else if request_line > worker.config.max_request_line {
         Outcome::Full(text(StatusCode::URI_TOO_LONG, "414 URI Too Long"))

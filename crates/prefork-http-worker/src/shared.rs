@@ -225,6 +225,12 @@ impl WorkerShared {
     pub(crate) fn dispatch(&self) -> bool {
         self.dispatched.set(self.dispatched.get() + 1);
         self.check_recycle_limits();
+        self.dispatch_uncounted()
+    }
+
+    /// As [`dispatch`](Self::dispatch), for a request left out of the counts and limits (a
+    /// load balancer's probe).
+    pub(crate) fn dispatch_uncounted(&self) -> bool {
         if crate::stop::stop_requested() && !self.stopping.get() {
             self.enter_stopping(WorkerState::Graceful);
         }

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::clock::{coarse_monotonic_micros, monotonic_micros, unix_micros};
-use crate::layout::{Header, LAYOUT_VERSION, MAGIC, MAX_SLOTS, Slot, segment_size, slots_offset};
+use crate::layout::{DRAINING, Header, LAYOUT_VERSION, MAGIC, MAX_SLOTS, READY, Slot, segment_size, slots_offset};
 use crate::record::{self, RecordRead, RequestInfo};
 use crate::snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot};
 use crate::{ScoreboardError, WorkerState};
@@ -228,6 +228,38 @@ impl Board {
     /// requests rather than hand it to a sibling that is stopping too).
     pub fn set_server_stopping(&self) {
         self.header().server_stopping.store(1, Release);
+        self.set_draining();
+    }
+
+    /// Parent only: a generation is ready, so the server is (from then on, until it drains).
+    pub fn set_ready(&self) {
+        self.header().readiness.fetch_or(READY, Release);
+    }
+
+    /// Parent only: the server drains (readiness probes fail) before it stops.
+    pub fn set_draining(&self) {
+        self.header().readiness.fetch_or(DRAINING, Release);
+    }
+
+    /// Whether a generation has been ready, and the server neither drains nor stops: what a
+    /// readiness probe answers.
+    pub fn is_ready(&self) -> bool {
+        self.header().readiness.load(Acquire) & (READY | DRAINING) == READY
+    }
+
+    /// Whether the server drains or stops.
+    pub fn is_draining(&self) -> bool {
+        self.header().readiness.load(Acquire) & DRAINING != 0
+    }
+
+    /// The supervisor's pid.
+    pub fn parent_pid(&self) -> u32 {
+        self.header().parent_pid.load(Relaxed)
+    }
+
+    /// Whether the parent has stopped forking because workers keep failing to boot.
+    pub fn spawning_halted(&self) -> bool {
+        self.header().spawning_halted.load(Relaxed) != 0
     }
 
     /// The workers' own count of idle workers (see [`Board::repair_idle_count`]).
@@ -409,6 +441,8 @@ impl Board {
             ring_below: get(&h.ring_below),
             parent_rounds: get(&h.parent_rounds),
             server_stopping: get(&h.server_stopping) != 0,
+            ready: get(&h.readiness) & READY != 0,
+            draining: get(&h.readiness) & DRAINING != 0,
         }
     }
 
@@ -473,11 +507,15 @@ impl SlotWriter<'_> {
     }
 
     /// The slot's parking fields, for the worker's parking thread (their only writer).
+    /// The HTTP worker's own: not part of the stable API.
+    #[doc(hidden)]
     pub fn parking_writer(&self) -> ParkingWriter<'_> {
         ParkingWriter { slot: self.slot }
     }
 
-    /// Counts a connection taken from a sibling.
+    /// Counts a connection taken from a sibling (the HTTP worker's hand-off; not part of the
+    /// stable API).
+    #[doc(hidden)]
     pub fn count_adopted(&self) {
         self.slot.adopted_slot.fetch_add(1, Relaxed);
     }
@@ -567,6 +605,8 @@ impl SlotWriter<'_> {
 
 /// The fields of a slot that a worker's parking thread writes (the connections it holds
 /// between requests, and what became of them); the rest of the slot is the main thread's.
+/// The HTTP worker's own: not part of the stable API.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct ParkingWriter<'a> {
     slot: &'a Slot,

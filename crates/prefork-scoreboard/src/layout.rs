@@ -14,7 +14,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHPFSCBD");
 
 /// Bumped whenever the layout changes, so that a status tool built from another version
 /// refuses to read a segment it would misinterpret.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Upper bound on slots, far beyond Apache's default ServerLimit of 256.
 pub const MAX_SLOTS: usize = 65_536;
@@ -94,7 +94,15 @@ pub struct Header {
     /// 1 once the whole server is stopping: workers close the connections they hold between
     /// requests instead of handing them to a sibling.
     pub(crate) server_stopping: AtomicU64,
+    /// What load balancers' readiness probes answer from: [`READY`] once the first generation
+    /// is ready, [`DRAINING`] from a stop request on (the drain delay, then the stop).
+    pub(crate) readiness: AtomicU64,
 }
+
+/// [`Header::readiness`] bit: a generation has been ready.
+pub(crate) const READY: u64 = 1;
+/// [`Header::readiness`] bit: the server is draining or stopping.
+pub(crate) const DRAINING: u64 = 2;
 
 /// Bytes kept of the last boot failure's cause.
 pub const BOOT_ERROR_BYTES: usize = 128;
@@ -220,6 +228,7 @@ mod tests {
         assert_eq!(offset_of!(Header, last_boot_error), 192);
         assert_eq!(offset_of!(Header, idle_workers), 336);
         assert_eq!(offset_of!(Header, server_stopping), 360);
+        assert_eq!(offset_of!(Header, readiness), 368);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub use stop_signal::{StopSignal, stop_requested};
 
 /// Why the scoreboard could not be created, opened or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScoreboardError {
     #[error("invalid scoreboard name prefix {0:?}: use 1 to 200 letters, digits, '-', '_' or '.'")]
     BadPrefix(String),

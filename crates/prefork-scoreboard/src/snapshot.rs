@@ -33,6 +33,10 @@ pub struct HeaderSnapshot {
     pub parent_rounds: u64,
     /// The whole server is stopping.
     pub server_stopping: bool,
+    /// A generation has been ready (readiness probes answer 200 unless `draining`).
+    pub ready: bool,
+    /// The server drains before it stops, or stops (readiness probes answer 503).
+    pub draining: bool,
 }
 
 /// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a snapshot

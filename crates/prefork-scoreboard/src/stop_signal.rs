@@ -77,7 +77,8 @@ impl StopSignal {
 
 impl Drop for StopSignal {
     fn drop(&mut self) {
-        // The handler must never write to a descriptor number reused after this one closes.
-        WAKE_FD.store(-1, SeqCst);
+        // The handler must never write to a descriptor number reused after this one closes;
+        // but a newer signal's descriptor is not this one's to clear.
+        let _ = WAKE_FD.compare_exchange(self.eventfd.as_fd().as_raw_fd(), -1, SeqCst, SeqCst);
     }
 }

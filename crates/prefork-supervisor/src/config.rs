@@ -89,6 +89,7 @@ pub fn check_duration(name: &'static str, value: Duration) -> Result<(), ConfigE
 
 /// Settings that cannot work together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("{name} must be at least {min}, got {value}")]
     TooSmall { name: &'static str, value: usize, min: usize },
@@ -221,6 +222,10 @@ pub struct SupervisorConfig {
     pub pool: PoolConfig,
     /// On SIGTERM/SIGINT, workers get this long to finish their requests before SIGKILL.
     pub graceful_timeout: Duration,
+    /// On SIGTERM/SIGINT, the server first drains for this long: readiness probes fail (so a
+    /// load balancer takes it out of rotation) while it serves everything as before; only
+    /// then does the graceful stop begin (Kubernetes' preStop pattern). Zero: stop at once.
+    pub drain_delay: Duration,
     /// The pool is re-examined at least this often, even when no signal arrives.
     pub maintenance_interval: Duration,
     /// The scoreboard segment is `/dev/shm/<prefix>.<parent pid>`.
@@ -237,6 +242,7 @@ impl Default for SupervisorConfig {
         SupervisorConfig {
             pool: PoolConfig::default(),
             graceful_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             maintenance_interval: Duration::from_secs(1),
             scoreboard_prefix: prefork_scoreboard::DEFAULT_PREFIX.to_owned(),
             recycle: RecycleConfig::default(),
@@ -257,6 +263,7 @@ impl SupervisorConfig {
             return Err(ConfigError::ZeroDuration("slow_request_threshold"));
         }
         check_duration("graceful_timeout", self.graceful_timeout)?;
+        check_duration("drain_delay", self.drain_delay)?;
         check_duration("maintenance_interval", self.maintenance_interval)?;
         check_duration("slow_request_threshold", self.slow_request_threshold.unwrap_or_default())?;
         Ok(())

@@ -14,10 +14,11 @@ pub use config::{ConfigError, MAX_DURATION, PoolConfig, RecycleConfig, SpawnRamp
 /// What a worker function installs to learn that the supervisor asks it to finish (SIGTERM).
 pub use prefork_scoreboard::{StopSignal, stop_requested};
 pub use supervisor::{StopReport, Supervisor};
-pub use worker::{WorkerContext, WorkerExit, exit_code};
+pub use worker::{Recycling, WorkerContext, WorkerExit, exit_code};
 
 /// Why the supervisor could not start or keep running.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SupervisorError {
     #[error("invalid pool configuration: {0}")]
     Config(#[from] ConfigError),

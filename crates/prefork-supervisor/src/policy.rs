@@ -250,6 +250,20 @@ pub fn backoff(failures: u32, config: &PoolConfig) -> Micros {
     initial.saturating_mul(1u64 << (failures - 1).min(40)).min(max)
 }
 
+/// Whether the current generation is ready to take traffic: as many of its workers ready
+/// (past `Starting`, not told to go) as the pool keeps spare at least, or all of
+/// `start_servers` if that is fewer. What the server's readiness probe waits for at start.
+pub fn generation_ready(view: &PoolView<'_>, config: &PoolConfig) -> bool {
+    let needed = config.min_spare_servers.min(config.start_servers).max(1);
+    let ready = view
+        .workers
+        .iter()
+        .filter(|w| w.generation == view.generation && !w.retiring)
+        .filter(|w| w.state != WorkerState::Starting && w.state != WorkerState::Dead)
+        .count();
+    ready >= needed
+}
+
 /// The policy. Pure: the same inputs always give the same outputs.
 pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -> (Decision, PolicyMemory) {
     let mut memory = memory.clone();

@@ -58,6 +58,10 @@ pub(crate) struct Pool<'a, W> {
     pub(crate) doorbell_muted_until: Micros,
     pub(crate) listen_socket: Option<BorrowedFd<'a>>,
     pub(crate) on_reopen_logs: Option<ReopenLogsHook<'a>>,
+    /// A stop was asked for with a drain delay: the graceful stop begins at this moment.
+    pub(crate) drain_until: Option<Micros>,
+    /// The scoreboard says the server is ready (a generation has been).
+    pub(crate) ready: bool,
 }
 
 impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
@@ -83,8 +87,20 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             for signal in signals {
                 match signal {
                     Signal::SIGTERM | Signal::SIGINT => {
-                        tracing::info!(%signal, "graceful stop requested");
-                        return self.stop(StopMode::Graceful);
+                        let delay = self.config.drain_delay;
+                        if delay.is_zero() || self.drain_until.is_some() {
+                            tracing::info!(%signal, "graceful stop requested");
+                            return self.stop(StopMode::Graceful);
+                        }
+                        // Not ready from now on, serving as before, so that load balancers
+                        // take this server out of rotation before it stops.
+                        self.scoreboard.board().set_draining();
+                        self.drain_until = Some(monotonic_micros() + delay.as_micros() as u64);
+                        tracing::info!(
+                            %signal,
+                            drain_delay = ?delay,
+                            "stop requested: draining (readiness probes fail, everything is served) before the graceful stop; a second TERM or INT stops now"
+                        );
                     }
                     Signal::SIGQUIT => {
                         tracing::info!(%signal, "immediate stop requested");
@@ -111,6 +127,10 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 }
             }
             self.reap(false);
+            if self.drain_until.is_some_and(|until| monotonic_micros() >= until) {
+                tracing::info!("drain delay over: graceful stop");
+                return self.stop(StopMode::Graceful);
+            }
         }
     }
 
@@ -139,7 +159,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     /// When the next maintenance round is due.
     fn next_wakeup(&self) -> Micros {
         let tick = monotonic_micros() + self.config.maintenance_interval.as_micros() as u64;
-        self.recheck_at.map_or(tick, |at| at.min(tick))
+        [self.recheck_at, self.drain_until].into_iter().flatten().fold(tick, Micros::min)
     }
 
     /// Blocks until a signal arrives, `deadline` (monotonic µs) passes, or (when
@@ -190,6 +210,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         let now = monotonic_micros();
         let workers: Vec<WorkerView> = self.children.iter().map(|c| view_of(c, board)).collect();
         let view = PoolView { now, generation: board.generation(), workers: &workers };
+        if !self.ready && policy::generation_ready(&view, &self.config.pool) {
+            self.ready = true;
+            board.set_ready();
+            tracing::info!(generation = view.generation, "ready: readiness probes answer 200");
+        }
         let (decision, memory) = policy::decide(&view, &self.config.pool, &self.memory);
         self.memory = memory;
         // A ring that finds nothing to do was a dip of a moment (the pool hovers at its

@@ -98,6 +98,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             generation,
             parent_pid: self.parent_pid,
             limits,
+            born: std::time::Instant::now(),
+            replacement_asked: std::cell::Cell::new(false),
         };
         let _span = tracing::info_span!("worker", pid, slot).entered();
         match catch_unwind(AssertUnwindSafe(|| (self.worker)(context))) {

@@ -110,6 +110,8 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             doorbell_muted_until: 0,
             listen_socket: self.listen_socket,
             on_reopen_logs: self.on_reopen_logs,
+            drain_until: None,
+            ready: false,
         };
         pool.run()
     }

@@ -1,6 +1,9 @@
 //! What a forked worker receives from the supervisor, and the exit codes it reports back.
 
-use prefork_scoreboard::{Board, Doorbell, RecycleLimits, SlotWriter};
+use std::cell::Cell;
+use std::time::Instant;
+
+use prefork_scoreboard::{Board, Doorbell, RecycleLimits, RecycleReason, SlotWriter, WorkerState, usage};
 
 /// Exit codes shared by workers and the supervisor, so the parent can tell why a worker ended.
 pub mod exit_code {
@@ -33,10 +36,58 @@ pub struct WorkerContext {
     pub parent_pid: u32,
     /// Ring it on leaving idle, so the supervisor can fork spares at once.
     pub doorbell: Doorbell,
-    /// When to ask to be replaced (jitter applied): check them, and call
-    /// [`SlotWriter::request_retirement`] when one is reached; the supervisor then forks a
-    /// replacement and sends SIGTERM once it is ready.
+    /// When to ask to be replaced (jitter applied). [`WorkerContext::recycling`] checks them:
+    /// at the early limit it asks for a replacement (the supervisor forks it and sends this
+    /// worker SIGTERM once it is ready), past the hard one it says to leave.
     pub limits: RecycleLimits,
+    /// When the worker started (its lifetime limit counts from here).
+    pub(crate) born: Instant,
+    pub(crate) replacement_asked: Cell<bool>,
+}
+
+/// What a worker should do, given its recycling limits (see [`WorkerContext::recycling`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recycling {
+    /// Go on serving (perhaps with a replacement asked for already).
+    Serve,
+    /// Past a limit and its margin: finish what is in hand, take nothing new, and exit.
+    Leave(RecycleReason),
+}
+
+impl WorkerContext {
+    /// Publishes `state` in the slot, and rings the doorbell if this worker just left idle
+    /// and the pool is short of spares (the supervisor then forks at once, not at its next
+    /// round).
+    pub fn set_state(&self, state: WorkerState) {
+        if self.slot.set_state(state) {
+            self.doorbell.ring();
+        }
+    }
+
+    /// The worker is ready to serve: `Idle`, and the supervisor is told at once (a reload,
+    /// a replacement, a readiness probe wait for ready workers).
+    pub fn become_ready(&self) {
+        self.slot.set_state(WorkerState::Idle);
+        self.doorbell.ring();
+    }
+
+    /// Where this worker stands, having answered `requests` and accepted `connections`.
+    /// Samples its CPU time and memory into its slot (the status page shows them; the memory
+    /// limit reads them), asks once for a replacement at the early limit, and says
+    /// [`Recycling::Leave`] past the hard one. Call it between requests.
+    pub fn recycling(&self, requests: u64, connections: u64) -> Recycling {
+        self.slot.record_usage(usage::cpu_micros(), usage::rss_bytes());
+        let (age, rss) = (self.born.elapsed(), self.slot.rss_bytes());
+        if !self.replacement_asked.get() && self.limits.early().reached(requests, connections, age, rss).is_some() {
+            self.replacement_asked.set(true);
+            self.slot.request_retirement();
+            self.doorbell.ring();
+        }
+        match self.limits.hard().reached(requests, connections, age, rss) {
+            Some(reason) => Recycling::Leave(reason),
+            None => Recycling::Serve,
+        }
+    }
 }
 
 /// How a worker function ended; becomes the process exit code.

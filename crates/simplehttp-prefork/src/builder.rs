@@ -249,6 +249,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Path of the liveness probe (default `/healthz`): `200` while the supervisor lives and
+    /// can fork, `503` once forking has halted. `None` switches it off. Like the status page,
+    /// an exact path answered before the routes, by any free worker, and left out of the
+    /// request counts and logs.
+    pub fn health_path(mut self, path: Option<String>) -> Self {
+        self.worker.health_path = path;
+        self
+    }
+
+    /// Path of the readiness probe (default `/readyz`): `200` once a generation is ready,
+    /// `503` while starting and while draining or stopping. `None` switches it off.
+    pub fn ready_path(mut self, path: Option<String>) -> Self {
+        self.worker.ready_path = path;
+        self
+    }
+
     /// Client networks allowed to read the status page (default: loopback only).
     pub fn status_allow(mut self, networks: Vec<IpNet>) -> Self {
         self.worker.status_allow = networks;
@@ -384,6 +400,15 @@ impl ServerBuilder {
         self
     }
 
+    /// On TERM/INT, how long the server drains before its graceful stop begins (default 0):
+    /// the readiness probe answers `503` so that load balancers take it out of rotation, while
+    /// everything is served as before (Kubernetes' preStop pattern). A second TERM/INT
+    /// cuts the drain short.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.supervisor.drain_delay = delay;
+        self
+    }
+
     /// How long a graceful stop waits for busy workers before killing them (default 30 s).
     pub fn graceful_timeout(mut self, timeout: Duration) -> Self {
         self.supervisor.graceful_timeout = timeout;
@@ -470,8 +495,19 @@ impl ServerBuilder {
             default_headers.append(header, value);
         }
         self.worker.default_headers = default_headers;
-        if let Some(path) = self.worker.status_path.as_ref().filter(|path| !path.starts_with('/')) {
-            return invalid(format!("status_path must start with '/': {path:?}"));
+        let built_in = [
+            ("status_path", &self.worker.status_path),
+            ("health_path", &self.worker.health_path),
+            ("ready_path", &self.worker.ready_path),
+        ];
+        for (index, (name, path)) in built_in.iter().enumerate() {
+            let Some(path) = path else { continue };
+            if !path.starts_with('/') {
+                return invalid(format!("{name} must start with '/': {path:?}"));
+            }
+            if let Some((other, _)) = built_in[..index].iter().find(|(_, p)| p.as_ref() == Some(path)) {
+                return invalid(format!("{name} and {other} are both {path:?}"));
+            }
         }
         self.worker.hostname = match self.hostname {
             Some(name) => name,

@@ -200,6 +200,18 @@ struct ServeArgs {
     /// Do not serve a status page.
     #[arg(long)]
     no_status: bool,
+    /// Path of the liveness probe (200 while the supervisor can fork, 503 once forking has
+    /// halted); "off" switches it off.
+    #[arg(long, default_value = "/healthz")]
+    health_path: String,
+    /// Path of the readiness probe (200 once a generation is ready, 503 while starting or
+    /// draining); "off" switches it off.
+    #[arg(long, default_value = "/readyz")]
+    ready_path: String,
+    /// On TERM/INT, first drain for this long (the readiness probe fails, everything is still
+    /// served) so that load balancers stop sending traffic; then stop gracefully.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
     /// Client networks allowed to read the status page (repeatable; default loopback only).
     #[arg(long = "status-allow", value_name = "CIDR")]
     status_allow: Vec<IpNet>,
@@ -305,7 +317,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .keepalive_timeout(args.keepalive_timeout)
         .graceful_timeout(args.graceful_timeout)
         .slow_request_threshold(args.slow_request_threshold)
-        .status_path((!args.no_status).then_some(args.status_path));
+        .status_path((!args.no_status).then_some(args.status_path))
+        .health_path((args.health_path != "off").then_some(args.health_path))
+        .ready_path((args.ready_path != "off").then_some(args.ready_path))
+        .drain_delay(args.drain_delay);
     if !args.status_allow.is_empty() {
         builder = builder.status_allow(args.status_allow);
     }

@@ -24,6 +24,7 @@ pub(crate) type SetupHandler = Box<dyn FnOnce(&ListenAddress)>;
 
 /// Why a server could not be built, bound or run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     #[error("{0}")]
     InvalidOption(String),

@@ -32,7 +32,7 @@ fn main() -> Result<()> {
     if let Ok(role) = std::env::var(ROLE) {
         return serve(&role);
     }
-    let tests: [(&str, Scenario); 4] = [
+    let tests: [(&str, Scenario); 5] = [
         ("fork_handlers_run_in_each_worker_before_it_serves", fork_handlers_run_in_each_worker_before_it_serves),
         ("a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop", a_failing_fork_handler_backs_off),
         ("repeated_boot_failures_halt_forking_until_a_worker_boots_again", repeated_boot_failures_halt_forking),
@@ -40,6 +40,7 @@ fn main() -> Result<()> {
             "a_reload_whose_workers_cannot_boot_fails_and_the_old_generation_serves_on",
             a_failed_reload_keeps_the_old_generation,
         ),
+        ("the_liveness_probe_fails_while_forking_is_halted_and_readiness_holds", liveness_follows_forking),
     ];
     for (name, test) in tests {
         test().with_context(|| format!("test {name} failed"))?;
@@ -205,6 +206,31 @@ fn repeated_boot_failures_halt_forking() -> Result<()> {
     wait_for("a worker to serve", DEADLINE, || Ok(serves_init(&server).is_ok().then_some(())))?;
     let board = snapshot(&server)?;
     ensure!(!board.header.spawning_halted && board.header.boot_failures == 0, "{:?}", board.header);
+    Ok(())
+}
+
+/// Workers serve while new ones cannot boot: once forking halts, the liveness probe answered
+/// by a running worker says so (`503`), while the readiness probe still says it serves; once
+/// a worker boots again, liveness is back.
+fn liveness_follows_forking() -> Result<()> {
+    let marker = TempPath::new("liveness");
+    let server = start("halting", &marker)?;
+    wait_for("ready", DEADLINE, || Ok((server.get("/readyz")?.status == 200).then_some(())))?;
+    ensure!(server.get("/healthz")?.status == 200);
+    // The database goes down, and the pool wants more workers than it has.
+    std::fs::write(marker.path(), "")?;
+    // One at a time: signals of one kind that arrive together count once.
+    for min_spare in 2..=3 {
+        server.signal(Sig::SIGTTIN)?;
+        server.wait_logged(&format!("min_spare_servers={min_spare}"))?;
+    }
+    wait_for("forking to halt", DEADLINE, || Ok(server.stderr().contains("forking halted").then_some(())))?;
+    let health = server.get("/healthz")?;
+    ensure!(health.status == 503 && health.body == "spawning halted\n", "{} {:?}", health.status, health.body);
+    ensure!(server.get("/readyz")?.status == 200, "the running workers still serve");
+    std::fs::remove_file(marker.path())?;
+    wait_for("forking to resume", DEADLINE, || Ok(server.stderr().contains("forking resumes").then_some(())))?;
+    wait_for("liveness back", DEADLINE, || Ok((server.get("/healthz")?.status == 200).then_some(())))?;
     Ok(())
 }
 

@@ -471,3 +471,25 @@ fn a_retiring_worker_that_still_holds_a_client_has_an_idle_worker_spoken_for() {
     assert!(d.retire.is_empty(), "3 idle, 1 spoken for, 1 needed for the recycled client: {d:?}");
     assert_eq!(d.spawn, 1);
 }
+
+#[test]
+fn a_generation_is_ready_once_min_spare_of_its_workers_are_past_starting() {
+    let config = config(3, 6, 10);
+    let view =
+        |workers: &[WorkerView], generation| generation_ready(&PoolView { now: SEC, generation, workers }, &config);
+    let starting: Vec<WorkerView> = (0..3).map(|i| worker(i, WorkerState::Starting, 0)).collect();
+    assert!(!view(&starting, 1), "nothing has booted");
+    let mut booting = starting.clone();
+    booting[0].state = WorkerState::Idle;
+    booting[1].state = WorkerState::KeepAlive;
+    assert!(!view(&booting, 1), "two of three");
+    booting[2].state = WorkerState::Writing;
+    assert!(view(&booting, 1), "three ready, busy or not");
+    assert!(!view(&booting, 2), "they belong to the old generation");
+    let mut retiring = idle(3);
+    retiring[0].retiring = true;
+    assert!(!view(&retiring, 1), "a worker told to go does not count");
+    // With fewer start_servers than min_spare, all of them are enough.
+    let few = PoolConfig { start_servers: 1, ..config.clone() };
+    assert!(generation_ready(&PoolView { now: SEC, generation: 1, workers: &idle(1) }, &few));
+}
