@@ -15,17 +15,17 @@
 //! a slow or busy machine takes for that.
 
 use std::path::Path;
-use std::sync::Arc;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prefork_scoreboard::AttachedScoreboard;
 use prefork_tests::{ServerProcess, count, is_alive, only_generation, server_command, status_pids, wait_for};
 
-use crate::load::{self, LoadControl, LoadResult, LoadSpec};
+use crate::load::{BackgroundLoad, LoadResult, LoadSpec};
 use crate::{cargo_build, secs};
 
 #[derive(Debug, clap::Args)]
@@ -35,10 +35,15 @@ pub struct Options {
     release: bool,
     /// How long the load runs in each scenario.
     #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Concurrent keep-alive client connections.
     #[arg(long, default_value_t = 12)]
-    clients: usize,
+    pub(crate) clients: usize,
+    /// Instead: this many nodes (2 or 3), each a server in its own network namespace, behind
+    /// HAProxy with readiness checks (`deploy/haproxy/haproxy.cfg`), through rolling restarts
+    /// and reloads, a node crash and a scale-up. Needs root (namespaces) and haproxy.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    nodes: Option<u8>,
 }
 
 const MIN_SPARE: u64 = 2;
@@ -60,18 +65,45 @@ struct Check {
     ok: bool,
 }
 
-struct Report(Vec<Check>);
+/// The invariants checked, scenario by scenario.
+pub(crate) struct Report(Vec<Check>);
 
 impl Report {
-    fn check(&mut self, scenario: &'static str, name: &'static str, ok: bool, value: String) {
+    pub(crate) fn new() -> Report {
+        Report(Vec::new())
+    }
+
+    pub(crate) fn check(&mut self, scenario: &'static str, name: &'static str, ok: bool, value: String) {
         self.0.push(Check { scenario, name, value, ok });
+    }
+
+    /// Prints the table under `title`, and fails if any invariant does not hold.
+    pub(crate) fn conclude(&self, title: &str) -> Result<()> {
+        println!();
+        println!("{title}");
+        println!("{:<12} {:<30} {:<6} detail", "scenario", "invariant", "result");
+        for check in &self.0 {
+            let result = if check.ok { "ok" } else { "FAIL" };
+            println!("{:<12} {:<30} {:<6} {}", check.scenario, check.name, result, check.value);
+        }
+        println!();
+        let failed: Vec<String> =
+            self.0.iter().filter(|c| !c.ok).map(|c| format!("{}/{}", c.scenario, c.name)).collect();
+        if !failed.is_empty() {
+            bail!("violated: {}", failed.join(", "));
+        }
+        println!("test-cluster: all invariants hold");
+        Ok(())
     }
 }
 
 pub fn run(options: &Options) -> Result<()> {
     let binary = cargo_build(options.release, &["-p", "simplehttp-prefork", "--bin", "simplehttp-prefork"])?
         .join("simplehttp-prefork");
-    let mut report = Report(Vec::new());
+    if let Some(nodes) = options.nodes {
+        return crate::nodes::run(&binary, options, usize::from(nodes));
+    }
+    let mut report = Report::new();
     let scenarios: [(&str, Scenario); 5] = [
         ("kill", kill_one),
         ("reload", reload),
@@ -86,13 +118,12 @@ pub fn run(options: &Options) -> Result<()> {
             errors.push(name);
         }
     }
-    print_report(options, &report);
-    let failed: Vec<String> = report.0.iter().filter(|c| !c.ok).map(|c| format!("{}/{}", c.scenario, c.name)).collect();
-    if !failed.is_empty() {
-        bail!("violated: {}", failed.join(", "));
-    }
-    println!("test-cluster: all invariants hold");
-    Ok(())
+    let title = format!(
+        "test-cluster: {} keep-alive clients for {} per scenario; pool start 4, spare {MIN_SPARE}..{MAX_SPARE}, max clients 32",
+        options.clients,
+        secs(options.duration)
+    );
+    report.conclude(&title)
 }
 
 fn start(binary: &Path, extra: &[&str]) -> Result<ServerProcess> {
@@ -103,43 +134,6 @@ fn start(binary: &Path, extra: &[&str]) -> Result<ServerProcess> {
     ServerProcess::spawn(server_command(binary, &args))
 }
 
-/// A load running on its own thread until told to stop (or dropped: a scenario that fails
-/// leaves no load behind).
-struct Load {
-    control: Arc<LoadControl>,
-    thread: Option<thread::JoinHandle<Result<LoadResult>>>,
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.control.stop();
-    }
-}
-
-impl Load {
-    fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
-    }
-
-    /// Waits until the load has been answered `more` times from now: the server serves it.
-    fn wait_served(&self, more: u64) -> Result<()> {
-        let target = self.control.answered() + more;
-        wait_for(&format!("{more} more responses to the load"), SETTLE, || {
-            if self.is_finished() {
-                bail!("the load ended");
-            }
-            Ok((self.control.answered() >= target).then_some(()))
-        })
-    }
-
-    /// Stops the load (once it has run `--duration`) and returns what it saw.
-    fn finish(mut self) -> Result<LoadResult> {
-        self.control.stop();
-        let thread = self.thread.take().context("the load was already finished")?;
-        thread.join().map_err(|_| anyhow!("load thread panicked"))?
-    }
-}
-
 fn start_load(server: &ServerProcess, options: &Options) -> Load {
     let spec = LoadSpec {
         addr: server.addr(),
@@ -148,9 +142,24 @@ fn start_load(server: &ServerProcess, options: &Options) -> Load {
         path: "/".to_owned(),
         keepalive: true,
     };
-    let control = Arc::new(LoadControl::default());
-    let steering = Arc::clone(&control);
-    Load { control, thread: Some(thread::spawn(move || load::run_until_stopped(&spec, steering, LOAD_LIMIT))) }
+    Load(BackgroundLoad::start(spec, LOAD_LIMIT))
+}
+
+/// The scenarios' load: waits for progress within [`SETTLE`].
+struct Load(BackgroundLoad);
+
+impl Load {
+    fn wait_served(&self, more: u64) -> Result<()> {
+        self.0.wait_served(more, SETTLE)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    fn finish(self) -> Result<LoadResult> {
+        self.0.finish()
+    }
 }
 
 /// Responses that show the load is being served: a few per client.
@@ -345,7 +354,7 @@ fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> 
         most_requests = snapshot.live().map(|slot| slot.requests_child).fold(most_requests, u64::max);
         samples += 1;
         if snapshot.header.workers_forked.saturating_sub(forked_before) >= RECYCLED {
-            load.control.stop();
+            load.0.stop();
         }
         thread::sleep(Duration::from_millis(5));
     }
@@ -390,7 +399,7 @@ fn chaos(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
             killed.push(victim);
         }
         if killed.len() >= CHAOS_KILLS {
-            load.control.stop();
+            load.0.stop();
         }
         thread::sleep(Duration::from_millis(250));
     }
@@ -404,24 +413,4 @@ fn chaos(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
         format!("{} for {} workers killed ({unexplained} on workers not killed)", result.failures.len(), killed.len()),
     );
     after_load("chaos", server, &result, report)
-}
-
-fn print_report(options: &Options, report: &Report) {
-    println!();
-    println!(
-        "test-cluster: {} keep-alive clients for {} per scenario; pool start 4, spare {MIN_SPARE}..{MAX_SPARE}, max clients 32",
-        options.clients,
-        secs(options.duration)
-    );
-    println!("{:<10} {:<30} {:<6} detail", "scenario", "invariant", "result");
-    for check in &report.0 {
-        println!(
-            "{:<10} {:<30} {:<6} {}",
-            check.scenario,
-            check.name,
-            if check.ok { "ok" } else { "FAIL" },
-            check.value
-        );
-    }
-    println!();
 }

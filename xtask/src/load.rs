@@ -101,6 +101,55 @@ impl Until {
     }
 }
 
+/// A load on its own thread, for at least its duration and then until told to finish (or
+/// dropped: whatever fails leaves no load behind).
+pub struct BackgroundLoad {
+    control: Arc<LoadControl>,
+    thread: Option<std::thread::JoinHandle<Result<LoadResult>>>,
+}
+
+impl Drop for BackgroundLoad {
+    fn drop(&mut self) {
+        self.control.stop();
+    }
+}
+
+impl BackgroundLoad {
+    /// Starts `spec`; it never runs past `limit` (a load must end by itself).
+    pub fn start(spec: LoadSpec, limit: Duration) -> BackgroundLoad {
+        let control = Arc::new(LoadControl::default());
+        let steering = Arc::clone(&control);
+        let thread = std::thread::spawn(move || run_until_stopped(&spec, steering, limit));
+        BackgroundLoad { control, thread: Some(thread) }
+    }
+
+    /// Ends the load once it has run its duration (see [`finish`](Self::finish)).
+    pub fn stop(&self) {
+        self.control.stop();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits (up to `timeout`) until the load has been answered `more` times from now: the
+    /// server, or the cluster, serves it.
+    pub fn wait_served(&self, more: u64, timeout: Duration) -> Result<()> {
+        let target = self.control.answered() + more;
+        prefork_tests::wait_for(&format!("{more} more responses to the load"), timeout, || {
+            anyhow::ensure!(!self.is_finished(), "the load ended");
+            Ok((self.control.answered() >= target).then_some(()))
+        })
+    }
+
+    /// Stops the load (once it has run its duration) and returns what it saw.
+    pub fn finish(mut self) -> Result<LoadResult> {
+        self.control.stop();
+        let thread = self.thread.take().ok_or_else(|| anyhow::anyhow!("the load was already finished"))?;
+        thread.join().map_err(|_| anyhow::anyhow!("load thread panicked"))?
+    }
+}
+
 /// Runs the load on a single-threaded runtime (like `wrk -t1`) and returns when it is done.
 pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     let start = Instant::now();

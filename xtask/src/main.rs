@@ -1,7 +1,9 @@
 //! Project automation, run as `cargo xtask <task>` (see matklad's cargo-xtask).
 //!
 //! - `test-cluster`: start a real cluster, load it, kill a worker under load, check the
-//!   pool's invariants, stop it, and report. Exits non-zero on any violated invariant.
+//!   pool's invariants, stop it, and report. Exits non-zero on any violated invariant. With
+//!   `--nodes N`: N nodes in network namespaces behind HAProxy, through rolling restarts and
+//!   reloads, a node crash and a scale-up.
 //! - `bench`: release-build the server, compare it with a bare hyper server under the same
 //!   load generator in one run, measure accept calls per connection, and run the scoreboard's
 //!   criterion benchmarks. `bench --peers` adds the comparison with the ceiling of classic
@@ -16,6 +18,7 @@ mod bare;
 mod bench;
 mod cluster;
 mod load;
+mod nodes;
 mod peers;
 mod screenshot;
 mod slow_bench;

@@ -26,17 +26,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prefork_scoreboard::AttachedScoreboard;
 use prefork_tests::{ServerProcess, is_alive, open_fds, server_command, wait_for};
 
-use crate::load::{self, LoadControl, LoadResult, LoadSpec, Outcome, malformed, side_client, slow_body, slow_head};
+use crate::load::{BackgroundLoad, LoadResult, LoadSpec, Outcome, malformed, side_client, slow_body, slow_head};
 use crate::{cargo_build, secs};
 
 mod report;

@@ -244,45 +244,26 @@ pub(super) fn client_ports(pid: u32, server_port: u16) -> BTreeSet<u16> {
     ports
 }
 
-/// A load on its own thread until told to stop (or dropped).
-pub(super) struct Load {
-    control: Arc<LoadControl>,
-    thread: Option<thread::JoinHandle<Result<LoadResult>>>,
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.control.stop();
-    }
-}
+/// A load on its own thread until told to stop (or dropped), waiting for progress within
+/// [`SETTLE`].
+pub(super) struct Load(BackgroundLoad);
 
 impl Load {
     pub(super) fn start(addr: SocketAddr, connections: usize, keepalive: bool, duration: Duration) -> Load {
         let spec = LoadSpec { addr, connections, duration, path: "/".to_owned(), keepalive };
-        let control = Arc::new(LoadControl::default());
-        let steering = Arc::clone(&control);
         // The soak stops it once its time is up; the limit only bounds a soak gone wrong.
-        let limit = duration + SETTLE * 2;
-        Load { control, thread: Some(thread::spawn(move || load::run_until_stopped(&spec, steering, limit))) }
+        Load(BackgroundLoad::start(spec, duration + SETTLE * 2))
     }
 
     pub(super) fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.0.is_finished()
     }
 
     pub(super) fn wait_served(&self, more: u64) -> Result<()> {
-        let target = self.control.answered() + more;
-        wait_for(&format!("{more} responses to the load"), SETTLE, || {
-            if self.is_finished() {
-                bail!("the load ended");
-            }
-            Ok((self.control.answered() >= target).then_some(()))
-        })
+        self.0.wait_served(more, SETTLE)
     }
 
-    pub(super) fn finish(mut self) -> Result<LoadResult> {
-        self.control.stop();
-        let thread = self.thread.take().context("the load was already finished")?;
-        thread.join().map_err(|_| anyhow!("load thread panicked"))?
+    pub(super) fn finish(self) -> Result<LoadResult> {
+        self.0.finish()
     }
 }
