@@ -149,8 +149,24 @@ fn the_haproxy_config_checks_readiness_faster_than_nodes_drain() -> Result<()> {
     let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
     let inter = after("inter").and_then(humantime_like).context("no inter")?;
     let fall: u32 = after("fall").and_then(|f| f.parse().ok()).context("no fall")?;
-    let drain = duration(&systemd_unit()?.1, "drain-delay", "0s")?;
-    ensure!(inter * fall < drain, "checks take {:?}, the unit drains {drain:?}", inter * fall);
+    let check_timeout = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("timeout check "))
+        .and_then(|t| humantime_like(t.trim()))
+        .unwrap_or(inter);
+    // The slowest the balancer notices: `fall` checks `inter` apart, the last one timing out.
+    let noticed = inter * (fall - 1) + check_timeout;
+    // The drains it is paired with: the systemd unit's, and test-cluster's (which runs it).
+    let unit_drain = duration(&systemd_unit()?.1, "drain-delay", "0s")?;
+    let xtask = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/src/nodes/mod.rs"))?;
+    let xtask_drain = xtask
+        .lines()
+        .find_map(|l| l.strip_prefix("const DRAIN_DELAY: &str = \""))
+        .and_then(|rest| humantime_like(rest.trim_end_matches("\";")))
+        .context("no DRAIN_DELAY in xtask/src/nodes/mod.rs")?;
+    for (who, drain) in [("the systemd unit", unit_drain), ("test-cluster --nodes", xtask_drain)] {
+        ensure!(noticed < drain, "HAProxy may take {noticed:?} to notice, {who} drains {drain:?}");
+    }
     if !require_tool("haproxy", &["haproxy", "-v"], "apt-get install haproxy")? {
         return Ok(());
     }
@@ -164,5 +180,28 @@ fn the_haproxy_config_checks_readiness_faster_than_nodes_drain() -> Result<()> {
         .output()?;
     let said = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
     ensure!(output.status.success(), "haproxy -c (a check only: nothing is bound): {said}");
+    Ok(())
+}
+
+/// nginx accepts the upstream config (in an `http` block, as it is meant to be included).
+#[test]
+fn the_nginx_config_is_valid() -> Result<()> {
+    if !require_tool("nginx", &["nginx", "-v"], "apt-get install nginx")? {
+        return Ok(());
+    }
+    let dir = prefork_tests::TempPath::new("nginx");
+    std::fs::create_dir_all(dir.path().join("logs"))?;
+    let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/upstream.conf").canonicalize()?;
+    let conf = dir.path().join("nginx.conf");
+    let text = format!(
+        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n    access_log off;\n    include {};\n}}\n",
+        upstream.display(),
+        dir = dir.as_str()
+    );
+    std::fs::write(&conf, text)?;
+    let output =
+        std::process::Command::new("nginx").arg("-t").arg("-p").arg(dir.path()).arg("-c").arg(&conf).output()?;
+    let _ = std::fs::remove_dir_all(dir.path());
+    ensure!(output.status.success(), "nginx -t: {}", String::from_utf8_lossy(&output.stderr));
     Ok(())
 }

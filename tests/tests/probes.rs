@@ -5,14 +5,15 @@
 
 use anyhow::{Result, ensure};
 use prefork_tests::{
-    DEADLINE, ServerProcess, Sig, TempPath, count, http_get, run_command, status_json, status_pids, wait_for,
+    DEADLINE, ServerProcess, Sig, TempPath, count, http_get, only_generation, run_command, status_json, status_pids,
+    wait_for,
 };
 
 #[test]
 fn the_probes_answer_from_the_scoreboard_and_cost_no_request_count() -> Result<()> {
     let pid_file = TempPath::new("probes.pid");
-    let server =
-        ServerProcess::start_pool(2, 1, 2, &["--pid-file", pid_file.as_str(), "--max-requests-per-child", "5"])?;
+    let limits = ["--max-requests-per-child", "5", "--max-connections-per-child", "5", "--access-log", "common"];
+    let server = ServerProcess::start_pool(2, 1, 2, &[&["--pid-file", pid_file.as_str()][..], &limits].concat())?;
     let ready = wait_for("the readiness probe to answer 200", DEADLINE, || {
         let response = server.get("/readyz")?;
         Ok((response.status == 200).then_some(response))
@@ -22,7 +23,8 @@ fn the_probes_answer_from_the_scoreboard_and_cost_no_request_count() -> Result<(
     let health = server.get("/healthz")?;
     ensure!(health.status == 200 && health.body == "ok\n", "{} {:?}", health.status, health.body);
     let before = status_json(&pid_file)?;
-    // Far more probes than a worker's request limit: none is counted, so no worker recycles.
+    // Far more probes than a worker's request and connection limits, each on a connection of
+    // its own (as balancers probe): none is counted, so no worker recycles.
     for path in ["/healthz", "/readyz"].iter().cycle().take(40) {
         ensure!(server.get(path)?.status == 200, "{path}");
     }
@@ -41,6 +43,10 @@ fn the_probes_answer_from_the_scoreboard_and_cost_no_request_count() -> Result<(
         Ok((count(&status, "total_accesses") == count(&before, "total_accesses") + 1).then_some(()))
     });
     counted?;
+    // The access log has the request, and none of the probes.
+    server.wait_logged("\"GET / HTTP/1.1\"")?;
+    let log = server.stderr();
+    ensure!(!log.contains("/healthz") && !log.contains("/readyz"), "probes in the access log:\n{log}");
     Ok(())
 }
 
@@ -80,9 +86,28 @@ fn a_draining_server_fails_readiness_but_serves_everything_until_it_stops() -> R
     }
     let status = server.status()?;
     ensure!(status["draining"] == true && status["ready"] == false, "{status}");
+    // A reload while draining goes through, and the new generation drains too.
+    server.signal(Sig::SIGHUP)?;
+    wait_for("generation 2 only", DEADLINE, || Ok(only_generation(&server.status()?, 2).then_some(())))?;
+    ensure!(server.get("/readyz")?.status == 503, "the new generation is ready while the server drains");
+    ensure!(http_get(server.addr(), "/")?.status == 200);
     server.signal(Sig::SIGTERM)?;
     let exit = server.wait_exit(DEADLINE)?;
     ensure!(exit.success(), "{exit:?}\n{}", server.stderr());
     ensure!(server.stderr().contains("all workers stopped graceful=true"), "{}", server.stderr());
+    Ok(())
+}
+
+/// Left alone, the drain ends by itself and the server stops gracefully.
+#[test]
+fn a_drain_delay_ends_by_itself_in_a_graceful_stop() -> Result<()> {
+    let mut server = ServerProcess::start_pool(1, 1, 2, &["--drain-delay", "1s"])?;
+    wait_for("ready", DEADLINE, || Ok((server.get("/readyz")?.status == 200).then_some(())))?;
+    server.signal(Sig::SIGTERM)?;
+    server.wait_logged("draining")?;
+    let exit = server.wait_exit(DEADLINE)?;
+    ensure!(exit.success(), "{exit:?}\n{}", server.stderr());
+    let log = server.stderr();
+    ensure!(log.contains("drain delay over: graceful stop") && log.contains("graceful=true"), "{log}");
     Ok(())
 }

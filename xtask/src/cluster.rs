@@ -39,10 +39,10 @@ pub struct Options {
     /// Concurrent keep-alive client connections.
     #[arg(long, default_value_t = 12)]
     pub(crate) clients: usize,
-    /// Instead: this many nodes (2 or 3), each a server in its own network namespace, behind
+    /// Instead: this many nodes (2 or 3; 3 if no number is given), each a server in its own network namespace, behind
     /// HAProxy with readiness checks (`deploy/haproxy/haproxy.cfg`), through rolling restarts
     /// and reloads, a node crash and a scale-up. Needs root (namespaces) and haproxy.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3), num_args = 0..=1, default_missing_value = "3")]
     nodes: Option<u8>,
 }
 

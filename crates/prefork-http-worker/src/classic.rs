@@ -21,7 +21,7 @@ use tokio::task::LocalSet;
 
 use crate::WorkerError;
 use crate::accept::{Acceptor, Waited};
-use crate::connection::serve_connection;
+use crate::connection::{Incoming, serve_connection};
 use crate::head::Progress;
 use crate::parked::{ParkKind, ParkedConnection, ReadOutcome};
 use crate::parking::{Leave, ParkingLot};
@@ -192,10 +192,12 @@ impl Classic<'_> {
     fn serve(&self, conn: ParkedConnection) {
         let worker = self.worker;
         worker.set_state(WorkerState::Reading);
+        let accepted_here = conn.id.is_none();
         let id = conn.id.unwrap_or_else(|| worker.next_connection_id());
         worker.connection_opened();
         let received = Bytes::from(conn.buffered);
-        let served = serve_connection(conn.fd, conn.peer, received, id, worker, self.stop_watch, self.parks);
+        let incoming = Incoming { fd: conn.fd, peer: conn.peer, received, id, accepted_here };
+        let served = serve_connection(incoming, worker, self.stop_watch, self.parks);
         let parked = self.local.block_on(self.runtime, served);
         worker.connection_closed();
         if let Some(conn) = parked {

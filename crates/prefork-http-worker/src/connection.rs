@@ -34,14 +34,12 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
 /// (`received`, already read while it was parked). Returns the connection if it was let go
 /// idle, to be parked.
 pub(crate) async fn serve_connection(
-    fd: OwnedFd,
-    peer: Peer,
-    received: Bytes,
-    id: u64,
+    conn: Incoming,
     worker: &Rc<WorkerShared>,
     stop: &StopWatch<'_>,
     may_park: bool,
 ) -> Option<ParkedConnection> {
+    let Incoming { fd, peer, received, id, accepted_here } = conn;
     // A request already received means the socket was just read empty. A classic worker
     // (`may_park`) waits for a keep-alive client's next request in recv itself.
     let stream = PlainStream::new(fd, !received.is_empty(), may_park);
@@ -113,6 +111,9 @@ pub(crate) async fn serve_connection(
         Err(error) => report_error(worker, &scope.info, &error.to_string()),
         Ok(()) => {}
     }
+    if accepted_here && scope.only_probed() {
+        worker.connection_only_probed();
+    }
     // SETCLOSEHANDLER callbacks, whoever closed the connection.
     let handlers = std::mem::take(&mut *scope.close_handlers.borrow_mut());
     for handler in handlers {
@@ -124,6 +125,18 @@ pub(crate) async fn serve_connection(
 }
 
 type Conn = TokioIo<ObservedIo<Io>>;
+
+/// A connection for a worker to serve.
+pub(crate) struct Incoming {
+    pub fd: OwnedFd,
+    pub peer: Peer,
+    /// What it has sent already (a parked connection's request).
+    pub received: Bytes,
+    pub id: u64,
+    /// This worker accepted it (and counted it towards its connection limit), rather than
+    /// taking it from a sibling or back from parking.
+    pub accepted_here: bool,
+}
 
 /// How an HTTP/1.1 connection's service ended.
 enum H1End {

@@ -59,6 +59,9 @@ pub(crate) struct ConnectionScope {
     closing: Cell<bool>,
     /// Requests of this connection now running (several on HTTP/2).
     in_flight: Cell<usize>,
+    /// Requests of this connection counted (handlers, the status page), and probes answered.
+    counted_requests: Cell<u64>,
+    probes: Cell<u64>,
     /// When a request of this connection last began or ended, or the connection opened
     /// (`CLOCK_MONOTONIC` µs).
     last_activity_micros: Cell<u64>,
@@ -88,6 +91,8 @@ impl ConnectionScope {
             went_idle: tokio::sync::Notify::new(),
             closing: Cell::new(false),
             in_flight: Cell::new(0),
+            counted_requests: Cell::new(0),
+            probes: Cell::new(0),
             last_activity_micros: Cell::new(monotonic_micros()),
         }
     }
@@ -184,6 +189,11 @@ impl ConnectionScope {
         self.last_activity_micros.get()
     }
 
+    /// The connection carried load balancers' probes and nothing else.
+    pub(crate) fn only_probed(&self) -> bool {
+        self.probes.get() > 0 && self.counted_requests.get() == 0
+    }
+
     /// How long this connection has had no request running (zero while one is).
     pub(crate) fn idle_for(&self) -> Duration {
         if self.in_flight.get() > 0 {
@@ -213,7 +223,13 @@ pub(crate) async fn serve_request(
     }
     // A worker that is going closes the connection after this response, unless the
     // connection can move to a sibling (then it leaves, idle, right after the response).
-    let going = if probe.is_some() { worker.dispatch_uncounted() } else { worker.dispatch() };
+    let going = if probe.is_some() {
+        scope.probes.set(scope.probes.get() + 1);
+        worker.dispatch_uncounted()
+    } else {
+        scope.counted_requests.set(scope.counted_requests.get() + 1);
+        worker.dispatch()
+    };
     let close_after = going && !scope.may_hand_over();
     let (parts, body) = request.into_parts();
     // A probe is the balancer's, not a client's: not in the access log nor the log hooks.

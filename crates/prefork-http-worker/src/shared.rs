@@ -43,6 +43,9 @@ pub(crate) struct WorkerShared {
     dispatched: Cell<u64>,
     /// Connections accepted, for connection ids and the connection limit.
     connections: Cell<u64>,
+    /// Of those, connections that closed having carried only probes (see
+    /// [`connection_only_probed`](Self::connection_only_probed)).
+    probe_connections: Cell<u64>,
     /// When this process started, for the lifetime limit.
     started: Instant,
     /// Where to ask for a replacement, and where to start draining (from `config.recycle`,
@@ -89,6 +92,7 @@ impl WorkerShared {
             doorbell,
             dispatched: Cell::new(0),
             connections: Cell::new(0),
+            probe_connections: Cell::new(0),
             started: Instant::now(),
             in_flight: RefCell::new(Vec::new()),
             open_connections: Cell::new(0),
@@ -242,6 +246,12 @@ impl WorkerShared {
         self.slot.record_accept_calls(calls);
     }
 
+    /// A connection this worker accepted closed having carried only a load balancer's probes:
+    /// it stops counting towards the connection limit (it counted while it was open).
+    pub(crate) fn connection_only_probed(&self) {
+        self.probe_connections.set(self.probe_connections.get() + 1);
+    }
+
     /// Counts an accepted connection and returns its id.
     pub(crate) fn next_connection_id(&self) -> u64 {
         let id = self.connections.get() + 1;
@@ -271,7 +281,9 @@ impl WorkerShared {
             return;
         }
         let rss = self.slot.rss_bytes();
-        let (requests, connections) = (self.dispatched.get(), self.connections.get());
+        // A connection that only carried probes is not one for the recycling limits.
+        let connections = self.connections.get().saturating_sub(self.probe_connections.get());
+        let requests = self.dispatched.get();
         // The clock only when a lifetime limit asks for it.
         let age = if self.config.recycle.max_lifetime.is_some() { self.started.elapsed() } else { Duration::ZERO };
         let early =

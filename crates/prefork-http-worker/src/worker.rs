@@ -16,7 +16,7 @@ use crate::WorkerError;
 use crate::accept::{Acceptor, Waited};
 use crate::classic::{STARVED_ACCEPTS, serve_classic};
 use crate::config::WorkerConfig;
-use crate::connection::serve_connection;
+use crate::connection::{Incoming, serve_connection};
 use crate::router::Router;
 use crate::shared::WorkerShared;
 use crate::stop::{StopSignal, StopWatch, stop_requested};
@@ -121,7 +121,9 @@ impl Context<'_> {
                                 worker.connection_opened();
                                 open.push(async move {
                                     let stop = self.stop_watch;
-                                    serve_connection(fd, peer, Bytes::new(), id, worker, stop, false).await;
+                                    let incoming =
+                                        Incoming { fd, peer, received: Bytes::new(), id, accepted_here: true };
+                                    serve_connection(incoming, worker, stop, false).await;
                                     worker.connection_closed();
                                     free.give_back();
                                 });

@@ -228,10 +228,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             self.doorbell_muted_until = now + self.config.maintenance_interval.as_micros() as u64;
         }
         self.recheck_at = decision.recheck_at;
+        // The board first: whoever reads a notice in the log finds the state it announces.
+        board.set_boot_failures(u64::from(self.memory.boot_failures), self.memory.halted);
         for notice in &decision.notices {
             self.report(notice);
         }
-        board.set_boot_failures(u64::from(self.memory.boot_failures), self.memory.halted);
         if let Some(generation) = decision.revert_generation {
             board.set_generation(generation);
             board.count_reload_failure();

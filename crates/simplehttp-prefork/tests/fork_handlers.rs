@@ -32,7 +32,7 @@ fn main() -> Result<()> {
     if let Ok(role) = std::env::var(ROLE) {
         return serve(&role);
     }
-    let tests: [(&str, Scenario); 5] = [
+    let tests: [(&str, Scenario); 6] = [
         ("fork_handlers_run_in_each_worker_before_it_serves", fork_handlers_run_in_each_worker_before_it_serves),
         ("a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop", a_failing_fork_handler_backs_off),
         ("repeated_boot_failures_halt_forking_until_a_worker_boots_again", repeated_boot_failures_halt_forking),
@@ -41,6 +41,7 @@ fn main() -> Result<()> {
             a_failed_reload_keeps_the_old_generation,
         ),
         ("the_liveness_probe_fails_while_forking_is_halted_and_readiness_holds", liveness_follows_forking),
+        ("readiness_waits_for_the_first_generation_to_be_ready", readiness_waits_for_the_first_generation),
     ];
     for (name, test) in tests {
         test().with_context(|| format!("test {name} failed"))?;
@@ -62,9 +63,21 @@ fn serve(role: &str) -> Result<()> {
         // One worker at a time: each one is forked after the previous one failed.
         builder = builder.start_servers(1);
     }
+    let held = role == "held";
+    if held {
+        builder = builder.start_servers(3).min_spare_servers(3).max_spare_servers(4);
+    }
     let server = builder
         .fork_handler(move || {
-            if marker.as_deref().is_some_and(Path::exists) {
+            if held {
+                // The first worker boots; the others wait while the marker exists (a slow
+                // fork handler), at most a minute.
+                let is_first = marker.as_deref().is_some_and(|m| std::fs::File::create_new(first_of(m)).is_ok());
+                let since = std::time::Instant::now();
+                while !is_first && marker.as_deref().is_some_and(Path::exists) && since.elapsed().as_secs() < 60 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            } else if marker.as_deref().is_some_and(Path::exists) {
                 return Err("database unreachable".into());
             }
             INITIALISED_IN.with(|cell| cell.set(Some(std::process::id())));
@@ -224,13 +237,42 @@ fn liveness_follows_forking() -> Result<()> {
         server.signal(Sig::SIGTTIN)?;
         server.wait_logged(&format!("min_spare_servers={min_spare}"))?;
     }
-    wait_for("forking to halt", DEADLINE, || Ok(server.stderr().contains("forking halted").then_some(())))?;
-    let health = server.get("/healthz")?;
-    ensure!(health.status == 503 && health.body == "spawning halted\n", "{} {:?}", health.status, health.body);
+    let health = wait_for("forking to halt, and liveness to say so", DEADLINE, || {
+        let health = server.get("/healthz")?;
+        Ok((health.status == 503).then_some(health))
+    })?;
+    ensure!(health.body == "spawning halted\n", "{:?}", health.body);
+    ensure!(server.stderr().contains("forking halted"), "{}", server.stderr());
     ensure!(server.get("/readyz")?.status == 200, "the running workers still serve");
     std::fs::remove_file(marker.path())?;
     wait_for("forking to resume", DEADLINE, || Ok(server.stderr().contains("forking resumes").then_some(())))?;
     wait_for("liveness back", DEADLINE, || Ok((server.get("/healthz")?.status == 200).then_some(())))?;
+    Ok(())
+}
+
+/// The file the first held worker creates (see `serve`).
+fn first_of(marker: &Path) -> PathBuf {
+    marker.with_extension("first")
+}
+
+/// One worker of three ready (the others still in their fork handlers): the readiness probe
+/// says `starting` until as many as `min_spare_servers` are; then `ready`.
+fn readiness_waits_for_the_first_generation() -> Result<()> {
+    struct Removed(PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let marker = TempPath::new("held");
+    let _first = Removed(first_of(marker.path()));
+    std::fs::write(marker.path(), "")?;
+    let server = start("held", &marker)?;
+    let probe = server.get("/readyz")?;
+    ensure!(probe.status == 503 && probe.body == "starting\n", "{} {:?}", probe.status, probe.body);
+    ensure!(server.get("/healthz")?.status == 200, "alive while starting");
+    std::fs::remove_file(marker.path())?;
+    wait_for("ready", DEADLINE, || Ok((server.get("/readyz")?.status == 200).then_some(())))?;
     Ok(())
 }
 

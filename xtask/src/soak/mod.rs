@@ -354,7 +354,20 @@ impl Soak {
             let snapshot = self.scoreboard.snapshot();
             let live: Vec<u32> = snapshot.live().map(|s| s.pid).collect();
             let children = self.server.children();
-            let detail = format!("pids {stale:?} for over {}: scoreboard {live:?}, ps {children:?}", secs(PS_GRACE));
+            // Where each one is (or was, at the last sample), to tell a leak from a lag.
+            let sides: Vec<String> = stale
+                .iter()
+                .map(|pid| {
+                    let slot = snapshot.live().find(|s| s.pid == *pid).map(|s| s.state.letter());
+                    let process = prefork_tests::process_state(*pid);
+                    format!("{pid}: slot {slot:?}, process {process:?}, child {}", children.contains(pid))
+                })
+                .collect();
+            let detail = format!(
+                "pids {stale:?} for over {} ({}): scoreboard {live:?}, ps {children:?}",
+                secs(PS_GRACE),
+                sides.join("; ")
+            );
             self.invariant("scoreboard = ps").fail(at, detail);
             for pid in stale {
                 self.mismatched.insert(pid, now); // once per episode
