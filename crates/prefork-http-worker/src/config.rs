@@ -67,16 +67,17 @@ pub struct WorkerConfig {
     pub hooks: Hooks,
     /// Log every request in this format, through `tracing` target `access`.
     pub access_log: Option<AccessLogFormat>,
-    /// Path of the built-in status page, `None` to switch it off.
+    /// Path of the built-in status page (answered before the routes), `None` (the default)
+    /// for none.
     pub status_path: Option<String>,
     /// Client networks allowed to read the status page (default: loopback only; unix-socket
     /// clients are always allowed: the socket's file permissions already chose them).
     pub status_allow: Vec<IpNet>,
     /// Path of the liveness probe (`200` while the supervisor lives and can fork, `503` once
-    /// forking has halted), `None` to switch it off.
+    /// forking has halted), `None` (the default) for none.
     pub health_path: Option<String>,
     /// Path of the readiness probe (`200` once a generation is ready, `503` while starting or
-    /// draining), `None` to switch it off.
+    /// draining), `None` (the default) for none.
     pub ready_path: Option<String>,
 }
 
@@ -120,10 +121,12 @@ impl Default for WorkerConfig {
             default_headers: HeaderMap::new(),
             hooks: Hooks::default(),
             access_log: None,
-            status_path: Some("/server-status".to_owned()),
+            // The built-in pages are opt-in: a library user's own routes for these paths win.
+            // (The `simplehttp-prefork` command turns them on.)
+            status_path: None,
             status_allow: loopback_networks(),
-            health_path: Some("/healthz".to_owned()),
-            ready_path: Some("/readyz".to_owned()),
+            health_path: None,
+            ready_path: None,
         }
     }
 }

@@ -116,7 +116,7 @@ pub(crate) async fn serve_connection(
     }
     // SETCLOSEHANDLER callbacks, whoever closed the connection.
     let handlers = std::mem::take(&mut *scope.close_handlers.borrow_mut());
-    for handler in handlers {
+    for (_, handler) in handlers {
         if std::panic::catch_unwind(AssertUnwindSafe(handler)).is_err() {
             tracing::error!("a close handler panicked");
         }

@@ -113,6 +113,13 @@ impl Responder {
     pub fn close(&self) -> Result<(), AlreadyAnswered> {
         self.answer(Reply::Close)
     }
+
+    /// Whether an answer can no longer reach anyone (SimpleHTTP's `$response->connection->dead`):
+    /// the request was abandoned (the client went away, the request ran past its time budget,
+    /// the worker stopped), or it has been answered already.
+    pub fn is_closed(&self) -> bool {
+        self.0.borrow().as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
 }
 
 /// A response whose body is sent in chunks as they are produced (chunked encoding on
@@ -162,6 +169,12 @@ impl StreamSender {
     pub async fn close(self) -> Result<(), StreamClosed> {
         self.0.send(Err(CloseConnection)).await.map_err(|_| StreamClosed)
     }
+
+    /// Whether the body is no longer read: the client went away (or the response was cut),
+    /// so further chunks would go nowhere.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// The connection a request arrived on (SimpleHTTP's `$response->connection`).
@@ -198,6 +211,17 @@ impl ConnectionInfo {
         }
     }
 
+    /// The client's address and port (SimpleHTTP's `remote_ip` and `remote_port`); `None` on
+    /// a unix socket.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        (!self.unix_socket).then(|| SocketAddr::new(self.remote_ip, self.remote_port))
+    }
+
+    /// The server's address and port this connection arrived on; `None` on a unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        (!self.unix_socket).then(|| SocketAddr::new(self.local_ip, self.local_port))
+    }
+
     /// Info for a unix-socket connection.
     pub fn unix(id: u64) -> ConnectionInfo {
         ConnectionInfo { unix_socket: true, ..ConnectionInfo::tcp(unspecified(), unspecified(), id) }
@@ -214,8 +238,12 @@ impl Default for ConnectionInfo {
     }
 }
 
-/// Callbacks run when a connection closes.
-pub(crate) type CloseHandlers = Rc<RefCell<Vec<Box<dyn FnOnce()>>>>;
+/// Callbacks run when a connection closes, by the token that removes them.
+pub(crate) type CloseHandlers = Rc<RefCell<Vec<(u64, Box<dyn FnOnce()>)>>>;
+
+/// Names a close handler, to remove it ([`RequestContext::remove_close_handler`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CloseHandlerToken(u64);
 
 /// Everything besides the request that a handler is given.
 #[derive(Clone)]
@@ -224,6 +252,7 @@ pub struct RequestContext {
     pub dir: Rc<str>,
     pub connection: Rc<ConnectionInfo>,
     pub(crate) close_handlers: CloseHandlers,
+    pub(crate) next_close_token: Rc<std::cell::Cell<u64>>,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -234,9 +263,27 @@ impl std::fmt::Debug for RequestContext {
 
 impl RequestContext {
     /// Runs `handler` when this request's connection closes, whoever closes it (SimpleHTTP's
-    /// SETCLOSEHANDLER).
-    pub fn on_close(&self, handler: impl FnOnce() + 'static) {
-        self.close_handlers.borrow_mut().push(Box::new(handler));
+    /// SETCLOSEHANDLER). The token removes it again.
+    pub fn on_close(&self, handler: impl FnOnce() + 'static) -> CloseHandlerToken {
+        let token = self.next_close_token.get() + 1;
+        self.next_close_token.set(token);
+        self.close_handlers.borrow_mut().push((token, Box::new(handler)));
+        CloseHandlerToken(token)
+    }
+
+    /// Removes a close handler before it runs (SimpleHTTP's SETCLOSEHANDLER with no event).
+    /// True if it was still registered.
+    pub fn remove_close_handler(&self, token: CloseHandlerToken) -> bool {
+        let mut handlers = self.close_handlers.borrow_mut();
+        let before = handlers.len();
+        handlers.retain(|(t, _)| *t != token.0);
+        handlers.len() != before
+    }
+
+    /// The worker serving this request (SimpleHTTP/PreFork's ISCHILD and friends); `None`
+    /// only for a worker run without [`enter_worker`](crate::enter_worker).
+    pub fn worker(&self) -> Option<crate::WorkerInfo> {
+        crate::worker_info()
     }
 }
 

@@ -5,6 +5,7 @@ mod body;
 mod classic;
 mod config;
 mod connection;
+mod control;
 mod handler;
 mod handoff;
 mod head;
@@ -26,9 +27,10 @@ mod transport;
 mod worker;
 
 pub use config::{WorkerConfig, loopback_networks};
+pub use control::{ControlError, Shutdown, WorkerInfo, enter_worker, retire_this_worker, shutdown_server, worker_info};
 pub use handler::{
-    AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, HandlerFuture, Reply, Request, RequestContext,
-    Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
+    AlreadyAnswered, CloseConnection, CloseHandlerToken, ConnectionInfo, Handler, HandlerFuture, Reply, Request,
+    RequestContext, Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
 };
 // The hand-off queue is this crate's own mechanism between its workers, public only because
 // `Listener` makes it: not part of the stable API.

@@ -39,6 +39,8 @@ pub(crate) struct ConnectionScope {
     pub client: String,
     /// Run when the connection closes (SETCLOSEHANDLER).
     pub close_handlers: CloseHandlers,
+    /// The last close handler's token on this connection.
+    pub next_close_token: Rc<Cell<u64>>,
     /// Tells a stream ending in CLOSE that its last chunks are out (HTTP/1.1 only: on HTTP/2
     /// a CLOSE resets its stream, and there is nothing to wait for).
     pub flush: Option<Rc<FlushSignal>>,
@@ -85,6 +87,7 @@ impl ConnectionScope {
             info: Rc::new(info),
             client,
             close_handlers: CloseHandlers::default(),
+            next_close_token: Rc::new(Cell::new(0)),
             flush,
             letting_go,
             socket,
@@ -329,6 +332,7 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
         dir: Rc::clone(dir),
         connection: Rc::clone(&scope.info),
         close_handlers: Rc::clone(&scope.close_handlers),
+        next_close_token: Rc::clone(&scope.next_close_token),
     };
     // A handler panic, whether while being called or while its future runs, costs this
     // request a 500 and nothing more: the worker lives on.
@@ -390,7 +394,9 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Runs a request's dispatch; the first time it has to wait (an async handler, a body still
-/// coming), the connection's socket joins the reactor (see [`crate::lazy_io`]).
+/// coming), the connection's socket joins the reactor (see [`crate::lazy_io`]), so that a
+/// client hanging up meanwhile ends the request (hyper drops its future: the handler's
+/// `Responder` and `StreamSender` then say `is_closed`).
 async fn arm_if_waiting<F: std::future::Future>(scope: &ConnectionScope, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let mut armed = false;

@@ -301,6 +301,20 @@ impl WorkerShared {
         }
     }
 
+    /// Retires this worker at its own code's request: a replacement is asked for, and the
+    /// worker leaves as at a recycling limit's margin (nothing new taken, the connection in
+    /// hand closed or moved after its response).
+    pub(crate) fn retire_now(&self) {
+        if !self.replacement_requested.replace(true) {
+            self.slot.request_retirement();
+            self.ring();
+        }
+        if !self.leaving.replace(true) {
+            self.leaving_notice.notify_waiters();
+            tracing::info!("retiring at the handler's request");
+        }
+    }
+
     /// How long the idle worker may wait for a connection before it must look at its
     /// lifetime and memory again (`None`: no such limit).
     pub(crate) fn idle_check_interval(&self) -> Option<Duration> {

@@ -71,6 +71,7 @@ impl<'l> HttpWorker<'l> {
         let PoolLink { slot, board, scoreboard_name, doorbell } = link;
         let connections = self.config.worker_connections.max(1);
         let worker = Rc::new(WorkerShared::new(slot, board, scoreboard_name, doorbell, self.router, self.config));
+        crate::control::serving(&worker);
         // Each way of serving marks the worker ready (`WorkerShared::become_ready`) only once
         // all it needs exists: a worker that fails before is a boot failure, backed off.
         if connections == 1 {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use prefork_http_worker::{AccessLogFormat, ConnectionInfo, Handler, Router, TlsFiles, TlsSettings, WorkerConfig};
+use prefork_http_worker::{
+    AccessLogFormat, ConnectionInfo, Handler, Router, TlsFiles, TlsSettings, WorkerConfig, WorkerInfo,
+};
 use prefork_supervisor::{SpawnRamp, SupervisorConfig};
 
 use crate::server::{ForkHandler, ForkHandlerError, Listen, Server, ServerError, SetupHandler};
@@ -243,23 +245,26 @@ impl ServerBuilder {
         self
     }
 
-    /// Path of the built-in status page (default `/server-status`), `None` to switch it off.
+    /// Path of the built-in status page, e.g. `/server-status`: answered before the routes, so
+    /// off (`None`) by default, and a route of your own for that path wins. The
+    /// `simplehttp-prefork` command turns it on.
     pub fn status_path(mut self, path: Option<String>) -> Self {
         self.worker.status_path = path;
         self
     }
 
-    /// Path of the liveness probe (default `/healthz`): `200` while the supervisor lives and
-    /// can fork, `503` once forking has halted. `None` switches it off. Like the status page,
-    /// an exact path answered before the routes, by any free worker, and left out of the
-    /// request counts and logs.
+    /// Path of the liveness probe, e.g. `/healthz`: `200` while the supervisor lives and can
+    /// fork, `503` once forking has halted. Like the status page, an exact path answered
+    /// before the routes (so off, `None`, by default; the command turns it on), by any free
+    /// worker, and left out of the request counts and logs.
     pub fn health_path(mut self, path: Option<String>) -> Self {
         self.worker.health_path = path;
         self
     }
 
-    /// Path of the readiness probe (default `/readyz`): `200` once a generation is ready,
-    /// `503` while starting and while draining or stopping. `None` switches it off.
+    /// Path of the readiness probe, e.g. `/readyz`: `200` once a generation is ready, `503`
+    /// while starting and while draining or stopping. Off (`None`) by default; the command
+    /// turns it on.
     pub fn ready_path(mut self, path: Option<String>) -> Self {
         self.worker.ready_path = path;
         self
@@ -422,9 +427,10 @@ impl ServerBuilder {
     }
 
     /// FORKHANDLERS, one at a time: run in each new worker, after fork and before it
-    /// accepts, in the order given. An error (or panic) makes the worker exit as a boot
+    /// accepts, in the order given, with the worker's identity (SimpleHTTP/PreFork's ISCHILD,
+    /// and its slot and generation). An error (or panic) makes the worker exit as a boot
     /// failure; the supervisor then backs off before forking again.
-    pub fn fork_handler(mut self, handler: impl FnMut() -> Result<(), ForkHandlerError> + 'static) -> Self {
+    pub fn fork_handler(mut self, handler: impl FnMut(&WorkerInfo) -> Result<(), ForkHandlerError> + 'static) -> Self {
         self.fork_handlers.push(Box::new(handler));
         self
     }

@@ -9,10 +9,15 @@ pub use builder::ServerBuilder;
 pub use pid_file::read_pid_file;
 pub use prefork_http_worker as http_worker;
 pub use prefork_http_worker::{
-    AccessLogFormat, AlreadyAnswered, CloseConnection, ConnectionInfo, Handler, ListenAddress, Reply, Request,
-    RequestContext, Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,
+    AccessLogFormat, AlreadyAnswered, CloseConnection, CloseHandlerToken, ConnectionInfo, ControlError, Handler,
+    ListenAddress, Reply, Request, RequestContext, Responder, Response, Shutdown, StreamClosed, StreamItem,
+    StreamSender, StreamingResponse, WorkerInfo, retire_this_worker, shutdown_server, worker_info,
 };
 pub use prefork_scoreboard as scoreboard;
 pub use prefork_supervisor as supervisor;
 pub use prefork_supervisor::{SpawnRamp, StopReport};
 pub use server::{BoundServer, ForkHandlerError, Server, ServerError, Started};
+/// Runs a future on the worker's thread, beside the request (handlers need not be `Send`).
+pub use tokio::task::spawn_local;
+/// What handlers build responses with, re-exported so that one dependency is enough.
+pub use {bytes, http};

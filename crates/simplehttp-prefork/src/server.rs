@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use prefork_http_worker::{
-    BadDir, DEFAULT_BACKLOG, HttpWorker, ListenAddress, Listener, PoolLink, Router, TlsError, WorkerConfig,
+    BadDir, DEFAULT_BACKLOG, HttpWorker, ListenAddress, Listener, PoolLink, Router, TlsError, WorkerConfig, WorkerInfo,
 };
 use prefork_supervisor::{
     ConfigError, PoolConfig, StopReport, Supervisor, SupervisorConfig, SupervisorError, WorkerExit,
@@ -19,7 +19,7 @@ use crate::pid_file::PidFile;
 /// What a fork handler may fail with; the worker then exits as a boot failure.
 pub type ForkHandlerError = Box<dyn std::error::Error + Send + Sync>;
 
-pub(crate) type ForkHandler = Box<dyn FnMut() -> Result<(), ForkHandlerError>>;
+pub(crate) type ForkHandler = Box<dyn FnMut(&WorkerInfo) -> Result<(), ForkHandlerError>>;
 pub(crate) type SetupHandler = Box<dyn FnOnce(&ListenAddress)>;
 
 /// Why a server could not be built, bound or run.
@@ -181,8 +181,16 @@ impl BoundServer {
             // A SIGUSR1 forwarded while this worker was starting was ignored: reopen anyway,
             // so a rotation just before cannot leave it writing to the rotated file.
             log_file::request_reopen();
+            let info = WorkerInfo {
+                slot: ctx.slot_index,
+                generation: ctx.generation,
+                parent_pid: ctx.parent_pid,
+                pid: std::process::id(),
+                is_child: true,
+            };
+            prefork_http_worker::enter_worker(info.clone());
             for (index, fork_handler) in fork_handlers.iter_mut().enumerate() {
-                match catch_unwind(AssertUnwindSafe(&mut *fork_handler)) {
+                match catch_unwind(AssertUnwindSafe(|| fork_handler(&info))) {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => return WorkerExit::BootFailed(format!("fork handler {index} failed: {error}")),
                     Err(_) => return WorkerExit::BootFailed(format!("fork handler {index} panicked")),

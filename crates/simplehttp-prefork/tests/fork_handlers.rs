@@ -68,7 +68,9 @@ fn serve(role: &str) -> Result<()> {
         builder = builder.start_servers(3).min_spare_servers(3).max_spare_servers(4);
     }
     let server = builder
-        .fork_handler(move || {
+        .health_path(Some("/healthz".into()))
+        .ready_path(Some("/readyz".into()))
+        .fork_handler(move |_worker| {
             if held {
                 // The first worker boots; the others wait while the marker exists (a slow
                 // fork handler), at most a minute.

@@ -1,0 +1,103 @@
+//! Control from a handler's own code: which worker this is (SimpleHTTP/PreFork's ISCHILD), and
+//! stopping the server or retiring this worker (its SHUTDOWN, parent-side and child-side).
+//!
+//! A worker learns who it is once, right after the fork ([`enter_worker`], done by whoever
+//! forks: the `simplehttp-prefork` facade does it before the fork handlers run); in the parent,
+//! and in any process that is not a worker, [`worker_info`] is `None` and the controls are an
+//! error, as in the Perl module.
+
+use std::cell::RefCell;
+use std::rc::Weak;
+use std::sync::OnceLock;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::shared::WorkerShared;
+
+/// Who this worker is. Fork handlers get it as their argument, handlers through
+/// [`RequestContext::worker`](crate::RequestContext::worker), anyone through [`worker_info`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its scoreboard slot (the status page's row).
+    pub slot: usize,
+    /// The generation it belongs to (a reload starts the next).
+    pub generation: u64,
+    /// The supervisor's pid.
+    pub parent_pid: u32,
+    /// This process's pid.
+    pub pid: u32,
+    /// Always true for a worker (SimpleHTTP/PreFork's ISCHILD): there is no `WorkerInfo` in
+    /// the parent.
+    pub is_child: bool,
+}
+
+static WORKER: OnceLock<WorkerInfo> = OnceLock::new();
+
+thread_local! {
+    /// The serving worker's state, for [`retire_this_worker`].
+    static SERVING: RefCell<Weak<WorkerShared>> = const { RefCell::new(Weak::new()) };
+}
+
+/// Records who this process is, right after the fork and before any user code runs in it.
+/// Once per process: later calls keep the first.
+pub fn enter_worker(info: WorkerInfo) {
+    let _ = WORKER.set(info);
+}
+
+/// This worker, or `None` in the parent (or any process that is not a worker).
+pub fn worker_info() -> Option<WorkerInfo> {
+    WORKER.get().cloned()
+}
+
+/// How [`shutdown_server`] stops the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// As SIGTERM to the supervisor: every worker finishes its request (after the drain
+    /// delay, if one is set).
+    Graceful,
+    /// As SIGQUIT: every worker is killed at once.
+    Immediate,
+}
+
+/// Why a control call could not be done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("not in a worker process: the server is controlled from its workers' code (or by signals)")]
+    NotAWorker,
+    #[error("this worker is not serving yet (it is running its fork handlers)")]
+    NotServing,
+    #[error("signalling the supervisor (pid {pid}): {errno}")]
+    Signal { pid: u32, errno: nix::errno::Errno },
+}
+
+/// Stops the whole server, as TERM (graceful) or QUIT (immediate) sent to the supervisor would
+/// (SimpleHTTP's SHUTDOWN posted to the server). From a handler or a fork handler; the request
+/// in hand is answered in a graceful stop.
+pub fn shutdown_server(how: Shutdown) -> Result<(), ControlError> {
+    let worker = WORKER.get().ok_or(ControlError::NotAWorker)?;
+    let signal = match how {
+        Shutdown::Graceful => Signal::SIGTERM,
+        Shutdown::Immediate => Signal::SIGQUIT,
+    };
+    let pid = worker.parent_pid;
+    kill(Pid::from_raw(pid as i32), signal).map_err(|errno| ControlError::Signal { pid, errno })
+}
+
+/// Retires this worker (SimpleHTTP/PreFork's SHUTDOWN in a child): it answers the request in
+/// hand (its connection closes after the response, or moves to a sibling), takes nothing new,
+/// and exits; the supervisor forks its replacement at once. From a handler.
+pub fn retire_this_worker() -> Result<(), ControlError> {
+    if WORKER.get().is_none() {
+        return Err(ControlError::NotAWorker);
+    }
+    let worker = SERVING.with(|serving| serving.borrow().upgrade()).ok_or(ControlError::NotServing)?;
+    worker.retire_now();
+    Ok(())
+}
+
+/// The worker serves from now on (its state for [`retire_this_worker`]).
+pub(crate) fn serving(worker: &std::rc::Rc<WorkerShared>) {
+    SERVING.with(|serving| *serving.borrow_mut() = std::rc::Rc::downgrade(worker));
+}
