@@ -40,6 +40,11 @@ impl Router {
         self.routes.iter().find(|(regex, _, _)| regex.is_match(target)).map(|(_, dir, handler)| (dir, handler))
     }
 
+    /// The DIRs, in order (SimpleHTTP's GETHANDLERS).
+    pub fn dirs(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|(_, dir, _)| &**dir)
+    }
+
     /// Number of routes.
     pub fn len(&self) -> usize {
         self.routes.len()

@@ -21,7 +21,7 @@ use crate::config::SupervisorConfig;
 use crate::policy::{self, ExitKind, Micros, Notice, PolicyMemory, PoolView, WorkerView};
 use crate::probes::listen_queue;
 use crate::signals::{SignalInbox, sys};
-use crate::supervisor::{ReopenLogsHook, StopReport};
+use crate::supervisor::{ReloadHook, ReopenLogsHook, StopReport};
 use crate::worker::{WorkerContext, WorkerExit, exit_code};
 
 /// After a doorbell-driven round, further rings wait this long: a flood of accepts costs the
@@ -58,6 +58,7 @@ pub(crate) struct Pool<'a, W> {
     pub(crate) doorbell_muted_until: Micros,
     pub(crate) listen_socket: Option<BorrowedFd<'a>>,
     pub(crate) on_reopen_logs: Option<ReopenLogsHook<'a>>,
+    pub(crate) on_reload: Option<ReloadHook<'a>>,
     /// A stop was asked for with a drain delay: the graceful stop begins at this moment.
     pub(crate) drain_until: Option<Micros>,
     /// The scoreboard says the server is ready (a generation has been).
@@ -107,6 +108,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         return self.stop(StopMode::Immediate);
                     }
                     Signal::SIGHUP => {
+                        if let Some(Err(error)) = self.on_reload.as_mut().map(|hook| hook()) {
+                            tracing::error!(%error, "reload abandoned: its hook failed; the workers serve on as they are");
+                            self.scoreboard.board().count_reload_failure();
+                            continue;
+                        }
                         let generation = self.scoreboard.board().bump_generation();
                         tracing::info!(
                             generation,

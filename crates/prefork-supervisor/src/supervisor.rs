@@ -26,6 +26,7 @@ pub struct StopReport {
 
 pub(crate) type StartedHook<'a> = Box<dyn FnOnce(&str, &Board) + 'a>;
 pub(crate) type ReopenLogsHook<'a> = Box<dyn FnMut() + 'a>;
+pub(crate) type ReloadHook<'a> = Box<dyn FnMut() -> Result<(), String> + 'a>;
 
 /// Runs a preforked pool until a stop signal. See the crate docs.
 pub struct Supervisor<'a, W> {
@@ -33,6 +34,7 @@ pub struct Supervisor<'a, W> {
     worker: W,
     on_started: Option<StartedHook<'a>>,
     on_reopen_logs: Option<ReopenLogsHook<'a>>,
+    on_reload: Option<ReloadHook<'a>>,
     listen_socket: Option<BorrowedFd<'a>>,
 }
 
@@ -47,7 +49,7 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     /// fork, in the child only, and its return value becomes the child's exit code.
     pub fn new(config: SupervisorConfig, worker: W) -> Result<Self, SupervisorError> {
         config.validate()?;
-        Ok(Supervisor { config, worker, on_started: None, on_reopen_logs: None, listen_socket: None })
+        Ok(Supervisor { config, worker, on_started: None, on_reopen_logs: None, on_reload: None, listen_socket: None })
     }
 
     /// Called once in the parent, after the scoreboard exists and before the first fork.
@@ -60,6 +62,15 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     /// files after rotation.
     pub fn on_reopen_logs(mut self, hook: impl FnMut() + 'a) -> Self {
         self.on_reopen_logs = Some(Box::new(hook));
+        self
+    }
+
+    /// Called in the parent on SIGHUP, before the new generation is forked: whatever it
+    /// changes in the parent (the state the worker function forks with: new handlers, say)
+    /// reaches every worker of the new generation, while the old one finishes as it was. An
+    /// error abandons the reload (logged with its text): the old generation serves on.
+    pub fn on_reload(mut self, hook: impl FnMut() -> Result<(), String> + 'a) -> Self {
+        self.on_reload = Some(Box::new(hook));
         self
     }
 
@@ -110,6 +121,7 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             doorbell_muted_until: 0,
             listen_socket: self.listen_socket,
             on_reopen_logs: self.on_reopen_logs,
+            on_reload: self.on_reload,
             drain_until: None,
             ready: false,
         };

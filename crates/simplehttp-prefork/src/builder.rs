@@ -13,6 +13,7 @@ use prefork_http_worker::{
 };
 use prefork_supervisor::{SpawnRamp, SupervisorConfig};
 
+use crate::reload::Reloaded;
 use crate::server::{ForkHandler, ForkHandlerError, Listen, Server, ServerError, SetupHandler};
 
 /// Builds a [`Server`]. Option names follow SimpleHTTP and SimpleHTTP::PreFork.
@@ -30,6 +31,7 @@ pub struct ServerBuilder {
     pid_file: Option<PathBuf>,
     fork_handlers: Vec<ForkHandler>,
     setup_handler: Option<SetupHandler>,
+    on_reload: Option<crate::reload::ReloadHook>,
     defer_accept: bool,
 }
 
@@ -57,6 +59,7 @@ impl Default for ServerBuilder {
             pid_file: None,
             fork_handlers: Vec::new(),
             setup_handler: None,
+            on_reload: None,
             defer_accept: true,
         }
     }
@@ -435,6 +438,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs in the parent on HUP, before the new generation forks: the handlers (and fork
+    /// handlers) it returns serve every new worker, while the old generation finishes with its
+    /// own, so that new handlers go live by a graceful reload with no failed request
+    /// (SimpleHTTP's SETHANDLERS and SETFORKHANDLERS, which never reached forked workers). An
+    /// error (or a DIR that is no regular expression) abandons that reload, logged: the old
+    /// generation serves on.
+    pub fn on_reload(mut self, hook: impl FnMut() -> Result<Reloaded, ForkHandlerError> + 'static) -> Self {
+        self.on_reload = Some(Box::new(hook));
+        self
+    }
+
     /// Validates the options as SimpleHTTP::PreFork does, with clear errors, and loads the TLS
     /// files.
     ///
@@ -537,6 +551,7 @@ impl ServerBuilder {
             pid_file: self.pid_file,
             fork_handlers: self.fork_handlers,
             setup_handler: self.setup_handler,
+            on_reload: self.on_reload,
             defer_accept: self.defer_accept,
         })
     }

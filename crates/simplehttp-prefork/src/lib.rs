@@ -3,6 +3,7 @@
 mod builder;
 pub mod log_file;
 mod pid_file;
+mod reload;
 mod server;
 
 pub use builder::ServerBuilder;
@@ -16,6 +17,7 @@ pub use prefork_http_worker::{
 pub use prefork_scoreboard as scoreboard;
 pub use prefork_supervisor as supervisor;
 pub use prefork_supervisor::{SpawnRamp, StopReport};
+pub use reload::Reloaded;
 pub use server::{BoundServer, ForkHandlerError, Server, ServerError, Started};
 /// Runs a future on the worker's thread, beside the request (handlers need not be `Send`).
 pub use tokio::task::spawn_local;

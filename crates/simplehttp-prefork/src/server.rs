@@ -1,5 +1,6 @@
 //! A validated server: bind its listening socket, then fork and supervise the pool.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -67,6 +68,7 @@ pub struct Server {
     pub(crate) supervisor: SupervisorConfig,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) fork_handlers: Vec<ForkHandler>,
+    pub(crate) on_reload: Option<crate::reload::ReloadHook>,
     pub(crate) setup_handler: Option<SetupHandler>,
     pub(crate) defer_accept: bool,
 }
@@ -84,6 +86,11 @@ impl Server {
     /// Starts building a server.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// The handlers' DIRs, in the order they are tried (SimpleHTTP's GETHANDLERS).
+    pub fn handlers(&self) -> Vec<String> {
+        self.router.dirs().map(str::to_owned).collect()
     }
 
     /// The pool settings in force (after validation and adjustment).
@@ -167,7 +174,10 @@ impl BoundServer {
     /// and just before the first worker is forked (stale segments are gone by then).
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
         let BoundServer { server, listener, pid_file } = self;
-        let Server { router, mut worker, supervisor, mut fork_handlers, .. } = server;
+        let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, .. } = server;
+        // What the next fork starts with: swapped by the reload hook, in the parent, on HUP.
+        let (router, fork_handlers) = (RefCell::new(router), RefCell::new(fork_handlers));
+        let (router, fork_handlers) = (&router, &fork_handlers);
         worker.port = match listener.address() {
             ListenAddress::Tcp(addr) => addr.port(),
             ListenAddress::Unix(_) => 0,
@@ -189,7 +199,7 @@ impl BoundServer {
                 is_child: true,
             };
             prefork_http_worker::enter_worker(info.clone());
-            for (index, fork_handler) in fork_handlers.iter_mut().enumerate() {
+            for (index, fork_handler) in fork_handlers.borrow_mut().iter_mut().enumerate() {
                 match catch_unwind(AssertUnwindSafe(|| fork_handler(&info))) {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => return WorkerExit::BootFailed(format!("fork handler {index} failed: {error}")),
@@ -197,7 +207,7 @@ impl BoundServer {
                 }
             }
             let config = WorkerConfig { recycle: ctx.limits, ..worker.clone() };
-            let http = HttpWorker::new(listener, router.clone(), config);
+            let http = HttpWorker::new(listener, router.borrow().clone(), config);
             let link = PoolLink {
                 slot: ctx.slot,
                 board: ctx.board,
@@ -220,6 +230,21 @@ impl BoundServer {
             });
         if listener.is_tcp() {
             supervisor = supervisor.watch_listen_queue(listener.as_fd());
+        }
+        if let Some(hook) = on_reload.as_mut() {
+            supervisor = supervisor.on_reload(move || {
+                let reloaded = catch_unwind(AssertUnwindSafe(&mut *hook))
+                    .map_err(|_| "the reload hook panicked".to_owned())?
+                    .map_err(|error| format!("the reload hook failed: {error}"))?;
+                let new_router = reloaded.router().map_err(|error| error_chain(&error))?;
+                let dirs: Vec<&str> = new_router.dirs().collect();
+                tracing::info!(handlers = ?dirs, "reload: the new generation gets new handlers");
+                *router.borrow_mut() = new_router;
+                if let Some(new_fork_handlers) = reloaded.fork_handlers {
+                    *fork_handlers.borrow_mut() = new_fork_handlers;
+                }
+                Ok(())
+            });
         }
         let result = supervisor.run();
         drop(pid_file);

@@ -15,14 +15,16 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
-use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, wait_for};
+use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, wait_for};
 use simplehttp_prefork::scoreboard::{AttachedScoreboard, WorkerState};
 use simplehttp_prefork::{
-    Handler, Reply, Request, RequestContext, Responder, Response, Server, Shutdown, WorkerInfo, retire_this_worker,
-    shutdown_server, worker_info,
+    Handler, Reloaded, Reply, Request, RequestContext, Responder, Response, Server, Shutdown, WorkerInfo,
+    retire_this_worker, shutdown_server, worker_info,
 };
 
 const ROLE: &str = "CONTROL_TEST_SERVER";
+/// While this file exists, the reload hook fails.
+const MARKER: &str = "CONTROL_TEST_MARKER";
 
 type Scenario = fn() -> Result<()>;
 
@@ -37,13 +39,14 @@ fn main() -> Result<()> {
     if let Ok(role) = std::env::var(ROLE) {
         return serve(&role);
     }
-    let tests: [(&str, Scenario); 6] = [
+    let tests: [(&str, Scenario); 7] = [
         ("a_worker_knows_who_it_is_and_the_parent_is_no_worker", identity),
         ("a_handler_retires_its_worker_which_is_replaced", retire),
         ("a_handler_stops_the_whole_server_gracefully_or_at_once", shutdown),
         ("a_handler_sees_its_client_gone", client_gone),
         ("close_handlers_are_removed_by_their_token_and_addresses_are_known", close_handlers_and_addresses),
         ("the_library_answers_no_built_in_page_unless_asked_so_routes_win", routes_win),
+        ("a_reload_swaps_the_handlers_under_load_and_no_request_fails", reload_swaps_handlers),
     ];
     for (name, test) in tests {
         test().with_context(|| format!("test {name} failed"))?;
@@ -66,6 +69,29 @@ fn serve(role: &str) -> Result<()> {
         // One worker: whatever the client sends next is served by the worker that ran the
         // request the client left (and runs that worker's spawned tasks meanwhile).
         builder = builder.start_servers(1).min_spare_servers(1).max_spare_servers(1).max_clients(1).keepalive(false);
+    }
+    if role == "reloadable" {
+        // Each reload serves the next version, unless the marker file says the new handlers
+        // cannot be built (then the reload is abandoned).
+        let marker = std::env::var_os(MARKER).map(std::path::PathBuf::from);
+        let mut version = 1;
+        let server = builder
+            .keepalive(true)
+            .status_path(Some("/server-status".into()))
+            .handler("^/version$", Handler::new(|_, _| text("version 1\n".into())))
+            .on_reload(move || {
+                if marker.as_deref().is_some_and(std::path::Path::exists) {
+                    return Err("templates broken".into());
+                }
+                version += 1;
+                let body = format!("version {version}\n");
+                Ok(Reloaded::new().handler("^/version$", Handler::new(move |_, _| text(body.clone()))))
+            })
+            .build()?;
+        tracing::info!(handlers = ?server.handlers(), "handlers before any reload");
+        let bound = server.bind()?;
+        bound.run_with(|started| println!("listening on {}", started.url()))?;
+        return Ok(());
     }
     if role == "catch-all" {
         let server = builder.handler("^/", Handler::new(|_, _| text("the application's own\n".into()))).build()?;
@@ -244,5 +270,53 @@ fn routes_win() -> Result<()> {
         let answer = server.get(path)?;
         ensure!(answer.status == 200 && answer.body == "the application's own\n", "{path}: {:?}", answer.body);
     }
+    Ok(())
+}
+
+/// A closed-loop client on fresh connections (no pause) while HUP swaps the handlers: every
+/// request answered, by the old handlers or the new; then only the new. A reload whose hook
+/// fails is abandoned, and the handlers in force stay.
+fn reload_swaps_handlers() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let marker = TempPath::new("reload-marker");
+    let mut command = Command::new(std::env::current_exe()?);
+    command.env(ROLE, "reloadable").env(MARKER, marker.path());
+    let server = ServerProcess::spawn(command)?;
+    server.wait_logged("handlers before any reload handlers=[\"^/version$\"]")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (stop, addr) = (Arc::clone(&stop), server.addr());
+        std::thread::spawn(move || -> Result<Vec<String>> {
+            let mut bodies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let answer = prefork_tests::http_get(addr, "/version")?;
+                ensure!(answer.status == 200, "a request failed during the reload: {}", answer.status);
+                bodies.push(answer.body);
+            }
+            Ok(bodies)
+        })
+    };
+    let version = |server: &ServerProcess| -> Result<String> { Ok(server.get("/version")?.body) };
+    wait_for("version 1 served", DEADLINE, || Ok((version(&server)? == "version 1\n").then_some(())))?;
+    server.signal(Sig::SIGHUP)?;
+    wait_for("only generation 2, serving version 2", DEADLINE, || {
+        let new = prefork_tests::only_generation(&server.status()?, 2);
+        Ok((new && version(&server)? == "version 2\n").then_some(()))
+    })?;
+    for _ in 0..20 {
+        ensure!(version(&server)? == "version 2\n", "the old handlers answer after the reload");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let bodies = client.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+    ensure!(bodies.iter().all(|b| b == "version 1\n" || b == "version 2\n"), "{bodies:?}");
+    ensure!(bodies.iter().any(|b| b == "version 2\n"), "the load never met the new handlers");
+
+    std::fs::write(marker.path(), "")?;
+    server.signal(Sig::SIGHUP)?;
+    server.wait_logged("reload abandoned: its hook failed")?;
+    ensure!(server.stderr().contains("templates broken"), "{}", server.stderr());
+    ensure!(version(&server)? == "version 2\n");
+    ensure!(server.status()?["server"]["generation"] == 2, "the failed reload started a generation");
     Ok(())
 }

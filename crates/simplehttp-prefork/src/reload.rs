@@ -1,0 +1,67 @@
+//! New handlers for the next generation (SimpleHTTP's SETHANDLERS and SETFORKHANDLERS, done
+//! better): a hook the parent runs on HUP, before it forks the new generation, so that every new
+//! worker serves with them, while the old generation finishes with its own, and no request
+//! fails. (In Perl they never reached workers forked already.)
+
+use prefork_http_worker::{Handler, Router, WorkerInfo};
+
+use crate::server::{ForkHandler, ForkHandlerError};
+
+/// What a reload hook gives the next generation: its handlers, in order (they replace all of
+/// the current ones), and, if given, its fork handlers (else the current ones run again).
+///
+/// ```no_run
+/// use simplehttp_prefork::{Handler, Reloaded, Response, Server};
+///
+/// let server = Server::builder()
+///     .handler("^/", Handler::new(|_, _| Response::new("version 1\n".into())))
+///     .on_reload(|| {
+///         // Re-read templates, configuration, routes... in the parent, on HUP.
+///         Ok(Reloaded::new().handler("^/", Handler::new(|_, _| Response::new("version 2\n".into()))))
+///     })
+///     .build()?;
+/// # Ok::<(), simplehttp_prefork::ServerError>(())
+/// ```
+#[derive(Default)]
+pub struct Reloaded {
+    pub(crate) handlers: Vec<(String, Handler)>,
+    pub(crate) fork_handlers: Option<Vec<ForkHandler>>,
+}
+
+impl std::fmt::Debug for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dirs: Vec<&str> = self.handlers.iter().map(|(dir, _)| dir.as_str()).collect();
+        f.debug_struct("Reloaded").field("handlers", &dirs).finish_non_exhaustive()
+    }
+}
+
+impl Reloaded {
+    /// No handlers yet (every request would get `404`).
+    pub fn new() -> Reloaded {
+        Reloaded::default()
+    }
+
+    /// Adds a handler after the others (SimpleHTTP's DIR and handler).
+    pub fn handler(mut self, dir: impl Into<String>, handler: Handler) -> Self {
+        self.handlers.push((dir.into(), handler));
+        self
+    }
+
+    /// Replaces the fork handlers (the first call drops the current ones; later calls add).
+    pub fn fork_handler(mut self, handler: impl FnMut(&WorkerInfo) -> Result<(), ForkHandlerError> + 'static) -> Self {
+        self.fork_handlers.get_or_insert_with(Vec::new).push(Box::new(handler));
+        self
+    }
+
+    /// The router for these handlers, or why a DIR is no regular expression.
+    pub(crate) fn router(&self) -> Result<Router, prefork_http_worker::BadDir> {
+        let mut router = Router::new();
+        for (dir, handler) in &self.handlers {
+            router.add(dir, handler.clone())?;
+        }
+        Ok(router)
+    }
+}
+
+/// Builds the next generation's handlers; an error abandons the reload.
+pub(crate) type ReloadHook = Box<dyn FnMut() -> Result<Reloaded, ForkHandlerError>>;
