@@ -16,11 +16,14 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use crate::WorkerError;
 use crate::handoff::MAX_MESSAGE_BYTES;
 use crate::parked::ParkedConnection;
+use crate::pause::PauseNudge;
 use crate::transport::{Listener, Peer};
+use prefork_scoreboard::Board;
 
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
 const HANDOFF: u64 = 2;
+const PAUSE: u64 = 3;
 
 /// What a wait brought.
 #[derive(Debug)]
@@ -42,6 +45,11 @@ pub(crate) enum Waited {
 pub(crate) struct Acceptor<'l> {
     epoll: Epoll,
     listener: &'l Listener,
+    /// The pool's pause: while it is paused the listener is out of `epoll` (new connections
+    /// wait in the listen queue); parked and handed-off connections are still served.
+    pause: &'l PauseNudge,
+    board: &'static Board,
+    listening: bool,
     /// Room for one hand-off message (only when the queue is watched).
     message: Vec<u8>,
     /// A descriptor kept open to be closed just before taking a connection from the queue: a
@@ -63,12 +71,23 @@ fn out_of_descriptors(errno: Errno) -> bool {
 
 impl<'l> Acceptor<'l> {
     /// A wait on `listener` and `stop`, and on the listener's hand-off queue if `adopt`.
-    pub(crate) fn new(listener: &'l Listener, stop: impl AsFd, adopt: bool) -> Result<Acceptor<'l>, WorkerError> {
+    pub(crate) fn new(
+        listener: &'l Listener,
+        stop: impl AsFd,
+        adopt: bool,
+        pause: &'l PauseNudge,
+        board: &'static Board,
+    ) -> Result<Acceptor<'l>, WorkerError> {
         let sys = |what| move |errno| WorkerError::Sys { what, errno };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
         let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-        epoll.add(listener.as_fd(), EpollEvent::new(exclusive, LISTENER)).map_err(sys("epoll_ctl listener"))?;
+        // (The nudge's handler is installed already: a pause from now on wakes this wait.)
+        let listening = !board.is_paused();
+        if listening {
+            epoll.add(listener.as_fd(), EpollEvent::new(exclusive, LISTENER)).map_err(sys("epoll_ctl listener"))?;
+        }
         epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(sys("epoll_ctl eventfd"))?;
+        epoll.add(pause.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, PAUSE)).map_err(sys("epoll_ctl pause"))?;
         // A worker with no descriptor left for even one connection would boot only to fail
         // every accept: that is a boot failure (the supervisor backs off), said at once.
         let queue = listener.handoff().receiver();
@@ -79,7 +98,29 @@ impl<'l> Acceptor<'l> {
             message = vec![0; MAX_MESSAGE_BYTES];
             reserve = Some(spare);
         }
-        Ok(Acceptor { epoll, listener, message, reserve })
+        Ok(Acceptor { epoll, listener, pause, board, listening, message, reserve })
+    }
+
+    /// The pool was paused or resumed: the listener leaves this wait, or comes back.
+    fn follow_pause(&mut self) -> Result<(), WorkerError> {
+        self.pause.drain();
+        let paused = self.board.is_paused();
+        if paused != self.listening {
+            return Ok(());
+        }
+        let sys = |what| move |errno| WorkerError::Sys { what, errno };
+        if paused {
+            self.epoll.delete(self.listener.as_fd()).map_err(sys("epoll_ctl listener"))?;
+            tracing::debug!("paused: not accepting");
+        } else {
+            let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+            self.epoll
+                .add(self.listener.as_fd(), EpollEvent::new(exclusive, LISTENER))
+                .map_err(sys("epoll_ctl listener"))?;
+            tracing::debug!("resumed: accepting");
+        }
+        self.listening = !paused;
+        Ok(())
     }
 
     /// Waits (up to `timeout`, `None`: forever) for a connection or the stop request.
@@ -99,6 +140,10 @@ impl<'l> Acceptor<'l> {
         let (listener, handoff, stop) = ready.iter().fold((false, false, false), |(l, h, s), e| {
             (l || e.data() == LISTENER, h || e.data() == HANDOFF, s || e.data() == STOP)
         });
+        if ready.iter().any(|e| e.data() == PAUSE) {
+            self.follow_pause()?;
+        }
+        let listener = listener && self.listening;
         // A request already complete first: its client has waited longest.
         if handoff {
             match self.adopt() {

@@ -25,6 +25,7 @@ use crate::connection::{Incoming, serve_connection};
 use crate::head::Progress;
 use crate::parked::{ParkKind, ParkedConnection, ReadOutcome};
 use crate::parking::{Leave, ParkingLot};
+use crate::pause::PauseNudge;
 use crate::shared::WorkerShared;
 use crate::stop::{StopSignal, StopWatch, stop_requested};
 use crate::transport::{Listener, Peer};
@@ -37,7 +38,7 @@ pub(crate) const STARVED_ACCEPTS: u32 = 10;
 pub(crate) fn serve_classic(
     listener: &Listener,
     worker: &Rc<WorkerShared>,
-    stop: &StopSignal,
+    (stop, pause): (&StopSignal, &PauseNudge),
     stop_watch: &StopWatch<'_>,
     runtime: &tokio::runtime::Runtime,
     local: &LocalSet,
@@ -63,7 +64,7 @@ pub(crate) fn serve_classic(
         // scope would wait for it forever.
         let leave = LeaveOnDrop { lot: &lot, worker };
         let classic = Classic { listener, worker, stop_watch, runtime, local, lot: &lot, parks };
-        let mut acceptor = Acceptor::new(listener, stop.as_fd(), parks)?;
+        let mut acceptor = Acceptor::new(listener, stop.as_fd(), parks, pause, worker.board)?;
         worker.become_ready();
         let result = classic.run(&mut acceptor);
         // What the parking thread holds goes to a sibling; if the whole server stops, it is

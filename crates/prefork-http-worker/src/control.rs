@@ -76,12 +76,27 @@ pub enum ControlError {
 /// (SimpleHTTP's SHUTDOWN posted to the server). From a handler or a fork handler; the request
 /// in hand is answered in a graceful stop.
 pub fn shutdown_server(how: Shutdown) -> Result<(), ControlError> {
-    let worker = WORKER.get().ok_or(ControlError::NotAWorker)?;
-    let signal = match how {
+    signal_supervisor(match how {
         Shutdown::Graceful => Signal::SIGTERM,
         Shutdown::Immediate => Signal::SIGQUIT,
-    };
-    let pid = worker.parent_pid;
+    })
+}
+
+/// Pauses the whole pool (SimpleHTTP's STOPLISTEN), as WINCH sent to the supervisor would: no
+/// worker takes a new connection (they wait in the listen queue, none refused), connections
+/// already taken are served; readiness probes answer `503`.
+pub fn pause_server() -> Result<(), ControlError> {
+    signal_supervisor(Signal::SIGWINCH)
+}
+
+/// Resumes a paused pool (SimpleHTTP's STARTLISTEN), as CONT sent to the supervisor would: the
+/// connections that waited are taken.
+pub fn resume_server() -> Result<(), ControlError> {
+    signal_supervisor(Signal::SIGCONT)
+}
+
+fn signal_supervisor(signal: Signal) -> Result<(), ControlError> {
+    let pid = WORKER.get().ok_or(ControlError::NotAWorker)?.parent_pid;
     kill(Pid::from_raw(pid as i32), signal).map_err(|errno| ControlError::Signal { pid, errno })
 }
 

@@ -15,6 +15,7 @@ mod io;
 mod lazy_io;
 mod parked;
 mod parking;
+mod pause;
 mod preface;
 mod probe;
 mod router;
@@ -27,7 +28,10 @@ mod transport;
 mod worker;
 
 pub use config::{WorkerConfig, loopback_networks};
-pub use control::{ControlError, Shutdown, WorkerInfo, enter_worker, retire_this_worker, shutdown_server, worker_info};
+pub use control::{
+    ControlError, Shutdown, WorkerInfo, enter_worker, pause_server, resume_server, retire_this_worker, shutdown_server,
+    worker_info,
+};
 pub use handler::{
     AlreadyAnswered, CloseConnection, CloseHandlerToken, ConnectionInfo, Handler, HandlerFuture, Reply, Request,
     RequestContext, Responder, Response, StreamClosed, StreamItem, StreamSender, StreamingResponse,

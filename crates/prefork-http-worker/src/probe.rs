@@ -43,6 +43,7 @@ pub(crate) fn respond(probe: Probe, worker: &WorkerShared) -> Response {
         }
         Probe::Health => (StatusCode::OK, "ok\n"),
         Probe::Ready if board.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        Probe::Ready if board.is_paused() => (StatusCode::SERVICE_UNAVAILABLE, "paused\n"),
         Probe::Ready if !board.is_ready() => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         Probe::Ready => (StatusCode::OK, "ready\n"),
     };

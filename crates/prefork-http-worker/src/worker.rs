@@ -17,6 +17,7 @@ use crate::accept::{Acceptor, Waited};
 use crate::classic::{STARVED_ACCEPTS, serve_classic};
 use crate::config::WorkerConfig;
 use crate::connection::{Incoming, serve_connection};
+use crate::pause::PauseNudge;
 use crate::router::Router;
 use crate::shared::WorkerShared;
 use crate::stop::{StopSignal, StopWatch, stop_requested};
@@ -59,6 +60,7 @@ impl<'l> HttpWorker<'l> {
     /// accepts while the runtime serves, and stops accepting while the worker is full.
     pub fn run(self, link: PoolLink) -> Result<(), WorkerError> {
         let stop = crate::stop::install()?;
+        let pause = PauseNudge::install()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -75,9 +77,10 @@ impl<'l> HttpWorker<'l> {
         // Each way of serving marks the worker ready (`WorkerShared::become_ready`) only once
         // all it needs exists: a worker that fails before is a boot failure, backed off.
         if connections == 1 {
-            return serve_classic(self.listener, &worker, &stop, &stop_watch, &runtime, &local);
+            return serve_classic(self.listener, &worker, (&stop, &pause), &stop_watch, &runtime, &local);
         }
-        let context = Context { listener: self.listener, worker: &worker, stop: &stop, stop_watch: &stop_watch };
+        let context =
+            Context { listener: self.listener, worker: &worker, stop: &stop, pause: &pause, stop_watch: &stop_watch };
         context.serve_many(&runtime, &local, connections)
     }
 }
@@ -86,6 +89,7 @@ struct Context<'a> {
     listener: &'a Listener,
     worker: &'a Rc<WorkerShared>,
     stop: &'a StopSignal,
+    pause: &'a PauseNudge,
     stop_watch: &'a StopWatch<'a>,
 }
 
@@ -98,7 +102,7 @@ impl Context<'_> {
     /// runtime keeps reading the channel until the thread has gone.
     fn serve_many(&self, runtime: &tokio::runtime::Runtime, local: &LocalSet, limit: usize) -> Result<(), WorkerError> {
         let worker = self.worker;
-        let acceptor = Acceptor::new(self.listener, self.stop.as_fd(), false)?;
+        let acceptor = Acceptor::new(self.listener, self.stop.as_fd(), false, self.pause, worker.board)?;
         let free = FreeSlots::new(limit);
         worker.become_ready();
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::clock::{coarse_monotonic_micros, monotonic_micros, unix_micros};
-use crate::layout::{DRAINING, Header, LAYOUT_VERSION, MAGIC, MAX_SLOTS, READY, Slot, segment_size, slots_offset};
+use crate::layout::{
+    DRAINING, Header, LAYOUT_VERSION, MAGIC, MAX_SLOTS, PAUSED, READY, Slot, segment_size, slots_offset,
+};
 use crate::record::{self, RecordRead, RequestInfo};
 use crate::snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot};
 use crate::{ScoreboardError, WorkerState};
@@ -241,10 +243,25 @@ impl Board {
         self.header().readiness.fetch_or(DRAINING, Release);
     }
 
-    /// Whether a generation has been ready, and the server neither drains nor stops: what a
-    /// readiness probe answers.
+    /// Whether a generation has been ready, and the server neither drains, stops nor is
+    /// paused: what a readiness probe answers.
     pub fn is_ready(&self) -> bool {
-        self.header().readiness.load(Acquire) & (READY | DRAINING) == READY
+        self.header().readiness.load(Acquire) & (READY | DRAINING | PAUSED) == READY
+    }
+
+    /// Parent only: pauses the pool (workers take no new connection; those that come wait in
+    /// the listen queue) or resumes it. Workers read it when the parent nudges them.
+    pub fn set_paused(&self, paused: bool) {
+        if paused {
+            self.header().readiness.fetch_or(PAUSED, Release);
+        } else {
+            self.header().readiness.fetch_and(!PAUSED, Release);
+        }
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        self.header().readiness.load(Acquire) & PAUSED != 0
     }
 
     /// Whether the server drains or stops.
@@ -443,6 +460,7 @@ impl Board {
             server_stopping: get(&h.server_stopping) != 0,
             ready: get(&h.readiness) & READY != 0,
             draining: get(&h.readiness) & DRAINING != 0,
+            paused: get(&h.readiness) & PAUSED != 0,
         }
     }
 

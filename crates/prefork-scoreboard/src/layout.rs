@@ -95,7 +95,8 @@ pub struct Header {
     /// requests instead of handing them to a sibling.
     pub(crate) server_stopping: AtomicU64,
     /// What load balancers' readiness probes answer from: [`READY`] once the first generation
-    /// is ready, [`DRAINING`] from a stop request on (the drain delay, then the stop).
+    /// is ready, [`DRAINING`] from a stop request on (the drain delay, then the stop), and
+    /// [`PAUSED`] while the pool is paused.
     pub(crate) readiness: AtomicU64,
 }
 
@@ -103,6 +104,8 @@ pub struct Header {
 pub(crate) const READY: u64 = 1;
 /// [`Header::readiness`] bit: the server is draining or stopping.
 pub(crate) const DRAINING: u64 = 2;
+/// [`Header::readiness`] bit: the pool is paused (workers take no new connection).
+pub(crate) const PAUSED: u64 = 4;
 
 /// Bytes kept of the last boot failure's cause.
 pub const BOOT_ERROR_BYTES: usize = 128;

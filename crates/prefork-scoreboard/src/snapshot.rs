@@ -37,6 +37,8 @@ pub struct HeaderSnapshot {
     pub ready: bool,
     /// The server drains before it stops, or stops (readiness probes answer 503).
     pub draining: bool,
+    /// The pool is paused: workers take no new connection (readiness probes answer 503).
+    pub paused: bool,
 }
 
 /// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a snapshot

@@ -128,6 +128,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         self.spares_changed("TTOU");
                     }
                     Signal::SIGUSR1 => self.reopen_logs(),
+                    Signal::SIGWINCH => self.set_paused(true),
+                    Signal::SIGCONT => self.set_paused(false),
                     Signal::SIGCHLD => {}
                     other => tracing::info!(signal = %other, "signal has no meaning for the supervisor; ignored"),
                 }
@@ -149,6 +151,29 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             max_spare_servers = pool.max_spare_servers,
             "spare bounds changed"
         );
+    }
+
+    /// WINCH pauses the pool (SimpleHTTP's STOPLISTEN: workers take no new connection, which
+    /// wait in the listen queue; the socket stays open), CONT resumes it (STARTLISTEN). Every
+    /// worker is nudged (SIGUSR2) to look at the scoreboard's bit; a worker forked meanwhile
+    /// reads it as it starts.
+    fn set_paused(&mut self, paused: bool) {
+        let board = self.scoreboard.board();
+        if board.is_paused() == paused {
+            return;
+        }
+        board.set_paused(paused);
+        for child in self.children.iter() {
+            signal_child(child.pid, Signal::SIGUSR2);
+        }
+        if paused {
+            tracing::info!(
+                workers = self.children.len(),
+                "paused: no new connection is taken (they wait in the listen queue)"
+            );
+        } else {
+            tracing::info!(workers = self.children.len(), "resumed: connections are taken again");
+        }
     }
 
     /// USR1: the parent reopens its logs, and every worker is told to do the same.

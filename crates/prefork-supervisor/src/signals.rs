@@ -10,7 +10,7 @@ use crate::SupervisorError;
 
 /// Every signal the parent handles. All are blocked in the parent and delivered only through
 /// the signalfd, so no handler ever runs in the middle of the supervisor's work.
-pub(crate) const HANDLED: [Signal; 9] = [
+pub(crate) const HANDLED: [Signal; 11] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -20,6 +20,8 @@ pub(crate) const HANDLED: [Signal; 9] = [
     Signal::SIGUSR2,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
 ];
 
 /// The blocked signal set and the signalfd that receives it.

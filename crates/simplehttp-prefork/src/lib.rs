@@ -12,7 +12,8 @@ pub use prefork_http_worker as http_worker;
 pub use prefork_http_worker::{
     AccessLogFormat, AlreadyAnswered, CloseConnection, CloseHandlerToken, ConnectionInfo, ControlError, Handler,
     ListenAddress, Reply, Request, RequestContext, Responder, Response, Shutdown, StreamClosed, StreamItem,
-    StreamSender, StreamingResponse, WorkerInfo, retire_this_worker, shutdown_server, worker_info,
+    StreamSender, StreamingResponse, WorkerInfo, pause_server, resume_server, retire_this_worker, shutdown_server,
+    worker_info,
 };
 pub use prefork_scoreboard as scoreboard;
 pub use prefork_supervisor as supervisor;

@@ -1,6 +1,7 @@
 //! The `simplehttp-prefork` command: runs a preforked demo server on built-in defaults, or
 //! (`status`) shows a running server's scoreboard without going through HTTP.
 
+mod ctl_command;
 mod demo;
 mod status_command;
 
@@ -40,6 +41,9 @@ struct Cli {
 enum Command {
     /// Show a running server's scoreboard (read-only, works even when every worker is busy).
     Status(status_command::StatusArgs),
+    /// Control a running server by its pid file, and confirm from its scoreboard that it
+    /// took effect: pause, resume, reload, stop, quit, ttin, ttou.
+    Ctl(ctl_command::CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +265,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Some(Command::Status(args)) => status_command::run(&args),
+        Some(Command::Ctl(args)) => ctl_command::run(&args),
         None => serve(cli.serve),
     };
     match result {

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, wait_for};
 use simplehttp_prefork::scoreboard::{AttachedScoreboard, WorkerState};
 use simplehttp_prefork::{
-    Handler, Reloaded, Reply, Request, RequestContext, Responder, Response, Server, Shutdown, WorkerInfo,
-    retire_this_worker, shutdown_server, worker_info,
+    Handler, Reloaded, Reply, Request, RequestContext, Responder, Response, Server, Shutdown, WorkerInfo, pause_server,
+    resume_server, retire_this_worker, shutdown_server, worker_info,
 };
 
 const ROLE: &str = "CONTROL_TEST_SERVER";
@@ -39,7 +39,7 @@ fn main() -> Result<()> {
     if let Ok(role) = std::env::var(ROLE) {
         return serve(&role);
     }
-    let tests: [(&str, Scenario); 7] = [
+    let tests: [(&str, Scenario); 8] = [
         ("a_worker_knows_who_it_is_and_the_parent_is_no_worker", identity),
         ("a_handler_retires_its_worker_which_is_replaced", retire),
         ("a_handler_stops_the_whole_server_gracefully_or_at_once", shutdown),
@@ -47,6 +47,7 @@ fn main() -> Result<()> {
         ("close_handlers_are_removed_by_their_token_and_addresses_are_known", close_handlers_and_addresses),
         ("the_library_answers_no_built_in_page_unless_asked_so_routes_win", routes_win),
         ("a_reload_swaps_the_handlers_under_load_and_no_request_fails", reload_swaps_handlers),
+        ("a_handler_pauses_and_resumes_the_pool", pause_from_a_handler),
     ];
     for (name, test) in tests {
         test().with_context(|| format!("test {name} failed"))?;
@@ -115,6 +116,8 @@ fn serve(role: &str) -> Result<()> {
             "^/shutdown/immediate$",
             Handler::new(|_, _| text(format!("{:?}\n", shutdown_server(Shutdown::Immediate)))),
         )
+        .handler("^/pause$", Handler::new(|_, _| text(format!("{:?}\n", pause_server()))))
+        .handler("^/resume$", Handler::new(|_, _| text(format!("{:?}\n", resume_server()))))
         .handler("^/wait-gone$", Handler::new(wait_gone))
         .handler("^/is-closed$", Handler::new(is_closed))
         .handler("^/close-handlers$", Handler::new(close_handlers))
@@ -318,5 +321,25 @@ fn reload_swaps_handlers() -> Result<()> {
     ensure!(server.stderr().contains("templates broken"), "{}", server.stderr());
     ensure!(version(&server)? == "version 2\n");
     ensure!(server.status()?["server"]["generation"] == 2, "the failed reload started a generation");
+    Ok(())
+}
+
+/// A handler pauses the pool (STOPLISTEN): the scoreboard says so, and a new connection waits;
+/// a keep-alive connection already taken resumes it (STARTLISTEN), and the waiting one is served.
+fn pause_from_a_handler() -> Result<()> {
+    let server = start("control")?;
+    let scoreboard = AttachedScoreboard::open(&server.scoreboard_name())?;
+    let mut kept = HttpConnection::open(server.addr())?;
+    ensure!(kept.get("/pause")?.body == "Ok(())\n");
+    wait_for("paused", DEADLINE, || Ok(scoreboard.snapshot().header.paused.then_some(())))?;
+    let waiting = std::thread::spawn({
+        let addr = server.addr();
+        move || prefork_tests::http_get(addr, "/who")
+    });
+    wait_for("a connection waiting", DEADLINE, || Ok((scoreboard.snapshot().header.listen_queue >= 1).then_some(())))?;
+    ensure!(kept.get("/resume")?.body == "Ok(())\n");
+    let answer = waiting.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
+    ensure!(answer.status == 200, "the waiting connection: {}", answer.status);
+    ensure!(!scoreboard.snapshot().header.paused);
     Ok(())
 }

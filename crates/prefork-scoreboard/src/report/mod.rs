@@ -16,7 +16,7 @@
 //! | `workers_forked`, `max_clients_reached`, `stuck_kills`, `reloads`, `reload_failures` | event counts |
 //! | `listen_queue`, `listen_queue_max`, `listen_queue_len` | connections waiting to be accepted now, the most seen, the backlog limit |
 //! | `boot_failures`, `spawning_halted`, `last_boot_error` | workers that failed to boot in a row; forking halted because of them; why the last one failed |
-//! | `ready`, `draining` | what a readiness probe answers (a generation has been ready, and the server neither drains nor stops); the server drains before it stops, or stops |
+//! | `ready`, `draining`, `paused` | what a readiness probe answers (a generation has been ready, and the server neither drains, stops nor is paused); the server drains before it stops, or stops; the pool is paused (no new connection is taken) |
 //! | `parked` | connections held by workers between requests (sending their request, or idle on keep-alive), not in a handler |
 //! | `handed_off`, `parked_timeouts`, `parked_evictions` | parked connections passed to an idle worker with their request complete; closed because the request did not arrive in time (`408`); closed for lack of room |
 //! | `parent_wakeups` | maintenance rounds the supervisor has run |
@@ -75,6 +75,8 @@ pub struct StatusReport {
     pub ready: bool,
     /// The server drains before it stops (the drain delay), or stops.
     pub draining: bool,
+    /// The pool is paused: no worker takes a new connection (they wait in the listen queue).
+    pub paused: bool,
     /// Why the last worker failed to boot (`null` if none has).
     pub last_boot_error: Option<String>,
     pub parked: u64,
@@ -193,8 +195,9 @@ impl StatusReport {
             listen_queue_len: h.listen_backlog,
             boot_failures: h.boot_failures,
             spawning_halted: h.spawning_halted,
-            ready: h.ready && !h.draining,
+            ready: h.ready && !h.draining && !h.paused,
             draining: h.draining,
+            paused: h.paused,
             last_boot_error: (!h.last_boot_error.is_empty()).then(|| h.last_boot_error.clone()),
             parked: snapshot.parked(),
             handed_off: totals.handed_off,

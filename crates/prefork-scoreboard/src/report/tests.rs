@@ -94,6 +94,7 @@ pub(crate) fn snapshot() -> Snapshot {
             server_stopping: false,
             ready: true,
             draining: false,
+            paused: false,
         },
         slots: vec![slot(0, 101, WorkerState::Idle, 1), writing, dead, keepalive],
     }
@@ -118,7 +119,7 @@ fn json_has_exactly_the_fields_the_module_documents_and_the_counts_add_up() {
     let top = "server config max_clients processes idle busy starting stopping scoreboard total_accesses \
         total_bytes total_connections total_accept_calls slow_requests requests_per_second bytes_per_second \
         workers_forked max_clients_reached stuck_kills reloads reload_failures listen_queue listen_queue_max \
-        listen_queue_len boot_failures spawning_halted ready draining last_boot_error parked handed_off parked_timeouts \
+        listen_queue_len boot_failures spawning_halted ready draining paused last_boot_error parked handed_off parked_timeouts \
         parked_evictions parent_wakeups workers";
     assert_eq!(keys(&v), sorted(top.split_whitespace().collect()));
     assert_eq!(

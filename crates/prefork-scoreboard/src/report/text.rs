@@ -45,11 +45,16 @@ impl StatusReport {
         let c = &self.config;
         let _ = writeln!(
             out,
-            "simplehttp-prefork: parent {} generation {} up {} scoreboard {}",
+            "simplehttp-prefork: parent {} generation {} up {} scoreboard {}{}",
             s.parent_pid,
             s.generation,
             human_duration(s.uptime_seconds),
-            s.scoreboard
+            s.scoreboard,
+            match (self.paused, self.draining) {
+                (_, true) => " (draining: not ready)",
+                (true, _) => " (paused: no new connection taken)",
+                _ => "",
+            }
         );
         let _ = writeln!(
             out,

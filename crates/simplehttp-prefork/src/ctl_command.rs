@@ -1,0 +1,134 @@
+//! `simplehttp-prefork ctl`: controls a running server by its pid file (pause, resume, reload,
+//! stop, quit, one more or one fewer spare) and confirms from its scoreboard that the change
+//! took effect, or says why not.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use simplehttp_prefork::read_pid_file;
+use simplehttp_prefork::scoreboard::{AttachedScoreboard, DEFAULT_PREFIX, HeaderSnapshot, segment_name};
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The server's pid file (as given to `--pid-file`).
+    #[arg(long)]
+    pid_file: PathBuf,
+    /// The scoreboard name prefix the server was started with.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    scoreboard_prefix: String,
+    /// How long to wait for the change to show (a graceful stop waits for busy workers).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    action: Action,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Action {
+    /// Stop taking new connections (they wait in the listen queue): WINCH.
+    Pause,
+    /// Take connections again: CONT.
+    Resume,
+    /// A new generation of workers, the old one finishing: HUP.
+    Reload,
+    /// Graceful stop: TERM.
+    Stop,
+    /// Immediate stop: QUIT.
+    Quit,
+    /// One more spare at both bounds: TTIN.
+    Ttin,
+    /// One fewer spare at both bounds: TTOU.
+    Ttou,
+}
+
+impl Action {
+    fn signal(self) -> Signal {
+        match self {
+            Action::Pause => Signal::SIGWINCH,
+            Action::Resume => Signal::SIGCONT,
+            Action::Reload => Signal::SIGHUP,
+            Action::Stop => Signal::SIGTERM,
+            Action::Quit => Signal::SIGQUIT,
+            Action::Ttin => Signal::SIGTTIN,
+            Action::Ttou => Signal::SIGTTOU,
+        }
+    }
+}
+
+/// The process exists and has not exited (a zombie, not yet reaped by its parent, has).
+fn alive(pid: u32) -> bool {
+    if matches!(kill(Pid::from_raw(pid as i32), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
+}
+
+pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
+    let path = args.pid_file.display();
+    let pid = read_pid_file(&args.pid_file)
+        .with_context(|| format!("reading pid file {path}"))?
+        .with_context(|| format!("pid file {path} holds no pid"))?;
+    if !alive(pid) {
+        bail!("no server runs under pid file {path}: process {pid} does not exist");
+    }
+    let name = segment_name(&args.scoreboard_prefix, pid);
+    let scoreboard = AttachedScoreboard::open(&name).with_context(|| {
+        format!("process {pid} (pid file {path}) has no scoreboard {name}: is it a simplehttp-prefork server?")
+    })?;
+    let before = scoreboard.snapshot().header;
+    kill(Pid::from_raw(pid as i32), args.action.signal()).with_context(|| format!("signalling process {pid}"))?;
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        let now = scoreboard.snapshot().header;
+        if let Some(done) = took_effect(args.action, &before, &now, alive(pid)) {
+            let said = done?;
+            println!("{said}");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{:?} sent to process {pid}, but it did not show within {:?}", args.action, args.timeout);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the scoreboard (or the process's end) shows the action done: what to say, or why
+/// it failed; `None` while it does not show yet.
+fn took_effect(
+    action: Action,
+    before: &HeaderSnapshot,
+    now: &HeaderSnapshot,
+    alive: bool,
+) -> Option<anyhow::Result<String>> {
+    let spares = |h: &HeaderSnapshot| (h.config.min_spare_servers, h.config.max_spare_servers);
+    match action {
+        Action::Pause => {
+            now.paused.then(|| Ok("paused: no new connection is taken (they wait in the listen queue)".into()))
+        }
+        Action::Resume => (!now.paused).then(|| Ok("resumed: connections are taken".into())),
+        Action::Reload if now.reload_failures > before.reload_failures => {
+            Some(Err(anyhow::anyhow!("the reload failed; the old generation serves on ({})", now.last_boot_error)))
+        }
+        Action::Reload => {
+            (now.generation > before.generation).then(|| Ok(format!("reloading: generation {}", now.generation)))
+        }
+        Action::Stop | Action::Quit => (!alive).then(|| Ok("stopped".into())),
+        Action::Ttin => (spares(now) != spares(before)).then(|| {
+            let (min, max) = spares(now);
+            Ok(format!("spare bounds now {min}..{max}"))
+        }),
+        Action::Ttou if spares(before) == (1, 1) => {
+            Some(Err(anyhow::anyhow!("the spare bounds are 1..1 already: TTOU changes nothing")))
+        }
+        Action::Ttou => (spares(now) != spares(before)).then(|| {
+            let (min, max) = spares(now);
+            Ok(format!("spare bounds now {min}..{max}"))
+        }),
+    }
+}
