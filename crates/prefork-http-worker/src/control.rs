@@ -64,12 +64,20 @@ pub enum Shutdown {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
+    /// Called outside a worker process.
     #[error("not in a worker process: the server is controlled from its workers' code (or by signals)")]
     NotAWorker,
+    /// Called from a worker that is still running its fork handlers.
     #[error("this worker is not serving yet (it is running its fork handlers)")]
     NotServing,
+    /// The signal to the supervisor could not be sent.
     #[error("signalling the supervisor (pid {pid}): {errno}")]
-    Signal { pid: u32, errno: nix::errno::Errno },
+    Signal {
+        /// The supervisor's pid.
+        pid: u32,
+        /// The error `kill` returned.
+        errno: nix::errno::Errno,
+    },
 }
 
 /// Stops the whole server, as TERM (graceful) or QUIT (immediate) sent to the supervisor would

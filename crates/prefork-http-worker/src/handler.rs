@@ -78,6 +78,28 @@ impl Reply {
     /// An answer to be given later, through the returned [`Responder`] (from a task the handler
     /// spawned with `tokio::task::spawn_local`, say). If every clone of the responder is dropped
     /// without answering, the client gets `500 Internal Server Error`.
+    ///
+    /// # Examples
+    ///
+    /// A handler that returns at once and answers from a task it spawned:
+    ///
+    /// ```rust
+    /// use std::time::Duration;
+    ///
+    /// use prefork_http_worker::{Handler, Reply, Request, RequestContext, Response};
+    ///
+    /// fn delayed(_request: Request, _context: RequestContext) -> Reply {
+    ///     let (reply, responder) = Reply::later();
+    ///     tokio::task::spawn_local(async move {
+    ///         tokio::time::sleep(Duration::from_millis(100)).await;
+    ///         // An error here means the request was answered already.
+    ///         let _ = responder.done(Response::new("answered later\n".into()));
+    ///     });
+    ///     reply
+    /// }
+    ///
+    /// let handler = Handler::new(delayed);
+    /// ```
     pub fn later() -> (Reply, Responder) {
         let (tx, rx) = oneshot::channel();
         (Reply::Later(rx), Responder(Rc::new(RefCell::new(Some(tx)))))
@@ -86,6 +108,22 @@ impl Reply {
 
 /// Answers a request once (SimpleHTTP's response object, on which DONE, STREAM or CLOSE is
 /// posted). Cheap to clone; every clone answers the same request.
+///
+/// # Examples
+///
+/// ```rust
+/// use prefork_http_worker::{AlreadyAnswered, Reply, Response};
+///
+/// let (_reply, responder) = Reply::later();
+/// let twin = responder.clone();
+/// assert!(!responder.is_closed());
+/// responder.done(Response::new("first answer\n".into()))?;
+/// // Any clone answers the same request, once: a second answer is an error value.
+/// assert_eq!(twin.done(Response::new("second answer\n".into())), Err(AlreadyAnswered));
+/// assert_eq!(twin.close(), Err(AlreadyAnswered));
+/// assert!(twin.is_closed());
+/// # Ok::<(), AlreadyAnswered>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Responder(Rc<RefCell<Option<oneshot::Sender<Reply>>>>);
 
@@ -124,6 +162,38 @@ impl Responder {
 
 /// A response whose body is sent in chunks as they are produced (chunked encoding on
 /// HTTP/1.1). No `Content-Length` is added.
+///
+/// # Examples
+///
+/// A handler that sends the headers at once and a chunk every second, from a task it spawned:
+///
+/// ```rust
+/// use std::time::Duration;
+///
+/// use prefork_http_worker::{Handler, Reply, Request, RequestContext, StreamingResponse};
+///
+/// fn ticks(_request: Request, _context: RequestContext) -> Reply {
+///     let head = http::Response::builder()
+///         .header("content-type", "text/plain")
+///         .body(())
+///         .expect("a valid head")
+///         .into_parts()
+///         .0;
+///     let (stream, sender) = StreamingResponse::channel(head);
+///     tokio::task::spawn_local(async move {
+///         for i in 1..=3 {
+///             if sender.send(format!("tick {i}\n")).await.is_err() {
+///                 return; // The client went away.
+///             }
+///             tokio::time::sleep(Duration::from_secs(1)).await;
+///         }
+///         sender.finish(); // Ends the body (as dropping the sender does).
+///     });
+///     Reply::Stream(stream)
+/// }
+///
+/// let handler = Handler::new(ticks);
+/// ```
 pub struct StreamingResponse {
     pub(crate) head: http::response::Parts,
     pub(crate) body: Pin<Box<dyn Stream<Item = StreamItem>>>,
@@ -153,6 +223,32 @@ impl StreamingResponse {
 }
 
 /// Sends the chunks of a [`StreamingResponse::channel`].
+///
+/// # Examples
+///
+/// Streaming through a [`Responder`], then closing the connection instead of ending the body
+/// (SimpleHTTP's CLOSE during a stream):
+///
+/// ```rust
+/// use prefork_http_worker::{Handler, Reply, Request, RequestContext};
+///
+/// fn stream(_request: Request, _context: RequestContext) -> Reply {
+///     let head = http::Response::new(()).into_parts().0;
+///     let (reply, responder) = Reply::later();
+///     tokio::task::spawn_local(async move {
+///         let Ok(sender) = responder.stream(head) else { return };
+///         for i in 1..=3 {
+///             if sender.is_closed() || sender.send(format!("chunk {i}\n")).await.is_err() {
+///                 return;
+///             }
+///         }
+///         let _ = sender.close().await;
+///     });
+///     reply
+/// }
+///
+/// let handler = Handler::new(stream);
+/// ```
 #[derive(Debug)]
 pub struct StreamSender(mpsc::Sender<StreamItem>);
 
@@ -182,9 +278,11 @@ impl StreamSender {
 pub struct ConnectionInfo {
     /// The client's address (unspecified on a unix socket).
     pub remote_ip: IpAddr,
+    /// The client's port (0 on a unix socket).
     pub remote_port: u16,
     /// The address the connection arrived at (unspecified on a unix socket).
     pub local_ip: IpAddr,
+    /// The port the connection arrived at (0 on a unix socket).
     pub local_port: u16,
     /// The connection came through a unix domain socket.
     pub unix_socket: bool,
@@ -250,6 +348,7 @@ pub struct CloseHandlerToken(u64);
 pub struct RequestContext {
     /// The DIR pattern that matched (SimpleHTTP's ARG2).
     pub dir: Rc<str>,
+    /// The connection the request arrived on.
     pub connection: Rc<ConnectionInfo>,
     pub(crate) close_handlers: CloseHandlers,
     pub(crate) next_close_token: Rc<std::cell::Cell<u64>>,
@@ -294,6 +393,30 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Reply>>>;
 ///
 /// Handlers need not be `Send` or `Sync`: each worker process runs them on one thread, which
 /// is the point of a preforking server for code that is not thread-safe.
+///
+/// # Examples
+///
+/// ```rust
+/// use std::time::Duration;
+///
+/// use prefork_http_worker::{Handler, Response, Router};
+///
+/// // A plain handler: it may block, and returns a response (or any `Into<Reply>`).
+/// let hello = Handler::new(|request, context| {
+///     Response::new(format!("{} matched {}\n", request.uri().path(), context.dir).into())
+/// });
+///
+/// // An async handler: it may await timers, I/O or tasks it spawned.
+/// let slow = Handler::new_async(|_request, _context| async {
+///     tokio::time::sleep(Duration::from_millis(100)).await;
+///     Response::new("done\n".into())
+/// });
+///
+/// let mut router = Router::new();
+/// router.add("^/hello", hello)?;
+/// router.add("^/slow", slow)?;
+/// # Ok::<(), prefork_http_worker::BadDir>(())
+/// ```
 #[derive(Clone)]
 pub struct Handler(Rc<dyn Fn(Request, RequestContext) -> HandlerFuture>);
 

@@ -20,8 +20,11 @@ pub type ErrorHook = Rc<dyn Fn(&ConnectionInfo, &str)>;
 /// The hooks a worker calls. All optional.
 #[derive(Clone, Default)]
 pub struct Hooks {
+    /// SimpleHTTP's LOGHANDLER: called with each request before it is dispatched.
     pub log: Option<LogHook>,
+    /// SimpleHTTP's LOG2HANDLER: called with each request and its response once written.
     pub log2: Option<Log2Hook>,
+    /// SimpleHTTP's ERRORHANDLER: called when a connection fails.
     pub error: Option<ErrorHook>,
 }
 

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod accept;
 mod body;
@@ -50,11 +51,20 @@ pub use worker::{HttpWorker, PoolLink};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
+    /// A system call failed.
     #[error("{what}: {errno}")]
-    Sys { what: &'static str, errno: nix::errno::Errno },
+    Sys {
+        /// What the worker was doing.
+        what: &'static str,
+        /// The error the system call returned.
+        errno: nix::errno::Errno,
+    },
+    /// An I/O operation failed.
     #[error("{what}")]
     Io {
+        /// What the worker was doing.
         what: &'static str,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

@@ -10,7 +10,9 @@ use crate::handler::Handler;
 #[derive(Debug, thiserror::Error)]
 #[error("handler DIR {dir:?} is not a valid regular expression")]
 pub struct BadDir {
+    /// The DIR as given.
     pub dir: String,
+    /// Why the regex crate refused it.
     #[source]
     pub source: regex::Error,
 }

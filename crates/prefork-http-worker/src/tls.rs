@@ -15,10 +15,18 @@ use crate::transport::{Io, PlainStream};
 /// Why the TLS configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A PEM file could not be read or parsed.
     #[error("{path}: {message}")]
-    Pem { path: PathBuf, message: String },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A certificate file (the certificate or the intermediate CA) holds none.
     #[error("{0}: no certificate in the file")]
     NoCertificate(PathBuf),
+    /// rustls refused the key or certificates.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

@@ -21,7 +21,9 @@ pub const DEFAULT_BACKLOG: i32 = 511;
 /// Where a server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListenAddress {
+    /// A TCP address and port, IPv4 or IPv6.
     Tcp(SocketAddr),
+    /// A unix domain socket's path.
     Unix(PathBuf),
 }
 

@@ -24,9 +24,13 @@ impl SlotFlags {
 /// The configuration in force, as published in the header for status readers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BoardConfig {
+    /// Workers forked at start.
     pub start_servers: u64,
+    /// Fewer idle workers than this: the parent forks more.
     pub min_spare_servers: u64,
+    /// More idle workers than this: the parent retires some.
     pub max_spare_servers: u64,
+    /// Most worker processes at once (the number of slots).
     pub max_clients: u64,
     /// 0: no limit.
     pub max_requests_per_child: u64,
@@ -673,6 +677,7 @@ impl RequestStart {
 /// What [`SlotWriter::finish_request`] recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FinishedRequest {
+    /// How long the request took, µs.
     pub duration_micros: u64,
     /// Longer than the slow-request threshold in force (and counted as slow).
     pub slow: bool,

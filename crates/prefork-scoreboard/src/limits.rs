@@ -27,9 +27,13 @@ fn time_margin(t: Duration) -> Duration {
 /// Which limit a worker reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecycleReason {
+    /// The request limit: requests answered so far.
     Requests(u64),
+    /// The connection limit: connections accepted so far.
     Connections(u64),
+    /// The lifetime limit: time since the worker was forked.
     Lifetime(Duration),
+    /// The memory limit: resident memory, bytes.
     Rss(u64),
 }
 

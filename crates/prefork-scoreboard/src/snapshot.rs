@@ -7,21 +7,37 @@ use crate::record::RequestRecord;
 /// The header fields at the moment of a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderSnapshot {
+    /// The supervisor's pid.
     pub parent_pid: u32,
+    /// The current worker generation (bumped by each graceful reload).
     pub generation: u64,
+    /// Slots in the segment.
     pub slot_count: usize,
+    /// When the server started (Unix epoch µs).
     pub start_unix_micros: u64,
+    /// When the server started (`CLOCK_MONOTONIC` µs).
     pub start_monotonic_micros: u64,
+    /// The configuration in force.
     pub config: BoardConfig,
+    /// Workers forked since the server started.
     pub workers_forked: u64,
+    /// Times a needed fork was refused because `max_clients` workers were running.
     pub max_clients_reached: u64,
+    /// Connections waiting in the listen queue at the last sample.
     pub listen_queue: u64,
+    /// The most connections ever seen waiting in the listen queue.
     pub listen_queue_max: u64,
+    /// The listen queue's limit (the backlog).
     pub listen_backlog: u64,
+    /// Workers killed because a request ran past `request_timeout`.
     pub stuck_kills: u64,
+    /// Workers that failed to boot, in a row (0 once one boots).
     pub boot_failures: u64,
+    /// The parent has stopped forking because workers keep failing to boot.
     pub spawning_halted: bool,
+    /// Graceful reloads started.
     pub reloads: u64,
+    /// Reloads that did not complete.
     pub reload_failures: u64,
     /// Why the last worker failed to boot (empty if none has).
     pub last_boot_error: String,
@@ -45,37 +61,61 @@ pub struct HeaderSnapshot {
 /// allocates nothing per slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotSnapshot {
+    /// The slot's position on the board.
     pub index: usize,
     /// 0 when the slot is empty.
     pub pid: u32,
+    /// What the worker is doing.
     pub state: WorkerState,
     /// [`SlotFlags`] bits.
     pub flags: u8,
+    /// The generation the worker was forked into.
     pub generation: u64,
+    /// When the worker process started (Unix epoch µs).
     pub started_unix_micros: u64,
+    /// When `state` last changed (`CLOCK_MONOTONIC` µs).
     pub last_change_micros: u64,
+    /// Requests finished by this worker process.
     pub requests_child: u64,
+    /// Requests finished by every process in this slot.
     pub requests_slot: u64,
+    /// Requests finished on the current connection.
     pub requests_connection: u64,
+    /// Response body bytes sent by this process.
     pub bytes_child: u64,
+    /// Response body bytes sent by every process in this slot.
     pub bytes_slot: u64,
+    /// Connections accepted by this process.
     pub connections: u64,
+    /// `accept4` calls by this process, `EAGAIN` included.
     pub accept_calls: u64,
+    /// Requests of this process that took longer than the slow threshold.
     pub slow_requests: u64,
+    /// Duration of the last finished request, µs.
     pub last_duration_micros: u64,
+    /// CPU time used by the process (user + system), µs, as last sampled.
     pub cpu_micros: u64,
+    /// Resident memory of the process, bytes, as last sampled.
     pub rss_bytes: u64,
+    /// When `cpu_micros` and `rss_bytes` were sampled (`CLOCK_MONOTONIC` µs).
     pub usage_sampled_micros: u64,
+    /// Connections accepted by every process in this slot.
     pub connections_slot: u64,
+    /// `accept4` calls of every process in this slot.
     pub accept_calls_slot: u64,
+    /// Slow requests of every process in this slot.
     pub slow_requests_slot: u64,
     /// When the oldest request still running began (`CLOCK_MONOTONIC` µs); 0: none running.
     pub oldest_in_flight_micros: u64,
     /// Connections held between requests (sending their request, or idle on keep-alive).
     pub parked: u64,
+    /// Connections this slot's workers put in the hand-off queue.
     pub handed_off_slot: u64,
+    /// Connections this slot's workers took from the hand-off queue.
     pub adopted_slot: u64,
+    /// Parked connections this slot's workers closed because their request did not arrive in time.
     pub parked_timeouts_slot: u64,
+    /// Parked connections this slot's workers closed for lack of room.
     pub parked_evictions_slot: u64,
     /// The current or last request, if any was published since the slot was cleared.
     pub request: Option<RequestRecord>,
@@ -133,26 +173,37 @@ impl SlotSnapshot {
 /// A whole board at one moment (each field read atomically, the whole not atomically).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
+    /// When the snapshot was taken (Unix epoch µs).
     pub taken_unix_micros: u64,
+    /// When the snapshot was taken (`CLOCK_MONOTONIC` µs).
     pub taken_monotonic_micros: u64,
+    /// The header's fields.
     pub header: HeaderSnapshot,
+    /// Every slot, empty ones included, in slot order.
     pub slots: Vec<SlotSnapshot>,
 }
 
 /// Work done by all workers, past and present.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Requests finished.
     pub requests: u64,
+    /// Response body bytes sent.
     pub bytes: u64,
+    /// Connections accepted.
     pub connections: u64,
+    /// `accept4` calls, `EAGAIN` included.
     pub accept_calls: u64,
+    /// Requests that took longer than the slow threshold.
     pub slow_requests: u64,
     /// Connections put in the hand-off queue (with a complete request, or as they were when
     /// their worker left), and taken from it.
     pub handed_off: u64,
+    /// Connections taken from the hand-off queue.
     pub adopted: u64,
     /// Parked connections closed for not sending their request in time, or for lack of room.
     pub parked_timeouts: u64,
+    /// Parked connections closed for lack of room.
     pub parked_evictions: u64,
 }
 

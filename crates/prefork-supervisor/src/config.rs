@@ -13,7 +13,11 @@ pub enum SpawnRamp {
     /// Start at one fork per round and double each round the deficit lasts, up to
     /// `max_spawn_rate`; back to one when it ends. `cap_at_deficit: false` is Apache prefork
     /// (it forks the whole rate), `true` is php-fpm (never more than the deficit).
-    Doubling { cap_at_deficit: bool },
+    Doubling {
+        /// Never fork more in one round than the deficit (php-fpm), rather than the whole
+        /// doubled batch (Apache prefork).
+        cap_at_deficit: bool,
+    },
 }
 
 /// How many workers to keep, and how fast to change that.
@@ -91,16 +95,42 @@ pub fn check_duration(name: &'static str, value: Duration) -> Result<(), ConfigE
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A setting is below its minimum.
     #[error("{name} must be at least {min}, got {value}")]
-    TooSmall { name: &'static str, value: usize, min: usize },
+    TooSmall {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The smallest value allowed.
+        min: usize,
+    },
+    /// A setting is above the value of another setting (or of a fixed limit).
     #[error("{name} ({value}) cannot exceed {limit_name} ({limit})")]
-    Exceeds { name: &'static str, value: usize, limit_name: &'static str, limit: usize },
+    Exceeds {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The setting or limit it may not exceed.
+        limit_name: &'static str,
+        /// That limit's value.
+        limit: usize,
+    },
+    /// The named duration is zero.
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    /// The named duration is longer than [`MAX_DURATION`].
     #[error("{0} cannot be longer than ten years")]
     TooLong(&'static str),
+    /// Two durations are in the wrong order.
     #[error("{shorter} cannot be longer than {longer}")]
-    Order { shorter: &'static str, longer: &'static str },
+    Order {
+        /// The setting that must be the shorter.
+        shorter: &'static str,
+        /// The setting that must be the longer.
+        longer: &'static str,
+    },
 }
 
 impl PoolConfig {
@@ -171,9 +201,11 @@ pub struct RecycleConfig {
     pub max_requests_jitter: u64,
     /// Time since the worker was forked.
     pub max_worker_lifetime: Option<Duration>,
+    /// Added to the lifetime: up to this much longer, per worker (to the millisecond).
     pub max_worker_lifetime_jitter: Duration,
     /// Resident memory.
     pub max_worker_rss: Option<u64>,
+    /// Added to the memory limit: up to this many more bytes, per worker.
     pub max_worker_rss_jitter: u64,
 }
 
@@ -219,6 +251,7 @@ impl RecycleConfig {
 /// Everything the supervisor needs besides the worker itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SupervisorConfig {
+    /// How many workers to keep, and how fast to change that.
     pub pool: PoolConfig,
     /// On SIGTERM/SIGINT, workers get this long to finish their requests before SIGKILL.
     pub graceful_timeout: Duration,

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod children;
 pub mod config;
@@ -20,15 +21,24 @@ pub use worker::{Recycling, WorkerContext, WorkerExit, exit_code};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {
+    /// The settings cannot work together.
     #[error("invalid pool configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The scoreboard could not be created or read.
     #[error(transparent)]
     Scoreboard(#[from] prefork_scoreboard::ScoreboardError),
+    /// The process already has this many threads: it cannot fork safely.
     #[error(
         "the supervisor must run in a single-threaded process (it forks), but this one has {0} threads; \
          start the server before any runtime or thread"
     )]
     Threaded(usize),
+    /// A system call failed.
     #[error("{what}: {errno}")]
-    Sys { what: &'static str, errno: nix::errno::Errno },
+    Sys {
+        /// What the supervisor was doing.
+        what: &'static str,
+        /// The error the system call returned.
+        errno: nix::errno::Errno,
+    },
 }

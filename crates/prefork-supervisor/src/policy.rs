@@ -47,8 +47,11 @@ pub type Micros = u64;
 /// One worker as the policy sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerView {
+    /// Its scoreboard slot.
     pub slot: usize,
+    /// The generation it was forked into.
     pub generation: u64,
+    /// Its state on the scoreboard.
     pub state: WorkerState,
     /// When `state` last changed.
     pub state_since: Micros,
@@ -84,9 +87,11 @@ impl WorkerView {
 /// The pool at one moment.
 #[derive(Clone, Debug)]
 pub struct PoolView<'a> {
+    /// The time of this view.
     pub now: Micros,
     /// The current worker generation (bumped by a reload).
     pub generation: u64,
+    /// Every worker process the supervisor has, retiring ones included.
     pub workers: &'a [WorkerView],
 }
 
@@ -94,6 +99,7 @@ pub struct PoolView<'a> {
 /// [`decide`] and [`PolicyMemory::worker_exited`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyMemory {
+    /// When the last surplus idle worker was retired (rule 5).
     pub last_retire: Option<Micros>,
     /// Since when more than `max_spare` workers have been idle.
     pub surplus_since: Option<Micros>,
@@ -103,7 +109,9 @@ pub struct PolicyMemory {
     /// generation failed in a row: a reload is judged by its own workers only, not by
     /// failures from before it.
     pub failing_generation: u64,
+    /// Boot failures in a row of `failing_generation`.
     pub generation_failures: u32,
+    /// When the last worker failed to boot.
     pub last_boot_failure: Option<Micros>,
     /// No spawn before this time (boot-failure backoff).
     pub spawn_not_before: Micros,
@@ -152,17 +160,42 @@ pub enum ExitKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     /// More workers were needed but `max_clients` are running.
-    MaxClientsReached { processes: usize, idle: usize },
+    MaxClientsReached {
+        /// Worker processes running.
+        processes: usize,
+        /// Idle or starting workers of the current generation.
+        idle: usize,
+    },
     /// Spawning waits for the boot-failure backoff.
-    BootBackoff { failures: u32, wait_micros: Micros },
+    BootBackoff {
+        /// Boot failures in a row.
+        failures: u32,
+        /// Time left before the next fork, µs.
+        wait_micros: Micros,
+    },
     /// Too many boot failures in a row: forking stops but for probes.
-    SpawningHalted { failures: u32 },
+    SpawningHalted {
+        /// Boot failures in a row.
+        failures: u32,
+    },
     /// A worker booted again after forking was halted.
     SpawningResumed,
     /// The new generation could not boot: the reload is abandoned.
-    ReloadFailed { abandoned: u64, current: u64, failures: u32 },
+    ReloadFailed {
+        /// The generation given up.
+        abandoned: u64,
+        /// The generation current again.
+        current: u64,
+        /// Boot failures in a row of the abandoned generation.
+        failures: u32,
+    },
     /// A worker's request ran past `request_timeout`.
-    Stuck { slot: usize, running_micros: Micros },
+    Stuck {
+        /// The worker's slot.
+        slot: usize,
+        /// How long its oldest request has been running, µs.
+        running_micros: Micros,
+    },
 }
 
 /// What the supervisor should do now.
@@ -176,6 +209,7 @@ pub struct Decision {
     pub stuck_kill: Vec<usize>,
     /// Go back to this generation (a failed reload).
     pub revert_generation: Option<u64>,
+    /// What to tell the operator.
     pub notices: Vec<Notice>,
     /// Look again at this time even if nothing happens before.
     pub recheck_at: Option<Micros>,

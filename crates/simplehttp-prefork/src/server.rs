@@ -27,30 +27,47 @@ pub(crate) type SetupHandler = Box<dyn FnOnce(&ListenAddress)>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// An option has an impossible value (the message says which).
     #[error("{0}")]
     InvalidOption(String),
+    /// The pool or supervisor settings cannot work together.
     #[error(transparent)]
     Pool(#[from] ConfigError),
+    /// A handler's DIR is not a valid regular expression.
     #[error(transparent)]
     BadDir(#[from] BadDir),
+    /// The TLS key or certificates could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The listening socket could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
+        /// The address (`ip:port`, or `unix:` and a path).
         address: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The supervisor could not start or keep running.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// The pid file could not be written.
     #[error("pid file {path}")]
     PidFile {
+        /// The pid file's path.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The pid file names a server that is still running.
     #[error("pid file {path} names process {pid}, a server that is still running")]
-    AlreadyRunning { path: PathBuf, pid: u32 },
+    AlreadyRunning {
+        /// The pid file's path.
+        path: PathBuf,
+        /// The running server's (supervisor's) pid.
+        pid: u32,
+    },
 }
 
 /// Where to listen.

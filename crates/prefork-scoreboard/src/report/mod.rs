@@ -44,31 +44,57 @@ use crate::{Snapshot, WorkerState};
 /// The status document.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
+    /// Server-wide facts.
     pub server: ServerInfo,
+    /// The configuration in force.
     pub config: ConfigInfo,
+    /// Slots in the scoreboard.
     pub max_clients: usize,
+    /// Live worker processes.
     pub processes: usize,
+    /// Workers waiting for a connection (`_`).
     pub idle: usize,
+    /// Workers holding a connection (`R`, `W`, `K`, `C`).
     pub busy: usize,
+    /// Workers forked but not accepting yet (`S`).
     pub starting: usize,
+    /// Workers told to stop and finishing (`G`, `I`).
     pub stopping: usize,
+    /// One Apache status letter per slot.
     pub scoreboard: String,
+    /// Requests finished by all workers, past and present.
     pub total_accesses: u64,
+    /// Response body bytes sent by all workers, past and present.
     pub total_bytes: u64,
+    /// Connections accepted by all workers, past and present.
     pub total_connections: u64,
+    /// `accept4` calls of all workers, past and present, `EAGAIN` included.
     pub total_accept_calls: u64,
+    /// Requests longer than the slow-request threshold, all workers, past and present.
     pub slow_requests: u64,
+    /// Requests per second, averaged since the server started.
     pub requests_per_second: f64,
+    /// Response body bytes per second, averaged since the server started.
     pub bytes_per_second: f64,
+    /// Workers forked since the server started.
     pub workers_forked: u64,
+    /// Times a needed fork was refused because `max_clients` workers were running.
     pub max_clients_reached: u64,
+    /// Workers killed because a request ran past `request_timeout`.
     pub stuck_kills: u64,
+    /// Graceful reloads started.
     pub reloads: u64,
+    /// Reloads that did not complete.
     pub reload_failures: u64,
+    /// Connections waiting to be accepted, as last sampled.
     pub listen_queue: u64,
+    /// The most connections seen waiting to be accepted.
     pub listen_queue_max: u64,
+    /// The listen queue's limit (the backlog).
     pub listen_queue_len: u64,
+    /// Workers that failed to boot, in a row (0 once one boots).
     pub boot_failures: u64,
+    /// Forking is halted because workers keep failing to boot.
     pub spawning_halted: bool,
     /// What a readiness probe answers: a generation has been ready, and the server neither
     /// drains nor stops.
@@ -79,70 +105,115 @@ pub struct StatusReport {
     pub paused: bool,
     /// Why the last worker failed to boot (`null` if none has).
     pub last_boot_error: Option<String>,
+    /// Connections held by workers between requests (sending their request, or idle on
+    /// keep-alive), not in a handler.
     pub parked: u64,
+    /// Parked connections passed to an idle worker with their request complete.
     pub handed_off: u64,
+    /// Parked connections closed because their request did not arrive in time (`408`).
     pub parked_timeouts: u64,
+    /// Parked connections closed for lack of room.
     pub parked_evictions: u64,
+    /// Maintenance rounds the supervisor has run.
     pub parent_wakeups: u64,
+    /// One entry per live worker.
     pub workers: Vec<WorkerInfo>,
 }
 
 /// Server-wide facts.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServerInfo {
+    /// The supervisor's pid.
     pub parent_pid: u32,
+    /// The current worker generation.
     pub generation: u64,
+    /// The scoreboard segment's name.
     pub scoreboard: String,
+    /// Seconds since the supervisor started.
     pub uptime_seconds: f64,
+    /// When the supervisor started (Unix epoch seconds).
     pub start_time_unix: f64,
 }
 
 /// The configuration in force.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigInfo {
+    /// Workers forked at start.
     pub start_servers: u64,
+    /// Fewer idle workers than this: the supervisor forks more.
     pub min_spare_servers: u64,
+    /// More idle workers than this: the supervisor retires some.
     pub max_spare_servers: u64,
+    /// Most worker processes at once.
     pub max_clients: u64,
+    /// Requests a worker answers before it is replaced (`null`: no limit).
     pub max_requests_per_child: Option<u64>,
+    /// Requests longer than this count as slow, seconds (`null`: none are counted).
     pub slow_request_seconds: Option<f64>,
 }
 
 /// One live worker.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkerInfo {
+    /// Its scoreboard slot.
     pub slot: usize,
+    /// Its process id.
     pub pid: u32,
+    /// The generation it was forked into.
     pub generation: u64,
+    /// What it is doing (an Apache status letter in JSON).
     pub state: WorkerState,
+    /// It has reached a recycling limit and asked to be replaced.
     pub retire_requested: bool,
+    /// When the process started (Unix epoch seconds).
     pub started_unix: f64,
+    /// Seconds since `state` last changed.
     pub seconds_in_state: f64,
+    /// Requests finished by this process.
     pub requests: u64,
+    /// Requests finished by every process in this slot.
     pub requests_slot: u64,
+    /// Requests finished on the current connection.
     pub requests_connection: u64,
+    /// Response body bytes sent by this process.
     pub bytes: u64,
+    /// Response body bytes sent by every process in this slot.
     pub bytes_slot: u64,
+    /// Connections accepted by this process.
     pub connections: u64,
+    /// `accept4` calls by this process, `EAGAIN` included.
     pub accept_calls: u64,
+    /// Requests of this process longer than the slow-request threshold.
     pub slow_requests: u64,
+    /// Duration of the last finished request, µs.
     pub last_request_micros: u64,
+    /// Connections it holds between requests.
     pub parked: u64,
     /// How long the oldest request still running has run (`null`: none is running).
     pub running_seconds: Option<f64>,
+    /// CPU time used by the process (user + system), seconds, as last sampled.
     pub cpu_seconds: f64,
+    /// Resident memory of the process, bytes, as last sampled.
     pub rss_bytes: u64,
+    /// The current request while busy, the last one while idle (`null`: none, or unreadable).
     pub request: Option<RequestInfoReport>,
+    /// The request record was being rewritten on every read attempt, or its writer died mid-update.
     pub request_unreadable: bool,
 }
 
 /// A worker's current or last request.
 #[derive(Clone, Debug, Serialize)]
 pub struct RequestInfoReport {
+    /// The request line (`METHOD target VERSION`), cut to
+    /// [`REQUEST_LINE_BYTES`](crate::REQUEST_LINE_BYTES) bytes.
     pub line: String,
+    /// The client's `address:port`.
     pub client: String,
+    /// `HTTP/1.1`, `HTTP/2.0`.
     pub protocol: String,
+    /// The `Host` the client asked for.
     pub vhost: String,
+    /// Seconds since the request began.
     pub seconds_since_start: f64,
 }
 

@@ -1,0 +1,99 @@
+//! The facade's examples (`crates/simplehttp-prefork/examples/`: the Perl distribution's
+//! server, prefork, stream and proxy, and the runtime controls), each started as its own
+//! program on an ephemeral port and used over the wire as its documentation says.
+
+use std::process::Command;
+
+use anyhow::{Result, ensure};
+use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, example_binary, wait_for};
+
+fn start(example: &str, extra: &[&str]) -> Result<ServerProcess> {
+    let mut command = Command::new(example_binary(example)?);
+    command.arg("127.0.0.1:0").args(extra);
+    ServerProcess::spawn(command)
+}
+
+#[test]
+fn server_routes_in_order_and_answers_404_for_no_match() -> Result<()> {
+    let server = start("server", &[])?;
+    ensure!(server.get("/")?.body == "Hello, world!\n");
+    let honk = server.get("/honk/")?;
+    ensure!(honk.status == 200 && honk.body.contains("matched ^/honk/"), "{:?}", honk.body);
+    ensure!(server.get("/nothing")?.status == 404);
+    Ok(())
+}
+
+#[test]
+fn prefork_runs_its_fork_handler_in_each_worker_and_recycles_them() -> Result<()> {
+    let server = start("prefork", &[])?;
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let body = server.get("/")?.body;
+        let words: Vec<&str> = body.split_whitespace().collect();
+        // "served by PID: prepared in worker PID (slot N)"
+        ensure!(words.len() >= 7 && words[2].trim_end_matches(':') == words[6], "{body:?}");
+        pids.insert(words[6].to_owned());
+    }
+    ensure!(pids.len() >= 4, "12 requests, 3 per worker: {pids:?}");
+    Ok(())
+}
+
+#[test]
+fn stream_sends_its_chunks_then_closes_and_runs_the_close_handler() -> Result<()> {
+    let server = start("stream", &[])?;
+    let response = server.get("/stream")?;
+    ensure!(response.status == 200, "{}", response.status);
+    for i in 1..=5 {
+        ensure!(response.body.contains(&format!("chunk {i}\n")), "chunk {i} missing: {:?}", response.body);
+    }
+    server.wait_logged("the streamed connection closed")
+}
+
+#[test]
+fn proxy_fetches_the_absolute_uri_it_is_asked_for() -> Result<()> {
+    let upstream = start("server", &[])?;
+    let proxy = start("proxy", &[])?;
+    let mut connection = HttpConnection::open(proxy.addr())?;
+    let target = format!("http://{}/", upstream.addr());
+    connection.send(format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", upstream.addr()).as_bytes())?;
+    let answer = connection.read_response()?;
+    ensure!(answer.status == 200 && answer.body == "Hello, world!\n", "{} {:?}", answer.status, answer.body);
+    let mut connection = HttpConnection::open(proxy.addr())?;
+    connection.send(format!("POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
+    ensure!(connection.read_response()?.status == 501);
+    Ok(())
+}
+
+#[test]
+fn controls_answer_who_retire_pause_and_shutdown() -> Result<()> {
+    let mut server = start("controls", &[])?;
+    let who = server.get("/who")?.body;
+    ensure!(who.contains("is_child true") && who.contains(&format!("parent {}", server.pid())), "{who:?}");
+    ensure!(server.get("/retire")?.body == "Ok(())\n");
+    let mut kept = server.connect()?;
+    ensure!(kept.get("/pause")?.body == "Ok(())\n");
+    server.wait_logged("paused: no new connection is taken")?;
+    server.signal(Sig::SIGCONT)?;
+    server.wait_logged("resumed: connections are taken again")?;
+    ensure!(server.get("/shutdown")?.body == "Ok(())\n");
+    ensure!(server.wait_exit(DEADLINE)?.success());
+    Ok(())
+}
+
+#[test]
+fn reload_handlers_serves_what_the_file_says_after_each_hup() -> Result<()> {
+    let greeting = TempPath::new("greeting");
+    std::fs::write(greeting.path(), "first\n")?;
+    let server = start("reload_handlers", &[greeting.as_str()])?;
+    server.wait_logged("GETHANDLERS")?;
+    ensure!(server.stderr().contains("[\"^/\"]"), "{}", server.stderr());
+    ensure!(server.get("/")?.body == "first\n");
+    std::fs::write(greeting.path(), "second\n")?;
+    server.signal(Sig::SIGHUP)?;
+    wait_for("the new greeting", DEADLINE, || Ok((server.get("/")?.body == "second\n").then_some(())))?;
+    std::fs::remove_file(greeting.path())?;
+    server.signal(Sig::SIGHUP)?;
+    server.wait_logged("reload abandoned")?;
+    ensure!(server.get("/")?.body == "second\n");
+    Ok(())
+}
