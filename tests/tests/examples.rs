@@ -26,15 +26,16 @@ fn server_routes_in_order_and_answers_404_for_no_match() -> Result<()> {
 #[test]
 fn prefork_runs_its_fork_handler_in_each_worker_and_recycles_them() -> Result<()> {
     let server = start("prefork", &[])?;
-    let mut pids = std::collections::BTreeSet::new();
+    let mut served_by = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..12 {
         let body = server.get("/")?.body;
         let words: Vec<&str> = body.split_whitespace().collect();
         // "served by PID: prepared in worker PID (slot N)"
         ensure!(words.len() >= 7 && words[2].trim_end_matches(':') == words[6], "{body:?}");
-        pids.insert(words[6].to_owned());
+        *served_by.entry(words[6].to_owned()).or_default() += 1;
     }
-    ensure!(pids.len() >= 4, "12 requests, 3 per worker: {pids:?}");
+    // MAXREQUESTPERCHILD 3, which jitter may stretch a little: never one worker for all.
+    ensure!(served_by.len() >= 3 && served_by.values().all(|&n| n <= 4), "12 requests: {served_by:?}");
     Ok(())
 }
 
@@ -73,7 +74,7 @@ fn controls_answer_who_retire_pause_and_shutdown() -> Result<()> {
     let mut kept = server.connect()?;
     ensure!(kept.get("/pause")?.body == "Ok(())\n");
     server.wait_logged("paused: no new connection is taken")?;
-    server.signal(Sig::SIGCONT)?;
+    ensure!(kept.get("/resume")?.body == "Ok(())\n", "a kept connection is served while paused");
     server.wait_logged("resumed: connections are taken again")?;
     ensure!(server.get("/shutdown")?.body == "Ok(())\n");
     ensure!(server.wait_exit(DEADLINE)?.success());

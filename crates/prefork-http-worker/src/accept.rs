@@ -18,7 +18,7 @@ use crate::handoff::MAX_MESSAGE_BYTES;
 use crate::parked::ParkedConnection;
 use crate::pause::PauseNudge;
 use crate::transport::{Listener, Peer};
-use prefork_scoreboard::Board;
+use prefork_scoreboard::{Board, SlotWriter};
 
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
@@ -49,6 +49,8 @@ pub(crate) struct Acceptor<'l> {
     /// wait in the listen queue); parked and handed-off connections are still served.
     pause: &'l PauseNudge,
     board: &'static Board,
+    /// Where this worker says whether it follows the pause (ctl and tests wait for it).
+    slot: &'l SlotWriter<'static>,
     listening: bool,
     /// Room for one hand-off message (only when the queue is watched).
     message: Vec<u8>,
@@ -76,7 +78,7 @@ impl<'l> Acceptor<'l> {
         stop: impl AsFd,
         adopt: bool,
         pause: &'l PauseNudge,
-        board: &'static Board,
+        (board, slot): (&'static Board, &'l SlotWriter<'static>),
     ) -> Result<Acceptor<'l>, WorkerError> {
         let sys = |what| move |errno| WorkerError::Sys { what, errno };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
@@ -98,7 +100,8 @@ impl<'l> Acceptor<'l> {
             message = vec![0; MAX_MESSAGE_BYTES];
             reserve = Some(spare);
         }
-        Ok(Acceptor { epoll, listener, pause, board, listening, message, reserve })
+        slot.set_accepting(listening);
+        Ok(Acceptor { epoll, listener, pause, board, slot, listening, message, reserve })
     }
 
     /// The pool was paused or resumed: the listener leaves this wait, or comes back.
@@ -120,6 +123,7 @@ impl<'l> Acceptor<'l> {
             tracing::debug!("resumed: accepting");
         }
         self.listening = !paused;
+        self.slot.set_accepting(self.listening);
         Ok(())
     }
 
@@ -130,7 +134,7 @@ impl<'l> Acceptor<'l> {
     /// for it, and it would otherwise wait in the backlog until some later connection wakes a
     /// sibling. The caller serves it as any request in hand.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> Result<Waited, WorkerError> {
-        let mut events = [EpollEvent::empty(); 3];
+        let mut events = [EpollEvent::empty(); 4];
         let timeout = timeout.map_or(EpollTimeout::NONE, |t| EpollTimeout::try_from(t).unwrap_or(EpollTimeout::NONE));
         let ready = match self.epoll.wait(&mut events, timeout) {
             Ok(n) => &events[..n],

@@ -64,7 +64,7 @@ pub(crate) fn serve_classic(
         // scope would wait for it forever.
         let leave = LeaveOnDrop { lot: &lot, worker };
         let classic = Classic { listener, worker, stop_watch, runtime, local, lot: &lot, parks };
-        let mut acceptor = Acceptor::new(listener, stop.as_fd(), parks, pause, worker.board)?;
+        let mut acceptor = Acceptor::new(listener, stop.as_fd(), parks, pause, (worker.board, &worker.slot))?;
         worker.become_ready();
         let result = classic.run(&mut acceptor);
         // What the parking thread holds goes to a sibling; if the whole server stops, it is

@@ -10,9 +10,6 @@ use std::cell::RefCell;
 use std::rc::Weak;
 use std::sync::OnceLock;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
 use crate::shared::WorkerShared;
 
 /// Who this worker is. Fork handlers get it as their argument, handlers through
@@ -71,12 +68,13 @@ pub enum ControlError {
     #[error("this worker is not serving yet (it is running its fork handlers)")]
     NotServing,
     /// The signal to the supervisor could not be sent.
-    #[error("signalling the supervisor (pid {pid}): {errno}")]
+    #[error("signalling the supervisor (pid {pid})")]
     Signal {
         /// The supervisor's pid.
         pid: u32,
         /// The error `kill` returned.
-        errno: nix::errno::Errno,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -85,27 +83,34 @@ pub enum ControlError {
 /// in hand is answered in a graceful stop.
 pub fn shutdown_server(how: Shutdown) -> Result<(), ControlError> {
     signal_supervisor(match how {
-        Shutdown::Graceful => Signal::SIGTERM,
-        Shutdown::Immediate => Signal::SIGQUIT,
+        Shutdown::Graceful => libc::SIGTERM,
+        Shutdown::Immediate => libc::SIGQUIT,
     })
 }
 
-/// Pauses the whole pool (SimpleHTTP's STOPLISTEN), as WINCH sent to the supervisor would: no
+/// Pauses the whole pool (SimpleHTTP's STOPLISTEN), as the pause signal
+/// ([`prefork_scoreboard::pause_signal`]) sent to the supervisor would: no
 /// worker takes a new connection (they wait in the listen queue, none refused), connections
 /// already taken are served; readiness probes answer `503`.
 pub fn pause_server() -> Result<(), ControlError> {
-    signal_supervisor(Signal::SIGWINCH)
+    signal_supervisor(prefork_scoreboard::pause_signal())
 }
 
-/// Resumes a paused pool (SimpleHTTP's STARTLISTEN), as CONT sent to the supervisor would: the
+/// Resumes a paused pool (SimpleHTTP's STARTLISTEN), as the resume signal sent to the
+/// supervisor would: the
 /// connections that waited are taken.
 pub fn resume_server() -> Result<(), ControlError> {
-    signal_supervisor(Signal::SIGCONT)
+    signal_supervisor(prefork_scoreboard::resume_signal())
 }
 
-fn signal_supervisor(signal: Signal) -> Result<(), ControlError> {
+fn signal_supervisor(signal: libc::c_int) -> Result<(), ControlError> {
     let pid = WORKER.get().ok_or(ControlError::NotAWorker)?.parent_pid;
-    kill(Pid::from_raw(pid as i32), signal).map_err(|errno| ControlError::Signal { pid, errno })
+    // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(ControlError::Signal { pid, source: std::io::Error::last_os_error() })
+    }
 }
 
 /// Retires this worker (SimpleHTTP/PreFork's SHUTDOWN in a child): it answers the request in

@@ -17,9 +17,14 @@ static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 extern "C" fn on_sigusr2(_: libc::c_int) {
     let fd = WAKE_FD.load(SeqCst);
     if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: write(2) on an eventfd is async-signal-safe; the buffer is a live local.
-        unsafe { libc::write(fd, (&raw const one).cast(), size_of::<u64>()) };
+        // SAFETY: reading and restoring this thread's errno, and write(2) on an eventfd, are
+        // async-signal-safe; the buffer is a live local.
+        unsafe {
+            let saved = *libc::__errno_location();
+            let one: u64 = 1;
+            libc::write(fd, (&raw const one).cast(), size_of::<u64>());
+            *libc::__errno_location() = saved;
+        }
     }
 }
 

@@ -102,7 +102,8 @@ impl Context<'_> {
     /// runtime keeps reading the channel until the thread has gone.
     fn serve_many(&self, runtime: &tokio::runtime::Runtime, local: &LocalSet, limit: usize) -> Result<(), WorkerError> {
         let worker = self.worker;
-        let acceptor = Acceptor::new(self.listener, self.stop.as_fd(), false, self.pause, worker.board)?;
+        let acceptor =
+            Acceptor::new(self.listener, self.stop.as_fd(), false, self.pause, (worker.board, &worker.slot))?;
         let free = FreeSlots::new(limit);
         worker.become_ready();
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -19,6 +19,9 @@ pub struct SlotFlags;
 impl SlotFlags {
     /// The worker has reached a recycling limit and asks the parent to replace it.
     pub const RETIRE_REQUESTED: u8 = 1;
+    /// The worker's accept wait has taken the listener out (the pool is paused): it takes
+    /// no new connection.
+    pub const NOT_ACCEPTING: u8 = 2;
 }
 
 /// The configuration in force, as published in the header for status readers.
@@ -157,10 +160,16 @@ impl Board {
     pub fn bump_generation(&self) -> u64 {
         let h = self.header();
         h.reloads.fetch_add(1, Relaxed);
-        let next = h.highest_generation.load(Relaxed).max(h.generation.load(Relaxed)) + 1;
+        let next = self.next_generation();
         h.highest_generation.store(next, Relaxed);
         h.generation.store(next, Release);
         next
+    }
+
+    /// The number the next reload's generation will have (one never used before).
+    pub fn next_generation(&self) -> u64 {
+        let h = self.header();
+        h.highest_generation.load(Relaxed).max(h.generation.load(Relaxed)) + 1
     }
 
     /// Parent only: goes back to an earlier generation (a reload whose new workers could not
@@ -622,6 +631,16 @@ impl SlotWriter<'_> {
     /// Asks the parent to replace this worker (a recycling limit was reached).
     pub fn request_retirement(&self) {
         self.slot.flags.fetch_or(SlotFlags::RETIRE_REQUESTED, Release);
+    }
+
+    /// Says whether this worker's accept wait watches the listener (false: the pool is
+    /// paused, and this worker has stopped taking new connections).
+    pub fn set_accepting(&self, accepting: bool) {
+        if accepting {
+            self.slot.flags.fetch_and(!SlotFlags::NOT_ACCEPTING, Release);
+        } else {
+            self.slot.flags.fetch_or(SlotFlags::NOT_ACCEPTING, Release);
+        }
     }
 }
 

@@ -168,6 +168,11 @@ impl SlotSnapshot {
     pub fn retire_requested(&self) -> bool {
         self.flags & SlotFlags::RETIRE_REQUESTED != 0
     }
+
+    /// The worker's accept wait watches the listener (false once it has followed a pause).
+    pub fn accepting(&self) -> bool {
+        self.flags & SlotFlags::NOT_ACCEPTING == 0
+    }
 }
 
 /// A whole board at one moment (each field read atomically, the whole not atomically).

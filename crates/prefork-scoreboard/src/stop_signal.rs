@@ -20,12 +20,33 @@ static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_sigterm(_: libc::c_int) {
     STOP_REQUESTED.store(true, SeqCst);
-    let fd = WAKE_FD.load(SeqCst);
+    wake(WAKE_FD.load(SeqCst));
+}
+
+/// From a signal handler: adds one to the eventfd `fd` (if any), keeping `errno` as the
+/// interrupted code had it.
+pub(crate) fn wake(fd: libc::c_int) {
     if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: write(2) on an eventfd is async-signal-safe; the buffer is a live local.
-        unsafe { libc::write(fd, (&raw const one).cast(), size_of::<u64>()) };
+        // SAFETY: reading and restoring this thread's errno, and write(2) on an eventfd, are
+        // async-signal-safe; the buffer is a live local.
+        unsafe {
+            let saved = *libc::__errno_location();
+            let one: u64 = 1;
+            libc::write(fd, (&raw const one).cast(), size_of::<u64>());
+            *libc::__errno_location() = saved;
+        }
     }
+}
+
+/// The signal that pauses a pool (SimpleHTTP's STOPLISTEN): a real-time signal, which no
+/// terminal, shell or service manager sends on its own (unlike WINCH or CONT).
+pub fn pause_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// The signal that resumes a paused pool (STARTLISTEN): see [`pause_signal`].
+pub fn resume_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 5
 }
 
 /// SIGTERM has arrived in this process (since [`StopSignal::install`]).

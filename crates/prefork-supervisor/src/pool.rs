@@ -20,7 +20,7 @@ use crate::children::{ChildRecord, ChildTable};
 use crate::config::SupervisorConfig;
 use crate::policy::{self, ExitKind, Micros, Notice, PolicyMemory, PoolView, WorkerView};
 use crate::probes::listen_queue;
-use crate::signals::{SignalInbox, sys};
+use crate::signals::{Received, SignalInbox, sys};
 use crate::supervisor::{ReloadHook, ReopenLogsHook, StopReport};
 use crate::worker::{WorkerContext, WorkerExit, exit_code};
 
@@ -85,7 +85,18 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         loop {
             self.maintain()?;
             let signals = self.wait_for_signals(self.next_wakeup(), true)?;
-            for signal in signals {
+            for received in signals {
+                let signal = match received {
+                    Received::Pause => {
+                        self.set_paused(true);
+                        continue;
+                    }
+                    Received::Resume => {
+                        self.set_paused(false);
+                        continue;
+                    }
+                    Received::Signal(signal) => signal,
+                };
                 match signal {
                     Signal::SIGTERM | Signal::SIGINT => {
                         let delay = self.config.drain_delay;
@@ -108,7 +119,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         return self.stop(StopMode::Immediate);
                     }
                     Signal::SIGHUP => {
-                        if let Some(Err(error)) = self.on_reload.as_mut().map(|hook| hook()) {
+                        let next = self.scoreboard.board().next_generation();
+                        if let Some(Err(error)) = self.on_reload.as_mut().map(|hook| hook(next)) {
                             tracing::error!(%error, "reload abandoned: its hook failed; the workers serve on as they are");
                             self.scoreboard.board().count_reload_failure();
                             continue;
@@ -128,8 +140,6 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         self.spares_changed("TTOU");
                     }
                     Signal::SIGUSR1 => self.reopen_logs(),
-                    Signal::SIGWINCH => self.set_paused(true),
-                    Signal::SIGCONT => self.set_paused(false),
                     Signal::SIGCHLD => {}
                     other => tracing::info!(signal = %other, "signal has no meaning for the supervisor; ignored"),
                 }
@@ -153,8 +163,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         );
     }
 
-    /// WINCH pauses the pool (SimpleHTTP's STOPLISTEN: workers take no new connection, which
-    /// wait in the listen queue; the socket stays open), CONT resumes it (STARTLISTEN). Every
+    /// The pause signal pauses the pool (SimpleHTTP's STOPLISTEN: workers take no new
+    /// connection, which wait in the listen queue; the socket stays open), the resume signal
+    /// resumes it (STARTLISTEN); see `prefork_scoreboard::pause_signal`. Every
     /// worker is nudged (SIGUSR2) to look at the scoreboard's bit; a worker forked meanwhile
     /// reads it as it starts.
     fn set_paused(&mut self, paused: bool) {
@@ -197,7 +208,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     /// `watch_doorbell`) a worker rings the doorbell. Rings closer than [`DOORBELL_GAP`] to the
     /// last round are coalesced: inside the gap the doorbell is not watched, and once the gap
     /// is over the wait goes on, the doorbell watched again, so that one round answers them all.
-    fn wait_for_signals(&mut self, deadline: Micros, watch_doorbell: bool) -> Result<Vec<Signal>, SupervisorError> {
+    fn wait_for_signals(&mut self, deadline: Micros, watch_doorbell: bool) -> Result<Vec<Received>, SupervisorError> {
         let doorbell = self.doorbell.as_ref().expect("the parent keeps its doorbell");
         loop {
             let now = monotonic_micros();
@@ -450,7 +461,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             self.reap(true);
             while !self.children.is_empty() && monotonic_micros() < deadline {
                 let signals = self.wait_for_signals(deadline, false)?;
-                if signals.iter().any(|s| matches!(s, Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGINT)) {
+                let stop =
+                    |s: &Received| matches!(s, Received::Signal(Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGINT));
+                if signals.iter().any(stop) {
                     tracing::warn!("second stop signal: stopping immediately");
                     report.graceful = false;
                     break;

@@ -10,7 +10,7 @@ use crate::SupervisorError;
 
 /// Every signal the parent handles. All are blocked in the parent and delivered only through
 /// the signalfd, so no handler ever runs in the middle of the supervisor's work.
-pub(crate) const HANDLED: [Signal; 11] = [
+pub(crate) const HANDLED: [Signal; 9] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -20,9 +20,17 @@ pub(crate) const HANDLED: [Signal; 11] = [
     Signal::SIGUSR2,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
-    Signal::SIGWINCH,
-    Signal::SIGCONT,
 ];
+
+/// What the signalfd delivered: a standard signal, or one of the real-time control signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    Signal(Signal),
+    /// [`prefork_scoreboard::pause_signal`]: pause the pool.
+    Pause,
+    /// [`prefork_scoreboard::resume_signal`]: resume it.
+    Resume,
+}
 
 /// The blocked signal set and the signalfd that receives it.
 pub(crate) struct SignalInbox {
@@ -57,14 +65,19 @@ impl SignalInbox {
     }
 
     /// Every signal waiting in the signalfd, in arrival order.
-    pub(crate) fn drain(&self) -> Result<Vec<Signal>, SupervisorError> {
+    pub(crate) fn drain(&self) -> Result<Vec<Received>, SupervisorError> {
         let fd = self.fd.as_ref().expect("signalfd is open in the parent");
         let mut signals = Vec::new();
         loop {
             match fd.read_signal() {
                 Ok(Some(info)) => {
-                    if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
-                        signals.push(signal);
+                    let number = info.ssi_signo as i32;
+                    if number == prefork_scoreboard::pause_signal() {
+                        signals.push(Received::Pause);
+                    } else if number == prefork_scoreboard::resume_signal() {
+                        signals.push(Received::Resume);
+                    } else if let Ok(signal) = Signal::try_from(number) {
+                        signals.push(Received::Signal(signal));
                     }
                 }
                 Ok(None) | Err(Errno::EAGAIN) => return Ok(signals),
@@ -83,7 +96,13 @@ impl SignalInbox {
         for handled in HANDLED {
             mask.remove(handled);
         }
-        let _ = mask.thread_set_mask();
+        let mut raw = *mask.as_ref();
+        for control in [prefork_scoreboard::pause_signal(), prefork_scoreboard::resume_signal()] {
+            // SAFETY: `raw` is an initialised sigset_t (a copy of a SigSet's).
+            unsafe { libc::sigdelset(&mut raw, control) };
+        }
+        // SAFETY: still initialised.
+        let _ = unsafe { SigSet::from_sigset_t_unchecked(raw) }.thread_set_mask();
     }
 }
 
@@ -95,8 +114,15 @@ impl Drop for SignalInbox {
     }
 }
 
+/// [`HANDLED`] and the two real-time control signals (which nix's `Signal` cannot name).
 fn handled_set() -> SigSet {
-    HANDLED.into_iter().collect()
+    let mut raw = *HANDLED.into_iter().collect::<SigSet>().as_ref();
+    for control in [prefork_scoreboard::pause_signal(), prefork_scoreboard::resume_signal()] {
+        // SAFETY: `raw` is an initialised sigset_t (a copy of a SigSet's).
+        unsafe { libc::sigaddset(&mut raw, control) };
+    }
+    // SAFETY: still initialised.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
 pub(crate) fn sys(what: &'static str, errno: Errno) -> SupervisorError {

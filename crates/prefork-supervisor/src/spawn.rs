@@ -73,10 +73,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         // SIGQUIT to the whole process group: the supervisor decides what they mean for its
         // workers. All ignored before the mask is restored: one sent since the fork is pending,
         // and would be delivered at once (the worker installs its own handling later).
-        // SIGUSR2 is the supervisor's nudge (the pool was paused or resumed), SIGWINCH and
-        // SIGCONT what a terminal or an operator sends the group for that.
-        let ignored =
-            [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGWINCH];
+        // SIGUSR2 is the supervisor's nudge (the pool was paused or resumed).
+        let ignored = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT];
         for signal in ignored {
             // SAFETY: installing SIG_IGN runs no code of ours in signal context.
             let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) };

@@ -26,7 +26,7 @@ pub struct StopReport {
 
 pub(crate) type StartedHook<'a> = Box<dyn FnOnce(&str, &Board) + 'a>;
 pub(crate) type ReopenLogsHook<'a> = Box<dyn FnMut() + 'a>;
-pub(crate) type ReloadHook<'a> = Box<dyn FnMut() -> Result<(), String> + 'a>;
+pub(crate) type ReloadHook<'a> = Box<dyn FnMut(u64) -> Result<(), String> + 'a>;
 
 /// Runs a preforked pool until a stop signal. See the crate docs.
 pub struct Supervisor<'a, W> {
@@ -65,11 +65,13 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
         self
     }
 
-    /// Called in the parent on SIGHUP, before the new generation is forked: whatever it
-    /// changes in the parent (the state the worker function forks with: new handlers, say)
-    /// reaches every worker of the new generation, while the old one finishes as it was. An
-    /// error abandons the reload (logged with its text): the old generation serves on.
-    pub fn on_reload(mut self, hook: impl FnMut() -> Result<(), String> + 'a) -> Self {
+    /// Called in the parent on SIGHUP with the number the new generation will have, before
+    /// it is forked: state the worker function picks by `WorkerContext::generation` (new
+    /// handlers, say) reaches every worker of the new generation, while the old one, and any
+    /// worker forked for it later (a replacement, or all of them if the reload is abandoned
+    /// because the new workers cannot boot), keeps its own. An error abandons the reload
+    /// (logged with its text): the old generation serves on.
+    pub fn on_reload(mut self, hook: impl FnMut(u64) -> Result<(), String> + 'a) -> Self {
         self.on_reload = Some(Box::new(hook));
         self
     }

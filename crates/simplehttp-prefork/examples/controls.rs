@@ -7,7 +7,7 @@
 //! curl http://127.0.0.1:8080/who        # pid, slot, generation, parent, ISCHILD
 //! curl http://127.0.0.1:8080/retire     # this worker answers, then is replaced
 //! curl http://127.0.0.1:8080/pause      # no new connection is taken...
-//! kill -CONT <parent pid>               # ...until resumed (or: simplehttp-prefork ctl)
+//! kill -s RTMIN+5 <parent pid>          # ...until resumed (or /resume on a kept connection)
 //! curl http://127.0.0.1:8080/shutdown   # the whole server stops gracefully
 //! ```
 

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use simplehttp_prefork::read_pid_file;
-use simplehttp_prefork::scoreboard::{AttachedScoreboard, DEFAULT_PREFIX, HeaderSnapshot, segment_name};
+use simplehttp_prefork::scoreboard::{AttachedScoreboard, DEFAULT_PREFIX, Snapshot, WorkerState, segment_name};
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -29,9 +29,10 @@ pub struct CtlArgs {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Action {
-    /// Stop taking new connections (they wait in the listen queue): WINCH.
+    /// Stop taking new connections (they wait in the listen queue): the pause signal
+    /// (SIGRTMIN+4).
     Pause,
-    /// Take connections again: CONT.
+    /// Take connections again: the resume signal (SIGRTMIN+5).
     Resume,
     /// A new generation of workers, the old one finishing: HUP.
     Reload,
@@ -46,15 +47,15 @@ enum Action {
 }
 
 impl Action {
-    fn signal(self) -> Signal {
+    fn signal(self) -> libc::c_int {
         match self {
-            Action::Pause => Signal::SIGWINCH,
-            Action::Resume => Signal::SIGCONT,
-            Action::Reload => Signal::SIGHUP,
-            Action::Stop => Signal::SIGTERM,
-            Action::Quit => Signal::SIGQUIT,
-            Action::Ttin => Signal::SIGTTIN,
-            Action::Ttou => Signal::SIGTTOU,
+            Action::Pause => simplehttp_prefork::scoreboard::pause_signal(),
+            Action::Resume => simplehttp_prefork::scoreboard::resume_signal(),
+            Action::Reload => Signal::SIGHUP as libc::c_int,
+            Action::Stop => Signal::SIGTERM as libc::c_int,
+            Action::Quit => Signal::SIGQUIT as libc::c_int,
+            Action::Ttin => Signal::SIGTTIN as libc::c_int,
+            Action::Ttou => Signal::SIGTTOU as libc::c_int,
         }
     }
 }
@@ -81,11 +82,15 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
     let scoreboard = AttachedScoreboard::open(&name).with_context(|| {
         format!("process {pid} (pid file {path}) has no scoreboard {name}: is it a simplehttp-prefork server?")
     })?;
-    let before = scoreboard.snapshot().header;
-    kill(Pid::from_raw(pid as i32), args.action.signal()).with_context(|| format!("signalling process {pid}"))?;
+    let before = scoreboard.snapshot();
+    // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
+    if unsafe { libc::kill(pid as libc::pid_t, args.action.signal()) } != 0 {
+        let error = std::io::Error::last_os_error();
+        bail!("signalling process {pid}: {error}");
+    }
     let deadline = Instant::now() + args.timeout;
     loop {
-        let now = scoreboard.snapshot().header;
+        let now = scoreboard.snapshot();
         if let Some(done) = took_effect(args.action, &before, &now, alive(pid)) {
             let said = done?;
             println!("{said}");
@@ -100,33 +105,34 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
 
 /// Whether the scoreboard (or the process's end) shows the action done: what to say, or why
 /// it failed; `None` while it does not show yet.
-fn took_effect(
-    action: Action,
-    before: &HeaderSnapshot,
-    now: &HeaderSnapshot,
-    alive: bool,
-) -> Option<anyhow::Result<String>> {
-    let spares = |h: &HeaderSnapshot| (h.config.min_spare_servers, h.config.max_spare_servers);
+fn took_effect(action: Action, before: &Snapshot, now: &Snapshot, alive: bool) -> Option<anyhow::Result<String>> {
+    let spares = |s: &Snapshot| (s.header.config.min_spare_servers, s.header.config.max_spare_servers);
+    // Workers past their fork handlers (a starting one reads the pause as it starts).
+    let serving = || now.live().filter(|slot| slot.state != WorkerState::Starting);
+    let failed = now.header.reload_failures > before.header.reload_failures;
     match action {
-        Action::Pause => {
-            now.paused.then(|| Ok("paused: no new connection is taken (they wait in the listen queue)".into()))
+        Action::Pause => (now.header.paused && serving().all(|slot| !slot.accepting()))
+            .then(|| Ok("paused: no worker takes a new connection (they wait in the listen queue)".into())),
+        Action::Resume => (!now.header.paused && serving().all(|slot| slot.accepting()))
+            .then(|| Ok("resumed: connections are taken".into())),
+        Action::Reload if failed => {
+            Some(Err(anyhow::anyhow!("the reload failed; the old generation serves on (the server's log says why)")))
         }
-        Action::Resume => (!now.paused).then(|| Ok("resumed: connections are taken".into())),
-        Action::Reload if now.reload_failures > before.reload_failures => {
-            Some(Err(anyhow::anyhow!("the reload failed; the old generation serves on ({})", now.last_boot_error)))
-        }
+        // Done once only workers of the new generation are left (a reload whose workers
+        // cannot boot goes back to the old one, and counts a failure).
         Action::Reload => {
-            (now.generation > before.generation).then(|| Ok(format!("reloading: generation {}", now.generation)))
+            let new = now.header.generation > before.header.generation;
+            let only_new = now.live().all(|slot| slot.generation == now.header.generation);
+            (new && only_new).then(|| Ok(format!("reloaded: generation {} serves", now.header.generation)))
         }
         Action::Stop | Action::Quit => (!alive).then(|| Ok("stopped".into())),
-        Action::Ttin => (spares(now) != spares(before)).then(|| {
-            let (min, max) = spares(now);
-            Ok(format!("spare bounds now {min}..{max}"))
-        }),
+        Action::Ttin if spares(before).0 >= before.header.config.max_clients => {
+            Some(Err(anyhow::anyhow!("the spare bounds are at max_clients already: TTIN changes nothing")))
+        }
         Action::Ttou if spares(before) == (1, 1) => {
             Some(Err(anyhow::anyhow!("the spare bounds are 1..1 already: TTOU changes nothing")))
         }
-        Action::Ttou => (spares(now) != spares(before)).then(|| {
+        Action::Ttin | Action::Ttou => (spares(now) != spares(before)).then(|| {
             let (min, max) = spares(now);
             Ok(format!("spare bounds now {min}..{max}"))
         }),

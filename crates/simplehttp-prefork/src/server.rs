@@ -1,10 +1,12 @@
 //! A validated server: bind its listening socket, then fork and supervise the pool.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use prefork_http_worker::{
     BadDir, DEFAULT_BACKLOG, HttpWorker, ListenAddress, Listener, PoolLink, Router, TlsError, WorkerConfig, WorkerInfo,
@@ -21,6 +23,8 @@ use crate::pid_file::PidFile;
 pub type ForkHandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) type ForkHandler = Box<dyn FnMut(&WorkerInfo) -> Result<(), ForkHandlerError>>;
+/// A fork handler that several generations run (a reload that gives none keeps them).
+type SharedForkHandler = Rc<RefCell<ForkHandler>>;
 pub(crate) type SetupHandler = Box<dyn FnOnce(&ListenAddress)>;
 
 /// Why a server could not be built, bound or run.
@@ -192,9 +196,15 @@ impl BoundServer {
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
         let BoundServer { server, listener, pid_file } = self;
         let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, .. } = server;
-        // What the next fork starts with: swapped by the reload hook, in the parent, on HUP.
-        let (router, fork_handlers) = (RefCell::new(router), RefCell::new(fork_handlers));
-        let (router, fork_handlers) = (&router, &fork_handlers);
+        // The handlers each generation forks with, by the generation they start at: the
+        // reload hook adds the next one's, in the parent, on HUP. A worker takes those of the
+        // latest generation not after its own, so that a reload abandoned (the board goes back
+        // to the old generation) forks the old generation's handlers again.
+        let shared = |handlers: Vec<ForkHandler>| -> Vec<SharedForkHandler> {
+            handlers.into_iter().map(|h| Rc::new(RefCell::new(h))).collect()
+        };
+        let generations = RefCell::new(BTreeMap::from([(0, (router, shared(fork_handlers)))]));
+        let generations = &generations;
         worker.port = match listener.address() {
             ListenAddress::Tcp(addr) => addr.port(),
             ListenAddress::Unix(_) => 0,
@@ -216,7 +226,14 @@ impl BoundServer {
                 is_child: true,
             };
             prefork_http_worker::enter_worker(info.clone());
-            for (index, fork_handler) in fork_handlers.borrow_mut().iter_mut().enumerate() {
+            let (router, fork_handlers) = {
+                let generations = generations.borrow();
+                let (_, (router, fork_handlers)) =
+                    generations.range(..=ctx.generation).next_back().expect("generation 0 is always there");
+                (router.clone(), fork_handlers.clone())
+            };
+            for (index, fork_handler) in fork_handlers.iter().enumerate() {
+                let mut fork_handler = fork_handler.borrow_mut();
                 match catch_unwind(AssertUnwindSafe(|| fork_handler(&info))) {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => return WorkerExit::BootFailed(format!("fork handler {index} failed: {error}")),
@@ -224,7 +241,7 @@ impl BoundServer {
                 }
             }
             let config = WorkerConfig { recycle: ctx.limits, ..worker.clone() };
-            let http = HttpWorker::new(listener, router.borrow().clone(), config);
+            let http = HttpWorker::new(listener, router, config);
             let link = PoolLink {
                 slot: ctx.slot,
                 board: ctx.board,
@@ -249,17 +266,17 @@ impl BoundServer {
             supervisor = supervisor.watch_listen_queue(listener.as_fd());
         }
         if let Some(hook) = on_reload.as_mut() {
-            supervisor = supervisor.on_reload(move || {
+            supervisor = supervisor.on_reload(move |next_generation| {
                 let reloaded = catch_unwind(AssertUnwindSafe(&mut *hook))
                     .map_err(|_| "the reload hook panicked".to_owned())?
                     .map_err(|error| format!("the reload hook failed: {error}"))?;
                 let new_router = reloaded.router().map_err(|error| error_chain(&error))?;
                 let dirs: Vec<&str> = new_router.dirs().collect();
-                tracing::info!(handlers = ?dirs, "reload: the new generation gets new handlers");
-                *router.borrow_mut() = new_router;
-                if let Some(new_fork_handlers) = reloaded.fork_handlers {
-                    *fork_handlers.borrow_mut() = new_fork_handlers;
-                }
+                tracing::info!(generation = next_generation, handlers = ?dirs, "reload: the new generation gets new handlers");
+                let mut generations = generations.borrow_mut();
+                let current = generations.values().next_back().map(|(_, f)| f.clone()).unwrap_or_default();
+                let fork_handlers = reloaded.fork_handlers.map_or(current, shared);
+                generations.insert(next_generation, (new_router, fork_handlers));
                 Ok(())
             });
         }

@@ -73,20 +73,31 @@ fn serve(role: &str) -> Result<()> {
     }
     if role == "reloadable" {
         // Each reload serves the next version, unless the marker file says the new handlers
-        // cannot be built (then the reload is abandoned).
+        // cannot be built (then the reload is abandoned), or the boot marker says the new
+        // version's fork handler fails (then its workers cannot boot, and the reload fails).
         let marker = std::env::var_os(MARKER).map(std::path::PathBuf::from);
+        let boot_marker = marker.as_ref().map(|m| m.with_extension("boot"));
         let mut version = 1;
+        let retire = || Handler::new(|_, _| text(format!("{} {:?}\n", std::process::id(), retire_this_worker())));
         let server = builder
             .keepalive(true)
+            .max_reload_boot_failures(1)
             .status_path(Some("/server-status".into()))
             .handler("^/version$", Handler::new(|_, _| text("version 1\n".into())))
+            .handler("^/retire$", retire())
             .on_reload(move || {
                 if marker.as_deref().is_some_and(std::path::Path::exists) {
                     return Err("templates broken".into());
                 }
                 version += 1;
                 let body = format!("version {version}\n");
-                Ok(Reloaded::new().handler("^/version$", Handler::new(move |_, _| text(body.clone()))))
+                let reloaded = Reloaded::new()
+                    .handler("^/version$", Handler::new(move |_, _| text(body.clone())))
+                    .handler("^/retire$", retire());
+                if boot_marker.as_deref().is_some_and(std::path::Path::exists) {
+                    return Ok(reloaded.fork_handler(|_| Err("database down".into())));
+                }
+                Ok(reloaded)
             })
             .build()?;
         tracing::info!(handlers = ?server.handlers(), "handlers before any reload");
@@ -281,20 +292,24 @@ fn routes_win() -> Result<()> {
 /// fails is abandoned, and the handlers in force stay.
 fn reload_swaps_handlers() -> Result<()> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let marker = TempPath::new("reload-marker");
     let mut command = Command::new(std::env::current_exe()?);
     command.env(ROLE, "reloadable").env(MARKER, marker.path());
     let server = ServerProcess::spawn(command)?;
-    server.wait_logged("handlers before any reload handlers=[\"^/version$\"]")?;
+    server.wait_logged("handlers before any reload handlers=[\"^/version$\", \"^/retire$\"]")?;
     let stop = Arc::new(AtomicBool::new(false));
+    let new_answers = Arc::new(AtomicUsize::new(0));
     let client = {
-        let (stop, addr) = (Arc::clone(&stop), server.addr());
+        let (stop, new_answers, addr) = (Arc::clone(&stop), Arc::clone(&new_answers), server.addr());
         std::thread::spawn(move || -> Result<Vec<String>> {
             let mut bodies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let answer = prefork_tests::http_get(addr, "/version")?;
                 ensure!(answer.status == 200, "a request failed during the reload: {}", answer.status);
+                if answer.body == "version 2\n" {
+                    new_answers.fetch_add(1, Ordering::Relaxed);
+                }
                 bodies.push(answer.body);
             }
             Ok(bodies)
@@ -310,6 +325,9 @@ fn reload_swaps_handlers() -> Result<()> {
     for _ in 0..20 {
         ensure!(version(&server)? == "version 2\n", "the old handlers answer after the reload");
     }
+    wait_for("the load to meet the new handlers", DEADLINE, || {
+        Ok((new_answers.load(Ordering::Relaxed) > 0 || client.is_finished()).then_some(()))
+    })?;
     stop.store(true, Ordering::Relaxed);
     let bodies = client.join().map_err(|_| anyhow::anyhow!("client panicked"))??;
     ensure!(bodies.iter().all(|b| b == "version 1\n" || b == "version 2\n"), "{bodies:?}");
@@ -321,6 +339,30 @@ fn reload_swaps_handlers() -> Result<()> {
     ensure!(server.stderr().contains("templates broken"), "{}", server.stderr());
     ensure!(version(&server)? == "version 2\n");
     ensure!(server.status()?["server"]["generation"] == 2, "the failed reload started a generation");
+
+    // A reload whose new workers cannot boot is abandoned: a worker of the old generation
+    // replaced afterwards is forked with the old generation's handlers, not the rejected ones.
+    std::fs::remove_file(marker.path())?;
+    let boot_marker = TempPath::new("boot-marker");
+    let boot_marker_path = marker.path().with_extension("boot");
+    std::fs::write(&boot_marker_path, "")?;
+    server.signal(Sig::SIGHUP)?;
+    server.wait_logged("reload failed")?;
+    let _ = std::fs::remove_file(&boot_marker_path);
+    drop(boot_marker);
+    let retired = server.get("/retire")?.body;
+    let retired = retired.split_whitespace().next().unwrap_or_default().to_owned();
+    wait_for("the retired worker replaced", DEADLINE, || {
+        let status = server.status()?;
+        let pids: Vec<String> =
+            status["workers"].as_array().into_iter().flatten().map(|w| w["pid"].to_string()).collect();
+        Ok((!pids.contains(&retired) && prefork_tests::only_generation(&status, 2)).then_some(()))
+    })?;
+    for _ in 0..10 {
+        ensure!(version(&server)? == "version 2\n", "a worker serves the rejected handlers");
+    }
+    let failures = server.stderr().matches("worker failed to boot").count();
+    ensure!(failures == 1, "the rejected fork handler ran {failures} times:\n{}", server.stderr());
     Ok(())
 }
 
@@ -331,7 +373,12 @@ fn pause_from_a_handler() -> Result<()> {
     let scoreboard = AttachedScoreboard::open(&server.scoreboard_name())?;
     let mut kept = HttpConnection::open(server.addr())?;
     ensure!(kept.get("/pause")?.body == "Ok(())\n");
-    wait_for("paused", DEADLINE, || Ok(scoreboard.snapshot().header.paused.then_some(())))?;
+    // Paused once every worker past its fork handlers says it no longer accepts.
+    wait_for("paused, and followed by every worker", DEADLINE, || {
+        let snapshot = scoreboard.snapshot();
+        let followed = snapshot.live().filter(|s| s.state != WorkerState::Starting).all(|s| !s.accepting());
+        Ok((snapshot.header.paused && followed).then_some(()))
+    })?;
     let waiting = std::thread::spawn({
         let addr = server.addr();
         move || prefork_tests::http_get(addr, "/who")

@@ -22,7 +22,8 @@
 //! | `parent_wakeups` | maintenance rounds the supervisor has run |
 //! | `workers[]` | one per live worker, below |
 //!
-//! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `started_unix`,
+//! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `accepting`
+//! (false once it has followed a pause), `started_unix`,
 //! `seconds_in_state`, `requests` (this process), `requests_slot`, `requests_connection`, `bytes`
 //! (this process), `bytes_slot`, `connections`, `accept_calls`, `slow_requests`,
 //! `last_request_micros` (duration of the last finished request), `parked` (connections it
@@ -165,6 +166,8 @@ pub struct WorkerInfo {
     pub state: WorkerState,
     /// It has reached a recycling limit and asked to be replaced.
     pub retire_requested: bool,
+    /// Its accept wait watches the listener (false once it has followed a pause).
+    pub accepting: bool,
     /// When the process started (Unix epoch seconds).
     pub started_unix: f64,
     /// Seconds since `state` last changed.
@@ -283,6 +286,7 @@ impl StatusReport {
                     generation: s.generation,
                     state: s.state,
                     retire_requested: s.retire_requested(),
+                    accepting: s.accepting(),
                     started_unix: round3(s.started_unix_micros as f64 / 1e6),
                     seconds_in_state: round3(snapshot.seconds_in_state(s)),
                     requests: s.requests_child,

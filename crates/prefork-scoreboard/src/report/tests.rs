@@ -129,7 +129,7 @@ fn json_has_exactly_the_fields_the_module_documents_and_the_counts_add_up() {
     let config =
         "start_servers min_spare_servers max_spare_servers max_clients max_requests_per_child slow_request_seconds";
     assert_eq!(keys(&v["config"]), sorted(config.split_whitespace().collect()));
-    let worker = "slot pid generation state retire_requested started_unix seconds_in_state requests requests_slot \
+    let worker = "slot pid generation state retire_requested accepting started_unix seconds_in_state requests requests_slot \
         requests_connection bytes bytes_slot connections accept_calls slow_requests last_request_micros parked \
         running_seconds cpu_seconds rss_bytes request request_unreadable";
     for w in v["workers"].as_array().unwrap() {
