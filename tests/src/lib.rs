@@ -322,7 +322,14 @@ impl Drop for ServerProcess {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }
-        let _ = std::fs::remove_file(self.segment_path());
+        // Its segment, whatever its prefix (the supervisor's own examples use theirs): a
+        // segment is named `/PREFIX.PID`, and this pid is ours until waited for.
+        let suffix = format!(".{}", self.pid());
+        for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+            if entry.file_name().to_str().is_some_and(|name| name.ends_with(&suffix)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 

@@ -137,6 +137,26 @@ fn the_systemd_unit_and_the_container_image_pass_real_flags_and_wait_long_enough
     Ok(())
 }
 
+/// The service tells systemd when it is ready (`Type=notify`), with a watchdog that leaves the
+/// supervisor room for a reload hook between two feeds, and its socket unit listens where the
+/// service would itself.
+#[test]
+fn the_systemd_units_use_the_notify_protocol_and_agree_on_the_socket() -> Result<()> {
+    let (unit, unit_flags) = systemd_unit()?;
+    let setting =
+        |text: &str, key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(str::trim).map(str::to_owned));
+    ensure!(setting(&unit, "Type=").as_deref() == Some("notify"), "the service is not Type=notify");
+    ensure!(setting(&unit, "NotifyAccess=").as_deref() == Some("main"), "workers may notify: NotifyAccess is not main");
+    let watchdog = setting(&unit, "WatchdogSec=").and_then(|t| humantime_like(&t)).context("no WatchdogSec")?;
+    ensure!(watchdog >= Duration::from_secs(2), "WatchdogSec {watchdog:?} leaves no room for a reload hook");
+    let socket = deploy("systemd/simplehttp-prefork.socket")?;
+    let listen = setting(&socket, "ListenStream=").context("no ListenStream")?;
+    let address = format!("{}:{}", unit_flags.get("address").map_or("127.0.0.1", String::as_str), unit_flags["port"]);
+    ensure!(listen == address, "the socket unit listens on {listen}, the service on {address}");
+    ensure!(socket.lines().filter(|l| l.starts_with("Listen")).count() == 1, "a server serves one socket");
+    Ok(())
+}
+
 /// HAProxy's checks take a node out faster than the deployment files' drain delays, on the
 /// server's readiness path; and HAProxy itself accepts the file.
 #[test]

@@ -52,9 +52,11 @@ pub(crate) fn serve_classic(
             let (queue, writer) = (listener.handoff(), worker.slot.parking_writer());
             let (rules, capacity) = (worker.park_rules(), worker.config.max_parked);
             let (lot, epoll) = (&lot, lot.thread_epoll()?);
+            // Its log lines carry the worker's span (pid, slot, generation) as the rest do.
+            let span = tracing::Span::current();
             let thread = std::thread::Builder::new()
                 .name("parking".into())
-                .spawn_scoped(scope, move || lot.run(epoll, queue, writer, rules, capacity))
+                .spawn_scoped(scope, move || span.in_scope(|| lot.run(epoll, queue, writer, rules, capacity)))
                 .map_err(|source| WorkerError::Io { what: "start the parking thread", source })?;
             Some(thread)
         } else {

@@ -10,6 +10,8 @@ use std::cell::RefCell;
 use std::rc::Weak;
 use std::sync::OnceLock;
 
+use prefork_scoreboard::ControlRequest;
+
 use crate::shared::WorkerShared;
 
 /// Who this worker is. Fork handlers get it as their argument, handlers through
@@ -80,12 +82,14 @@ pub enum ControlError {
 
 /// Stops the whole server, as TERM (graceful) or QUIT (immediate) sent to the supervisor would
 /// (SimpleHTTP's SHUTDOWN posted to the server). From a handler or a fork handler; the request
-/// in hand is answered in a graceful stop.
+/// in hand is answered in a graceful stop. A worker that runs as another user than the
+/// supervisor (`--user`) may not signal it, and asks through the scoreboard instead: from a
+/// handler only (a fork handler there gets the `Signal` error).
 pub fn shutdown_server(how: Shutdown) -> Result<(), ControlError> {
-    signal_supervisor(match how {
-        Shutdown::Graceful => libc::SIGTERM,
-        Shutdown::Immediate => libc::SIGQUIT,
-    })
+    match how {
+        Shutdown::Graceful => ask_supervisor(libc::SIGTERM, ControlRequest::GracefulStop),
+        Shutdown::Immediate => ask_supervisor(libc::SIGQUIT, ControlRequest::ImmediateStop),
+    }
 }
 
 /// Pauses the whole pool (SimpleHTTP's STOPLISTEN), as the pause signal
@@ -93,23 +97,33 @@ pub fn shutdown_server(how: Shutdown) -> Result<(), ControlError> {
 /// worker takes a new connection (they wait in the listen queue, none refused), connections
 /// already taken are served; readiness probes answer `503`.
 pub fn pause_server() -> Result<(), ControlError> {
-    signal_supervisor(prefork_scoreboard::pause_signal())
+    ask_supervisor(prefork_scoreboard::pause_signal(), ControlRequest::Pause)
 }
 
 /// Resumes a paused pool (SimpleHTTP's STARTLISTEN), as the resume signal sent to the
 /// supervisor would: the
 /// connections that waited are taken.
 pub fn resume_server() -> Result<(), ControlError> {
-    signal_supervisor(prefork_scoreboard::resume_signal())
+    ask_supervisor(prefork_scoreboard::resume_signal(), ControlRequest::Resume)
 }
 
-fn signal_supervisor(signal: libc::c_int) -> Result<(), ControlError> {
+/// Signals the supervisor; a worker that may not (it dropped its privileges, and the
+/// supervisor runs as root: `EPERM`) asks through the scoreboard instead, which a serving
+/// worker can always do.
+fn ask_supervisor(signal: libc::c_int, request: ControlRequest) -> Result<(), ControlError> {
     let pid = WORKER.get().ok_or(ControlError::NotAWorker)?.parent_pid;
     // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
     if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
-        Ok(())
-    } else {
-        Err(ControlError::Signal { pid, source: std::io::Error::last_os_error() })
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    let serving = SERVING.with(|serving| serving.borrow().upgrade());
+    match (error.raw_os_error(), serving) {
+        (Some(libc::EPERM), Some(worker)) => {
+            worker.ask_supervisor(request);
+            Ok(())
+        }
+        _ => Err(ControlError::Signal { pid, source: error }),
     }
 }
 

@@ -301,6 +301,12 @@ impl WorkerShared {
         }
     }
 
+    /// Asks the supervisor for `request` through the scoreboard, and wakes it.
+    pub(crate) fn ask_supervisor(&self, request: prefork_scoreboard::ControlRequest) {
+        self.board.request_control(request);
+        self.ring();
+    }
+
     /// Retires this worker at its own code's request: a replacement is asked for, and the
     /// worker leaves as at a recycling limit's margin (nothing new taken, the connection in
     /// hand closed or moved after its response).

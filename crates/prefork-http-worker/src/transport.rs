@@ -171,6 +171,52 @@ impl Listener {
         })
     }
 
+    /// Takes over a socket that another process bound and listens on: systemd's socket
+    /// activation, or any service manager that passes its sockets. It must be a listening
+    /// stream socket, TCP or unix; anything else is an `InvalidInput` error. It is made
+    /// close-on-exec and non-blocking, and TCP sockets get `TCP_NODELAY`, as if bound here; a
+    /// unix socket's file stays where it is when the server stops (its owner removes it).
+    pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        if socket.r#type()? != Type::STREAM {
+            return Err(invalid("the socket passed is not a stream socket".into()));
+        }
+        // SO_ACCEPTCONN: listen() was called on it.
+        let mut listening: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt with a live socket, a pointer to a local int and its size.
+        let done = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&raw mut listening).cast(),
+                &raw mut len,
+            )
+        };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if listening == 0 {
+            return Err(invalid("the socket passed is not listening".into()));
+        }
+        socket.set_cloexec(true)?;
+        socket.set_nonblocking(true)?;
+        let bound = socket.local_addr()?;
+        let (address, local) = match (bound.as_socket(), bound.as_pathname()) {
+            (Some(addr), _) => {
+                socket.set_tcp_nodelay(true)?;
+                (ListenAddress::Tcp(addr), (!addr.ip().is_unspecified()).then_some(addr))
+            }
+            (None, Some(path)) => (ListenAddress::Unix(path.to_path_buf()), None),
+            (None, None) => {
+                return Err(invalid("the socket passed is neither TCP nor a unix socket with a path".into()));
+            }
+        };
+        Ok(Listener { socket, address, local, handoff: HandoffQueue::new()?, owns_path: false })
+    }
+
     /// The address actually bound (with the real port when 0 was asked for).
     pub fn address(&self) -> &ListenAddress {
         &self.address
@@ -304,5 +350,36 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         drop(listener);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_adopted_socket_is_a_listener_as_if_bound_here_and_its_file_stays() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = Listener::adopt(OwnedFd::from(tcp)).unwrap();
+        assert_eq!(listener.address(), &ListenAddress::Tcp(addr));
+        assert_eq!(listener.local, Some(addr), "a specific address is taken once");
+        assert_eq!(listener.socket.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+
+        let path = std::env::temp_dir().join(format!("prefork-adopt-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let listener = Listener::adopt(OwnedFd::from(unix)).unwrap();
+        assert_eq!(listener.address(), &ListenAddress::Unix(path.clone()));
+        drop(listener);
+        assert!(path.exists(), "the socket's owner removes its file, not us");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_socket_that_does_not_listen_or_is_not_a_stream_is_refused() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let error = Listener::adopt(OwnedFd::from(udp)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        let unbound = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let error = Listener::adopt(OwnedFd::from(unbound)).unwrap_err();
+        assert!(error.to_string().contains("not listening"), "{error}");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(Listener::adopt(OwnedFd::from(file)).is_err());
     }
 }

@@ -132,7 +132,7 @@ impl Board {
         Board { header: base.cast::<Header>(), slots, slot_count }
     }
 
-    fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: the pointer is valid for the Board's life (constructor contract).
         unsafe { self.header.as_ref() }
     }

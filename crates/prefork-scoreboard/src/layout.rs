@@ -98,6 +98,10 @@ pub struct Header {
     /// is ready, [`DRAINING`] from a stop request on (the drain delay, then the stop), and
     /// [`PAUSED`] while the pool is paused.
     pub(crate) readiness: AtomicU64,
+    /// Written by workers too: what workers asked of the supervisor (one bit per
+    /// [`ControlRequest`](crate::ControlRequest)), taken and cleared by the parent. Workers
+    /// that dropped their privileges cannot signal a parent running as root.
+    pub(crate) control_requests: AtomicU64,
 }
 
 /// [`Header::readiness`] bit: a generation has been ready.
@@ -232,6 +236,7 @@ mod tests {
         assert_eq!(offset_of!(Header, idle_workers), 336);
         assert_eq!(offset_of!(Header, server_stopping), 360);
         assert_eq!(offset_of!(Header, readiness), 368);
+        assert_eq!(offset_of!(Header, control_requests), 376);
     }
 
     #[test]

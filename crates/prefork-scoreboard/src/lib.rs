@@ -3,6 +3,7 @@
 
 mod board;
 pub mod clock;
+mod control_request;
 mod doorbell;
 mod layout;
 mod limits;
@@ -16,6 +17,7 @@ mod stop_signal;
 pub mod usage;
 
 pub use board::{Board, BoardConfig, FinishedRequest, ParkingWriter, RequestStart, SlotFlags, SlotWriter};
+pub use control_request::ControlRequest;
 pub use doorbell::Doorbell;
 pub use layout::{
     BOOT_ERROR_BYTES, CLIENT_BYTES, LAYOUT_VERSION, MAX_SLOTS, PROTOCOL_BYTES, REQUEST_LINE_BYTES, VHOST_BYTES,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod policy;
 mod pool;
 mod probes;
+mod service_manager;
 mod signals;
 mod spawn;
 mod supervisor;

@@ -13,13 +13,14 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use prefork_scoreboard::clock::monotonic_micros;
-use prefork_scoreboard::{Board, Doorbell, Scoreboard, SlotSnapshot, WorkerState};
+use prefork_scoreboard::{Board, ControlRequest, Doorbell, Scoreboard, SlotSnapshot, WorkerState};
 
 use crate::SupervisorError;
 use crate::children::{ChildRecord, ChildTable};
 use crate::config::SupervisorConfig;
 use crate::policy::{self, ExitKind, Micros, Notice, PolicyMemory, PoolView, WorkerView};
 use crate::probes::listen_queue;
+use crate::service_manager::ServiceManager;
 use crate::signals::{Received, SignalInbox, sys};
 use crate::supervisor::{ReloadHook, ReopenLogsHook, StopReport};
 use crate::worker::{WorkerContext, WorkerExit, exit_code};
@@ -63,6 +64,8 @@ pub(crate) struct Pool<'a, W> {
     pub(crate) drain_until: Option<Micros>,
     /// The scoreboard says the server is ready (a generation has been).
     pub(crate) ready: bool,
+    /// systemd's notify protocol (silent without `NOTIFY_SOCKET`).
+    pub(crate) service_manager: ServiceManager,
 }
 
 impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
@@ -84,7 +87,16 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         }
         loop {
             self.maintain()?;
-            let signals = self.wait_for_signals(self.next_wakeup(), true)?;
+            let mut signals = self.wait_for_signals(self.next_wakeup(), true)?;
+            signals.extend(self.scoreboard.board().take_control_requests().into_iter().map(|request| {
+                tracing::info!(?request, "a worker asked the supervisor");
+                match request {
+                    ControlRequest::Pause => Received::Pause,
+                    ControlRequest::Resume => Received::Resume,
+                    ControlRequest::GracefulStop => Received::Signal(Signal::SIGTERM),
+                    ControlRequest::ImmediateStop => Received::Signal(Signal::SIGQUIT),
+                }
+            }));
             for received in signals {
                 let signal = match received {
                     Received::Pause => {
@@ -107,6 +119,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         // Not ready from now on, serving as before, so that load balancers
                         // take this server out of rotation before it stops.
                         self.scoreboard.board().set_draining();
+                        self.service_manager.stopping();
                         self.drain_until = Some(monotonic_micros() + delay.as_micros() as u64);
                         tracing::info!(
                             %signal,
@@ -119,10 +132,12 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         return self.stop(StopMode::Immediate);
                     }
                     Signal::SIGHUP => {
+                        self.service_manager.reloading();
                         let next = self.scoreboard.board().next_generation();
                         if let Some(Err(error)) = self.on_reload.as_mut().map(|hook| hook(next)) {
                             tracing::error!(%error, "reload abandoned: its hook failed; the workers serve on as they are");
                             self.scoreboard.board().count_reload_failure();
+                            self.service_manager.reload_over(format!("reload abandoned: {error}"));
                             continue;
                         }
                         let generation = self.scoreboard.board().bump_generation();
@@ -201,7 +216,10 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     /// When the next maintenance round is due.
     fn next_wakeup(&self) -> Micros {
         let tick = monotonic_micros() + self.config.maintenance_interval.as_micros() as u64;
-        [self.recheck_at, self.drain_until].into_iter().flatten().fold(tick, Micros::min)
+        [self.recheck_at, self.drain_until, self.service_manager.next_watchdog()]
+            .into_iter()
+            .flatten()
+            .fold(tick, Micros::min)
     }
 
     /// Blocks until a signal arrives, `deadline` (monotonic µs) passes, or (when
@@ -252,10 +270,14 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         let now = monotonic_micros();
         let workers: Vec<WorkerView> = self.children.iter().map(|c| view_of(c, board)).collect();
         let view = PoolView { now, generation: board.generation(), workers: &workers };
-        if !self.ready && policy::generation_ready(&view, &self.config.pool) {
+        let generation_ready = policy::generation_ready(&view, &self.config.pool);
+        if !self.ready && generation_ready {
             self.ready = true;
             board.set_ready();
             tracing::info!(generation = view.generation, "ready: readiness probes answer 200");
+            self.service_manager.ready(pool_status(&view, board));
+        } else if self.service_manager.is_reloading() && generation_ready {
+            self.service_manager.reload_over(pool_status(&view, board));
         }
         let (decision, memory) = policy::decide(&view, &self.config.pool, &self.memory);
         self.memory = memory;
@@ -278,6 +300,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         if let Some(generation) = decision.revert_generation {
             board.set_generation(generation);
             board.count_reload_failure();
+            if self.service_manager.is_reloading() {
+                self.service_manager.reload_over(format!("reload failed: generation {generation} serves on"));
+            }
         }
         for (slot, reason) in decision.retire {
             if let Some(child) = self.children.by_slot_mut(slot) {
@@ -318,6 +343,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             (true, false) => self.config.pool.min_spare_servers as u64,
         };
         self.scoreboard.board().set_ring_below(ring_below);
+        let board = self.scoreboard.board();
+        let view = PoolView { now, generation: board.generation(), workers: &workers };
+        self.service_manager.round(pool_status(&view, board));
         Ok(())
     }
 
@@ -449,6 +477,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         // Workers close the connections they hold between requests rather than pass them to
         // a sibling that is stopping too.
         self.scoreboard.board().set_server_stopping();
+        self.service_manager.stopping();
         let workers_forked = self.scoreboard.board().header_snapshot().workers_forked;
         let mut report = StopReport { graceful: mode == StopMode::Graceful, killed_at_timeout: 0, workers_forked };
         if mode == StopMode::Graceful {
@@ -460,10 +489,17 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             tracing::info!(workers = self.children.len(), timeout = ?self.config.graceful_timeout, "waiting for workers to finish");
             self.reap(true);
             while !self.children.is_empty() && monotonic_micros() < deadline {
-                let signals = self.wait_for_signals(deadline, false)?;
+                let wake_at = self.service_manager.next_watchdog().map_or(deadline, |due| due.min(deadline));
+                let signals = self.wait_for_signals(wake_at, false)?;
+                self.service_manager.feed_watchdog_if_due();
                 let stop =
                     |s: &Received| matches!(s, Received::Signal(Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGINT));
-                if signals.iter().any(stop) {
+                // A worker's stop request counts as a second signal too (they are looked at
+                // at each wake-up: a child's exit, a signal, the watchdog, the deadline).
+                let asked = self.scoreboard.board().take_control_requests();
+                let asked_to_stop =
+                    asked.iter().any(|r| matches!(r, ControlRequest::GracefulStop | ControlRequest::ImmediateStop));
+                if signals.iter().any(stop) || asked_to_stop {
                     tracing::warn!("second stop signal: stopping immediately");
                     report.graceful = false;
                     break;
@@ -515,6 +551,25 @@ impl<W> Drop for Pool<'_, W> {
         // leave workers serving without a parent, and reap them before the segment goes.
         self.kill_all();
     }
+}
+
+/// The pool in a line, for the service manager's status (`systemctl status`).
+/// The current generation's workers are counted by state, the others (finishing after a
+/// reload) together.
+fn pool_status(view: &PoolView<'_>, board: &Board) -> String {
+    let current = || view.workers.iter().filter(|w| w.generation == view.generation && w.state != WorkerState::Dead);
+    let count = |state: WorkerState| current().filter(|w| w.state == state).count();
+    let (idle, starting) = (count(WorkerState::Idle), count(WorkerState::Starting));
+    let busy = current().count() - idle - starting;
+    let older = view.workers.iter().filter(|w| w.generation != view.generation).count();
+    let mut status = format!("generation {}: {idle} idle, {busy} busy, {starting} starting", view.generation);
+    if older > 0 {
+        status.push_str(&format!("; {older} of older generations finishing"));
+    }
+    if board.is_paused() {
+        status.push_str("; paused");
+    }
+    status
 }
 
 /// The policy's view of one child, from the parent's table and the child's slot.

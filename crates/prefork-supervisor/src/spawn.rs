@@ -80,6 +80,13 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) };
         }
         self.signals.release_in_child();
+        // The service manager's variables are the supervisor's: a worker (or a program it
+        // runs) must not speak for the service, nor take its sockets.
+        for name in ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            // SAFETY: right after the fork this process has one thread: nothing reads the
+            // environment concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
         // Die with the parent, even if it is SIGKILLed; then close the race where the parent
         // died before prctl took effect.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -103,7 +110,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             born: std::time::Instant::now(),
             replacement_asked: std::cell::Cell::new(false),
         };
-        let _span = tracing::info_span!("worker", pid, slot).entered();
+        // Every line the worker logs (any thread it runs the span in too) says who it is: its
+        // own span, not inside the supervisor's (whose pid would read as the writer's).
+        let _span = tracing::info_span!(parent: None, "worker", pid, slot, generation).entered();
         match catch_unwind(AssertUnwindSafe(|| (self.worker)(context))) {
             Ok(WorkerExit::Finished) => exit_code::FINISHED,
             Ok(WorkerExit::BootFailed(cause)) => {

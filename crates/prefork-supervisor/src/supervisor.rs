@@ -10,6 +10,7 @@ use crate::config::SupervisorConfig;
 use crate::policy::PolicyMemory;
 use crate::pool::Pool;
 use crate::probes::thread_count;
+use crate::service_manager::ServiceManager;
 use crate::signals::{SignalInbox, sys};
 use crate::worker::{WorkerContext, WorkerExit};
 
@@ -126,8 +127,15 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             on_reload: self.on_reload,
             drain_until: None,
             ready: false,
+            service_manager: ServiceManager::from_env(),
         };
-        pool.run()
+        // The supervisor's lines say which process wrote them (unless the caller's span says
+        // it already); each worker's span (pid, slot, generation) follows it, through the fork.
+        let span = match tracing::Span::current().is_none() {
+            true => tracing::info_span!("supervisor", pid = pool.parent_pid),
+            false => tracing::Span::none(),
+        };
+        span.in_scope(|| pool.run())
     }
 }
 

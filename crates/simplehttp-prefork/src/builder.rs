@@ -13,6 +13,7 @@ use prefork_http_worker::{
 };
 use prefork_supervisor::{SpawnRamp, SupervisorConfig};
 
+use crate::credentials::Credentials;
 use crate::reload::Reloaded;
 use crate::server::{ForkHandler, ForkHandlerError, Listen, Server, ServerError, SetupHandler};
 
@@ -33,6 +34,9 @@ pub struct ServerBuilder {
     setup_handler: Option<SetupHandler>,
     on_reload: Option<crate::reload::ReloadHook>,
     defer_accept: bool,
+    socket_activation: bool,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -61,6 +65,9 @@ impl Default for ServerBuilder {
             setup_handler: None,
             on_reload: None,
             defer_accept: true,
+            socket_activation: true,
+            user: None,
+            group: None,
         }
     }
 }
@@ -202,6 +209,30 @@ impl ServerBuilder {
     /// (`TCP_DEFER_ACCEPT`, waiting up to the keep-alive timeout; default on).
     pub fn defer_accept(mut self, enabled: bool) -> Self {
         self.defer_accept = enabled;
+        self
+    }
+
+    /// Serve the listening socket a service manager passed (systemd's socket activation:
+    /// `LISTEN_FDS` and `LISTEN_PID` naming this process) instead of binding the address,
+    /// port or unix socket set here (default on; without those variables nothing changes).
+    /// More than one socket passed is an error from [`Server::bind`](crate::Server::bind).
+    pub fn socket_activation(mut self, enabled: bool) -> Self {
+        self.socket_activation = enabled;
+        self
+    }
+
+    /// Workers run as this user (a name or a uid; Apache's `User`): the parent binds, keeps
+    /// its privileges to fork, and each worker switches right after its fork, before its fork
+    /// handlers run. Without [`group`](Self::group), the user's own group. An unknown user, or
+    /// a server not started as root, is an error from [`build`](Self::build).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Workers run with this group (a name or a gid; Apache's `Group`).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
         self
     }
 
@@ -543,7 +574,10 @@ impl ServerBuilder {
             (None, Some(_)) => return invalid("ssl_intermediate_ca needs ssl_key_cert too".into()),
             (None, None) => {}
         }
+        let credentials =
+            Credentials::resolve(self.user.as_deref(), self.group.as_deref()).map_err(ServerError::InvalidOption)?;
         Ok(Server {
+            credentials,
             listen: self.listen,
             router,
             worker: self.worker,
@@ -553,6 +587,7 @@ impl ServerBuilder {
             setup_handler: self.setup_handler,
             on_reload: self.on_reload,
             defer_accept: self.defer_accept,
+            socket_activation: self.socket_activation,
         })
     }
 }

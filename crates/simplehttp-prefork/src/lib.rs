@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod credentials;
 pub mod log_file;
 mod pid_file;
 mod reload;

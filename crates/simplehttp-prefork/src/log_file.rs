@@ -7,13 +7,50 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use nix::unistd::{Gid, Uid, fchown, geteuid};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 static REOPEN_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Every log file's path this process opened, so that the parent can make them ready for
+/// workers that run as another user (see [`hand_to`]).
+static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The user and group workers run as, when they switch (`--user`): log files the parent opens
+/// or creates become theirs.
+static OWNER: OnceLock<(Uid, Gid)> = OnceLock::new();
+
+/// Workers will run as `uid`/`gid`: every log file this process opened, and any it creates
+/// later on a reopen, becomes theirs, so that a worker can reopen it after rotation (as
+/// nginx's master does for its workers).
+pub(crate) fn hand_to(uid: Uid, gid: Gid) -> io::Result<()> {
+    let _ = OWNER.set((uid, gid));
+    let paths = PATHS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    paths.iter().try_for_each(|path| open_append(path).map(drop))
+}
+
+/// In the parent, on SIGUSR1, before the workers are told: creates every log file anew (a
+/// rotation moved them away) and hands it to the workers' user, so that no worker creates it
+/// as itself, or fails to in a directory only root may write to. The parent's own writers
+/// reopen at their next line, as the workers' do.
+pub(crate) fn reopen_before_workers() {
+    request_reopen();
+    if OWNER.get().is_none() {
+        return;
+    }
+    let paths = PATHS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    for path in paths {
+        if let Err(error) = open_append(&path) {
+            let notice = format!("ERROR: cannot recreate log file {} for the workers: {error}\n", path.display());
+            let _ = io::stderr().write_all(notice.as_bytes());
+        }
+    }
+}
 
 /// Asks every [`LogFile`] in this process to reopen its path before the next line.
 pub fn request_reopen() {
@@ -43,6 +80,7 @@ impl LogFile {
     pub fn open(path: impl AsRef<Path>) -> io::Result<LogFile> {
         let path = path.as_ref().to_path_buf();
         let file = open_append(&path)?;
+        PATHS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(path.clone());
         Ok(LogFile { path, file: Mutex::new(file) })
     }
 
@@ -68,8 +106,26 @@ impl LogFile {
     }
 }
 
+/// Opens `path` for appending (creating it), and, in a root process whose workers run as
+/// another user, makes it theirs. Then it opens no symbolic link (a worker able to write to
+/// the log's directory could point the name at any file root may write: nginx's
+/// CVE-2016-1247), and hands over only a plain file with one name: never a device, a pipe or
+/// a file with other names.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let handing = OWNER.get().filter(|_| geteuid().is_root());
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    if handing.is_some() {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
+    if let Some(&(uid, gid)) = handing {
+        let meta = file.metadata()?;
+        if meta.file_type().is_file() && meta.nlink() == 1 {
+            fchown(&file, Some(uid), Some(gid)).map_err(io::Error::from)?;
+        }
+    }
+    Ok(file)
 }
 
 /// One event's writer: holds the file for the event's single `write_all`.

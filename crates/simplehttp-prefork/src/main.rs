@@ -225,6 +225,24 @@ struct ServeArgs {
     /// Append logs to this file instead of stderr; SIGUSR1 reopens it (after rotation).
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (one per line); either way each says the process
+    /// (supervisor or worker: pid, slot, generation).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Run the workers as this user (a name or a uid), as Apache's `User`: the supervisor,
+    /// started as root, binds the port and keeps root to fork; each worker switches before it
+    /// runs anything else.
+    #[arg(long)]
+    user: Option<String>,
+    /// Run the workers with this group (a name or a gid; default: the user's group).
+    #[arg(long)]
+    group: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -242,27 +260,24 @@ enum Ramp {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-    };
+    let format = cli.serve.log_format;
     let log_file = cli.serve.log_file.as_ref().map(|path| (path, LogFile::open(path)));
     match log_file {
-        Some((_, Ok(file))) => {
-            tracing_subscriber::fmt().with_env_filter(filter()).with_writer(file).with_ansi(false).init()
-        }
+        Some((_, Ok(file))) => init_logging(format, file, false),
         other => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter())
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging(format, std::io::stderr, std::io::IsTerminal::is_terminal(&std::io::stderr()));
             if let Some((path, Err(error))) = other {
                 tracing::error!(path = %path.display(), %error, "cannot open the log file");
                 return ExitCode::FAILURE;
             }
         }
     }
+    // The server's lines, its last ones and errors included, say which process logged them.
+    let span = match cli.command {
+        None => tracing::info_span!("supervisor", pid = std::process::id()),
+        Some(_) => tracing::Span::none(),
+    };
+    let _entered = span.enter();
     let result = match cli.command {
         Some(Command::Status(args)) => status_command::run(&args),
         Some(Command::Ctl(args)) => ctl_command::run(&args),
@@ -274,6 +289,21 @@ fn main() -> ExitCode {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to `writer` at RUST_LOG's levels (default `info`), as text or one JSON object per line
+/// (with the `supervisor` or `worker` span's pid, slot and generation in `span` and `spans`).
+fn init_logging<W>(format: LogFormat, writer: W, ansi: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
     }
 }
 
@@ -328,6 +358,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .drain_delay(args.drain_delay);
     if !args.status_allow.is_empty() {
         builder = builder.status_allow(args.status_allow);
+    }
+    if let Some(user) = args.user {
+        builder = builder.user(user);
+    }
+    if let Some(group) = args.group {
+        builder = builder.group(group);
     }
     if let Some(hostname) = args.hostname {
         builder = builder.hostname(hostname);

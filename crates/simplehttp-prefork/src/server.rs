@@ -16,6 +16,7 @@ use prefork_supervisor::{
 };
 
 use crate::builder::ServerBuilder;
+use crate::credentials::Credentials;
 use crate::log_file;
 use crate::pid_file::PidFile;
 
@@ -52,9 +53,19 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket passed by socket activation (`LISTEN_FDS`) cannot be served.
+    #[error("socket activation: {0}")]
+    Activation(#[source] std::io::Error),
     /// The supervisor could not start or keep running.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// A log file could not be handed to the workers' user.
+    #[error("log file for the workers' user")]
+    LogFile {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The pid file could not be written.
     #[error("pid file {path}")]
     PidFile {
@@ -92,6 +103,8 @@ pub struct Server {
     pub(crate) on_reload: Option<crate::reload::ReloadHook>,
     pub(crate) setup_handler: Option<SetupHandler>,
     pub(crate) defer_accept: bool,
+    pub(crate) socket_activation: bool,
+    pub(crate) credentials: Option<Credentials>,
 }
 
 impl std::fmt::Debug for Server {
@@ -126,9 +139,16 @@ impl Server {
         let pid_file =
             self.pid_file.take().map(|path| PidFile::check(path, &self.supervisor.scoreboard_prefix)).transpose()?;
         let bind_error = |address: String| move |source| ServerError::Bind { address, source };
-        let listener = match &self.listen {
-            Listen::Tcp(addr) => Listener::bind_tcp(*addr, DEFAULT_BACKLOG).map_err(bind_error(addr.to_string()))?,
-            Listen::Unix(path) => {
+        let activated = if self.socket_activation { activated_socket()? } else { None };
+        let listener = match (activated, &self.listen) {
+            (Some(listener), _) => {
+                tracing::info!(address = %listener.address(), "serving the socket passed by the service manager (socket activation)");
+                listener
+            }
+            (None, Listen::Tcp(addr)) => {
+                Listener::bind_tcp(*addr, DEFAULT_BACKLOG).map_err(bind_error(addr.to_string()))?
+            }
+            (None, Listen::Unix(path)) => {
                 Listener::bind_unix(path, DEFAULT_BACKLOG).map_err(bind_error(format!("unix:{}", path.display())))?
             }
         };
@@ -195,7 +215,10 @@ impl BoundServer {
     /// and just before the first worker is forked (stale segments are gone by then).
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
         let BoundServer { server, listener, pid_file } = self;
-        let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, .. } = server;
+        let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, credentials, .. } = server;
+        if let Some(credentials) = &credentials {
+            log_file::hand_to(credentials.uid, credentials.gid).map_err(|source| ServerError::LogFile { source })?;
+        }
         // The handlers each generation forks with, by the generation they start at: the
         // reload hook adds the next one's, in the parent, on HUP. A worker takes those of the
         // latest generation not after its own, so that a reload abandoned (the board goes back
@@ -212,6 +235,10 @@ impl BoundServer {
         let tls = worker.tls.is_some();
         let listener = &listener;
         let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
+            // First of all: nothing of the user's runs as root.
+            if let Some(Err(error)) = credentials.as_ref().map(|c| c.assume(ctx.parent_pid)) {
+                return WorkerExit::BootFailed(format!("cannot switch to the workers' user: {error}"));
+            }
             if let Err(errno) = log_file::reopen_on_usr1() {
                 return WorkerExit::BootFailed(format!("cannot handle SIGUSR1: {errno}"));
             }
@@ -254,7 +281,7 @@ impl BoundServer {
             }
         };
         let mut supervisor = Supervisor::new(supervisor, run_worker)?
-            .on_reopen_logs(log_file::request_reopen)
+            .on_reopen_logs(log_file::reopen_before_workers)
             .on_started(|scoreboard_name, _board| {
                 // Said at once: `status --pid-file` cannot find this server without it.
                 if let Some(Err(error)) = pid_file.as_ref().map(PidFile::write) {
@@ -284,6 +311,24 @@ impl BoundServer {
         drop(pid_file);
         Ok(result?)
     }
+}
+
+/// The listening socket passed by socket activation, if this process was given one: systemd's
+/// protocol (`LISTEN_PID` is this process, `LISTEN_FDS` counts the sockets from descriptor 3),
+/// read by the `sd-notify` crate, which also removes the variables so that no worker or
+/// program started later takes them for its own. One pool serves one socket: more is an error.
+fn activated_socket() -> Result<Option<Listener>, ServerError> {
+    let mut passed = sd_notify::listen_fds().map_err(ServerError::Activation)?;
+    let Some(fd) = passed.next() else { return Ok(None) };
+    let more = passed.count();
+    if more > 0 {
+        let message = format!("{} sockets passed (LISTEN_FDS); a server listens on one", more + 1);
+        return Err(ServerError::Activation(std::io::Error::new(std::io::ErrorKind::InvalidInput, message)));
+    }
+    // SAFETY: systemd's protocol hands this process (LISTEN_PID is checked) descriptor 3, and
+    // the variables are gone now: nobody else takes it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Listener::adopt(fd).map(Some).map_err(ServerError::Activation)
 }
 
 /// An error and its causes, `: `-separated (errors here keep their cause as their source, not
