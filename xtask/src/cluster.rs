@@ -8,6 +8,8 @@
 //!   along (over a hundred a second), no request fails, and no worker answers past its limit
 //!   and margin.
 //! - **chaos**: a busy worker SIGKILLed every 250 ms: only the requests those workers held fail.
+//! - **upgrade**: USR2 mid-load: the binary on disk starts, takes the socket over, and the old
+//!   server hands over and exits; no request fails, and the pid file names the new server.
 //!
 //! No scenario goes by the clock: each disturbs the cluster once the load is being served
 //! (so many responses answered), and the load runs on (at least `--duration`) until what the
@@ -104,12 +106,13 @@ pub fn run(options: &Options) -> Result<()> {
         return crate::nodes::run(&binary, options, usize::from(nodes));
     }
     let mut report = Report::new();
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("kill", kill_one),
         ("reload", reload),
         ("recycle", recycle),
         ("chaos", chaos),
         ("reload-wc4", reload_with_several_connections_per_worker),
+        ("upgrade", upgrade),
     ];
     let mut errors = Vec::new();
     for (name, scenario) in scenarios {
@@ -331,6 +334,54 @@ fn reload_scenario(
         },
     );
     after_load(scenario, server, &result, report)
+}
+
+/// A binary upgrade under keep-alive load: USR2 to the server; the new one (the binary on
+/// disk: the same build here) takes over, the old one hands its idle connections over and
+/// exits. Then the new server stops gracefully, leaving nothing behind.
+fn upgrade(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {
+    let pid_file = prefork_tests::TempPath::new("cluster-upgrade.pid");
+    let server = start(binary, &["--pid-file", pid_file.as_str(), "--keepalive"])?;
+    let old = server.pid();
+    let named = || std::fs::read_to_string(pid_file.path()).ok().and_then(|t| t.trim().parse::<u32>().ok());
+    wait_for("the pid file", SETTLE, || Ok((named() == Some(old)).then_some(())))?;
+    let load = start_load(&server, options);
+    load.wait_served(progress(options))?;
+    server.signal(Signal::SIGUSR2)?;
+    let taken_over = wait_for("the new server in the pid file, the old one gone", SETTLE, || {
+        Ok(named().filter(|new| *new != old && !is_alive(old)))
+    });
+    let served =
+        taken_over.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|_| load.wait_served(progress(options)));
+    let result = load.finish()?;
+    no_failed_requests("upgrade", &result, report);
+    report.check(
+        "upgrade",
+        "new server took over",
+        served.is_ok(),
+        match (&taken_over, &served) {
+            (Ok(new), Ok(())) => format!("parent {old} -> {new}, {} responses", result.ok),
+            (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
+        },
+    );
+    let Ok(new) = taken_over else { return Ok(()) };
+    let workers = prefork_tests::children_of(new);
+    let segment = std::path::Path::new("/dev/shm").join(format!("simplehttp-prefork.{new}"));
+    kill(Pid::from_raw(new as i32), Signal::SIGTERM)?;
+    let gone = wait_for("the new server and its workers to exit", SETTLE, || {
+        Ok((!is_alive(new) && workers.iter().all(|p| !is_alive(*p))).then_some(()))
+    });
+    report.check(
+        "upgrade",
+        "graceful stop, nothing left",
+        gone.is_ok() && !segment.exists() && named().is_none(),
+        format!(
+            "segment {}, pid file {}",
+            if segment.exists() { "LEFT" } else { "removed" },
+            if named().is_some() { "LEFT" } else { "removed" }
+        ),
+    );
+    Ok(())
 }
 
 fn recycle(binary: &Path, options: &Options, report: &mut Report) -> Result<()> {

@@ -59,6 +59,21 @@ impl HandoffQueue {
     }
 
     /// The end idle workers wait on.
+    /// The queue an earlier server made (a binary upgrade hands both ends over): its
+    /// connections in flight and the ones passed later reach this server's workers too.
+    pub fn from_fds(sender: OwnedFd, receiver: OwnedFd) -> io::Result<HandoffQueue> {
+        for fd in [&sender, &receiver] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+        }
+        Ok(HandoffQueue { sender, receiver })
+    }
+
+    /// Both ends (sender, receiver), to hand them to a successor.
+    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.sender.as_fd(), self.receiver.as_fd()]
+    }
+
     pub(crate) fn receiver(&self) -> BorrowedFd<'_> {
         self.receiver.as_fd()
     }

@@ -217,6 +217,28 @@ impl Listener {
         Ok(Listener { socket, address, local, handoff: HandoffQueue::new()?, owns_path: false })
     }
 
+    /// Takes over the listening socket and the hand-off queue of the server this one succeeds
+    /// (a binary upgrade): as [`adopt`](Self::adopt), with the queue shared with it, so that
+    /// the connections its workers pass on when they go reach this server's workers.
+    pub fn adopt_with_handoff(listener: OwnedFd, sender: OwnedFd, receiver: OwnedFd) -> io::Result<Listener> {
+        let mut adopted = Listener::adopt(listener)?;
+        adopted.handoff = HandoffQueue::from_fds(sender, receiver)?;
+        Ok(adopted)
+    }
+
+    /// The descriptors a successor needs: the listening socket, then the hand-off queue's
+    /// sender and receiver.
+    pub fn upgrade_fds(&self) -> [BorrowedFd<'_>; 3] {
+        let [sender, receiver] = self.handoff.fds();
+        [self.socket.as_fd(), sender, receiver]
+    }
+
+    /// A successor serves this socket now: a unix socket's file is left for it when this
+    /// listener goes.
+    pub fn disown_path(&mut self) {
+        self.owns_path = false;
+    }
+
     /// The address actually bound (with the real port when 0 was asked for).
     pub fn address(&self) -> &ListenAddress {
         &self.address

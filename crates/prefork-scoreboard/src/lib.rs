@@ -32,7 +32,7 @@ pub use segment::{
 };
 pub use snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot, Totals};
 pub use state::WorkerState;
-pub use stop_signal::{StopSignal, pause_signal, resume_signal, stop_requested};
+pub use stop_signal::{StopSignal, handover_signal, pause_signal, resume_signal, stop_requested};
 
 /// Why the scoreboard could not be created, opened or read.
 #[derive(Debug, thiserror::Error)]

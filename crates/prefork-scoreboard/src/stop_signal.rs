@@ -49,6 +49,14 @@ pub fn resume_signal() -> libc::c_int {
     libc::SIGRTMIN() + 5
 }
 
+/// The signal a successor supervisor (a binary upgrade: see `prefork_supervisor`'s
+/// `on_upgrade`) sends the supervisor that started it once its own first generation is ready:
+/// this one then retires its workers, whose idle connections move to the successor's, and
+/// exits. A real-time signal: nothing else sends it.
+pub fn handover_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 6
+}
+
 /// SIGTERM has arrived in this process (since [`StopSignal::install`]).
 pub fn stop_requested() -> bool {
     STOP_REQUESTED.load(SeqCst)

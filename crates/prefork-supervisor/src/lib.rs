@@ -10,6 +10,7 @@ mod service_manager;
 mod signals;
 mod spawn;
 mod supervisor;
+mod upgrade;
 mod worker;
 
 pub use config::{ConfigError, MAX_DURATION, PoolConfig, RecycleConfig, SpawnRamp, SupervisorConfig, check_duration};
@@ -34,6 +35,10 @@ pub enum SupervisorError {
          start the server before any runtime or thread"
     )]
     Threaded(usize),
+    /// This supervisor was started by a binary upgrade and its workers failed to boot this
+    /// many times in a row before any was ready: the server it was to succeed serves on.
+    #[error("the upgraded server's workers cannot boot ({0} failures in a row); the previous server serves on")]
+    SuccessorCannotBoot(u32),
     /// A system call failed.
     #[error("{what}: {errno}")]
     Sys {

@@ -22,7 +22,8 @@ use crate::policy::{self, ExitKind, Micros, Notice, PolicyMemory, PoolView, Work
 use crate::probes::listen_queue;
 use crate::service_manager::ServiceManager;
 use crate::signals::{Received, SignalInbox, sys};
-use crate::supervisor::{ReloadHook, ReopenLogsHook, StopReport};
+use crate::supervisor::{ReloadHook, ReopenLogsHook, StopReport, UpgradeHooks};
+use crate::upgrade::UpgradeState;
 use crate::worker::{WorkerContext, WorkerExit, exit_code};
 
 /// After a doorbell-driven round, further rings wait this long: a flood of accepts costs the
@@ -34,6 +35,9 @@ const DOORBELL_GAP: Micros = 5_000;
 enum StopMode {
     Graceful,
     Immediate,
+    /// Graceful, for a successor that serves the same socket: workers pass their idle
+    /// connections on instead of closing them.
+    Handover,
 }
 
 /// The running supervisor's state. Dropping it (normal end, error or panic) kills and reaps
@@ -60,6 +64,8 @@ pub(crate) struct Pool<'a, W> {
     pub(crate) listen_socket: Option<BorrowedFd<'a>>,
     pub(crate) on_reopen_logs: Option<ReopenLogsHook<'a>>,
     pub(crate) on_reload: Option<ReloadHook<'a>>,
+    pub(crate) upgrade_hooks: Option<UpgradeHooks<'a>>,
+    pub(crate) upgrade: UpgradeState,
     /// A stop was asked for with a drain delay: the graceful stop begins at this moment.
     pub(crate) drain_until: Option<Micros>,
     /// The scoreboard says the server is ready (a generation has been).
@@ -87,6 +93,17 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         }
         loop {
             self.maintain()?;
+            // A binary upgrade's successor whose workers cannot boot leaves: the server it was
+            // to succeed serves on (and logs that this one ended).
+            if self.upgrade.predecessor.is_some()
+                && self.memory.boot_failures >= self.config.pool.max_reload_boot_failures
+            {
+                tracing::error!(
+                    boot_failures = self.memory.boot_failures,
+                    "upgrade: this server's workers cannot boot; leaving the previous server in service"
+                );
+                return Err(SupervisorError::SuccessorCannotBoot(self.memory.boot_failures));
+            }
             let mut signals = self.wait_for_signals(self.next_wakeup(), true)?;
             signals.extend(self.scoreboard.board().take_control_requests().into_iter().map(|request| {
                 tracing::info!(?request, "a worker asked the supervisor");
@@ -107,6 +124,20 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         self.set_paused(false);
                         continue;
                     }
+                    Received::Handover => match self.upgrade.successor.take() {
+                        Some(successor) => {
+                            tracing::info!(
+                                successor = successor.as_raw(),
+                                "upgrade: the new server is ready; handing over"
+                            );
+                            self.service_manager.handed_over(successor.as_raw() as u32);
+                            return self.stop(StopMode::Handover);
+                        }
+                        None => {
+                            tracing::warn!("handover signal with no upgrade under way; ignored");
+                            continue;
+                        }
+                    },
                     Received::Signal(signal) => signal,
                 };
                 match signal {
@@ -155,6 +186,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         self.spares_changed("TTOU");
                     }
                     Signal::SIGUSR1 => self.reopen_logs(),
+                    Signal::SIGUSR2 => self.start_upgrade(),
                     Signal::SIGCHLD => {}
                     other => tracing::info!(signal = %other, "signal has no meaning for the supervisor; ignored"),
                 }
@@ -276,6 +308,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             board.set_ready();
             tracing::info!(generation = view.generation, "ready: readiness probes answer 200");
             self.service_manager.ready(pool_status(&view, board));
+            self.upgrade.tell_predecessor();
         } else if self.service_manager.is_reloading() && generation_ready {
             self.service_manager.reload_over(pool_status(&view, board));
         }
@@ -416,6 +449,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     }
 
     fn child_exited(&mut self, pid: Pid, code: Option<i32>, signal: Option<Signal>, stopping: bool) {
+        if self.successor_exited(pid, code, signal) {
+            return;
+        }
         let Some(record) = self.children.remove(pid) else { return };
         let board = self.scoreboard.board();
         let slot = board.slot_snapshot(record.slot);
@@ -475,12 +511,16 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
     /// Stops every worker and returns once all are reaped.
     fn stop(&mut self, mode: StopMode) -> Result<StopReport, SupervisorError> {
         // Workers close the connections they hold between requests rather than pass them to
-        // a sibling that is stopping too.
-        self.scoreboard.board().set_server_stopping();
-        self.service_manager.stopping();
+        // a sibling that is stopping too; handing over, they pass them to the successor's.
+        if mode != StopMode::Handover {
+            self.scoreboard.board().set_server_stopping();
+            self.service_manager.stopping();
+        }
         let workers_forked = self.scoreboard.board().header_snapshot().workers_forked;
-        let mut report = StopReport { graceful: mode == StopMode::Graceful, killed_at_timeout: 0, workers_forked };
-        if mode == StopMode::Graceful {
+        let handed_over = mode == StopMode::Handover;
+        let mut report =
+            StopReport { graceful: mode != StopMode::Immediate, killed_at_timeout: 0, workers_forked, handed_over };
+        if mode != StopMode::Immediate {
             let deadline = monotonic_micros() + self.config.graceful_timeout.as_micros() as u64;
             for child in self.children.iter_mut() {
                 child.retiring = true;

@@ -38,10 +38,19 @@ impl ServiceManager {
     /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID` (for this process only). The
     /// variables stay set in the supervisor, so that each message finds the socket; each
     /// worker removes them as it starts (see `spawn.rs`).
-    pub(crate) fn from_env() -> ServiceManager {
+    ///
+    /// A binary upgrade's successor (`predecessor`) inherits its predecessor's variables, which
+    /// name the predecessor's pid: the watchdog it will feed once it is the main process.
+    pub(crate) fn from_env(predecessor: Option<u32>) -> ServiceManager {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|socket| !socket.is_empty());
         let mut usec = 0;
-        let watchdog_every = (enabled && sd_notify::watchdog_enabled(false, &mut usec)).then_some((usec / 2).max(1));
+        let inherited = || -> Option<u64> {
+            let named: u32 = std::env::var("WATCHDOG_PID").ok()?.parse().ok()?;
+            (Some(named) == predecessor).then_some(())?;
+            std::env::var("WATCHDOG_USEC").ok()?.parse().ok()
+        };
+        let watched = sd_notify::watchdog_enabled(false, &mut usec) || inherited().inspect(|u| usec = *u).is_some();
+        let watchdog_every = (enabled && watched).then_some((usec / 2).max(1));
         ServiceManager {
             enabled,
             watchdog_every,
@@ -102,6 +111,14 @@ impl ServiceManager {
         if !std::mem::replace(&mut self.stopping, true) {
             self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
         }
+    }
+
+    /// A binary upgrade's successor is ready: it is the service's main process from now on
+    /// (this one only finishes its workers).
+    pub(crate) fn handed_over(&mut self, successor: u32) {
+        let status = format!("handed over to pid {successor}");
+        self.send(&[NotifyState::MainPid(successor), NotifyState::Status(&status)]);
+        self.stopping = true;
     }
 
     /// While workers finish (a graceful stop can outlast `WatchdogSec`): the watchdog only.

@@ -30,6 +30,8 @@ pub(crate) enum Received {
     Pause,
     /// [`prefork_scoreboard::resume_signal`]: resume it.
     Resume,
+    /// [`prefork_scoreboard::handover_signal`]: the successor started by an upgrade is ready.
+    Handover,
 }
 
 /// The blocked signal set and the signalfd that receives it.
@@ -76,6 +78,8 @@ impl SignalInbox {
                         signals.push(Received::Pause);
                     } else if number == prefork_scoreboard::resume_signal() {
                         signals.push(Received::Resume);
+                    } else if number == prefork_scoreboard::handover_signal() {
+                        signals.push(Received::Handover);
                     } else if let Ok(signal) = Signal::try_from(number) {
                         signals.push(Received::Signal(signal));
                     }
@@ -97,7 +101,7 @@ impl SignalInbox {
             mask.remove(handled);
         }
         let mut raw = *mask.as_ref();
-        for control in [prefork_scoreboard::pause_signal(), prefork_scoreboard::resume_signal()] {
+        for control in control_signals() {
             // SAFETY: `raw` is an initialised sigset_t (a copy of a SigSet's).
             unsafe { libc::sigdelset(&mut raw, control) };
         }
@@ -114,10 +118,15 @@ impl Drop for SignalInbox {
     }
 }
 
-/// [`HANDLED`] and the two real-time control signals (which nix's `Signal` cannot name).
+/// The real-time control signals (which nix's `Signal` cannot name).
+fn control_signals() -> [libc::c_int; 3] {
+    [prefork_scoreboard::pause_signal(), prefork_scoreboard::resume_signal(), prefork_scoreboard::handover_signal()]
+}
+
+/// [`HANDLED`] and the real-time control signals.
 fn handled_set() -> SigSet {
     let mut raw = *HANDLED.into_iter().collect::<SigSet>().as_ref();
-    for control in [prefork_scoreboard::pause_signal(), prefork_scoreboard::resume_signal()] {
+    for control in control_signals() {
         // SAFETY: `raw` is an initialised sigset_t (a copy of a SigSet's).
         unsafe { libc::sigaddset(&mut raw, control) };
     }

@@ -12,6 +12,7 @@ use crate::pool::Pool;
 use crate::probes::thread_count;
 use crate::service_manager::ServiceManager;
 use crate::signals::{SignalInbox, sys};
+use crate::upgrade::UpgradeState;
 use crate::worker::{WorkerContext, WorkerExit};
 
 /// How the server stopped.
@@ -23,11 +24,20 @@ pub struct StopReport {
     pub killed_at_timeout: usize,
     /// Workers forked over the server's life.
     pub workers_forked: u64,
+    /// The server handed over to its successor (a binary upgrade): the listening socket is
+    /// the successor's now (a unix socket's file stays).
+    pub handed_over: bool,
 }
 
 pub(crate) type StartedHook<'a> = Box<dyn FnOnce(&str, &Board) + 'a>;
 pub(crate) type ReopenLogsHook<'a> = Box<dyn FnMut() + 'a>;
 pub(crate) type ReloadHook<'a> = Box<dyn FnMut(u64) -> Result<(), String> + 'a>;
+
+/// How to start a successor, and what to undo if it fails (see [`Supervisor::on_upgrade`]).
+pub(crate) struct UpgradeHooks<'a> {
+    pub(crate) start: Box<dyn FnMut() -> Result<u32, String> + 'a>,
+    pub(crate) failed: Box<dyn FnMut(&str) + 'a>,
+}
 
 /// Runs a preforked pool until a stop signal. See the crate docs.
 pub struct Supervisor<'a, W> {
@@ -36,6 +46,8 @@ pub struct Supervisor<'a, W> {
     on_started: Option<StartedHook<'a>>,
     on_reopen_logs: Option<ReopenLogsHook<'a>>,
     on_reload: Option<ReloadHook<'a>>,
+    upgrade_hooks: Option<UpgradeHooks<'a>>,
+    predecessor: Option<u32>,
     listen_socket: Option<BorrowedFd<'a>>,
 }
 
@@ -50,7 +62,16 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     /// fork, in the child only, and its return value becomes the child's exit code.
     pub fn new(config: SupervisorConfig, worker: W) -> Result<Self, SupervisorError> {
         config.validate()?;
-        Ok(Supervisor { config, worker, on_started: None, on_reopen_logs: None, on_reload: None, listen_socket: None })
+        Ok(Supervisor {
+            config,
+            worker,
+            on_started: None,
+            on_reopen_logs: None,
+            on_reload: None,
+            upgrade_hooks: None,
+            predecessor: None,
+            listen_socket: None,
+        })
     }
 
     /// Called once in the parent, after the scoreboard exists and before the first fork.
@@ -74,6 +95,34 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     /// (logged with its text): the old generation serves on.
     pub fn on_reload(mut self, hook: impl FnMut(u64) -> Result<(), String> + 'a) -> Self {
         self.on_reload = Some(Box::new(hook));
+        self
+    }
+
+    /// A binary upgrade without downtime on SIGUSR2 (unicorn's and nginx's): `start` starts
+    /// the successor, a process that serves the same listening socket (the hook hands it over:
+    /// the supervisor knows nothing of sockets), and returns its pid; the successor calls
+    /// [`take_over_from`](Self::take_over_from) with this supervisor's pid. Once the
+    /// successor's first generation is ready, it sends the handover signal
+    /// (`prefork_scoreboard::handover_signal`) and this supervisor retires every worker
+    /// gracefully (without the whole-server stop, so their idle connections move to the
+    /// successor's workers through a shared hand-off queue) and returns with
+    /// [`StopReport::handed_over`]. If the successor exits first, `failed` is called with how it
+    /// ended (to undo what `start` did, such as renaming a pid file), and this supervisor serves
+    /// on. Without this hook USR2 is logged and ignored.
+    pub fn on_upgrade(
+        mut self,
+        start: impl FnMut() -> Result<u32, String> + 'a,
+        failed: impl FnMut(&str) + 'a,
+    ) -> Self {
+        self.upgrade_hooks = Some(UpgradeHooks { start: Box::new(start), failed: Box::new(failed) });
+        self
+    }
+
+    /// This supervisor is the successor of the one running as `predecessor` (see
+    /// [`on_upgrade`](Self::on_upgrade)): once its first generation is ready, it tells it to
+    /// hand over.
+    pub fn take_over_from(mut self, predecessor: u32) -> Self {
+        self.predecessor = Some(predecessor);
         self
     }
 
@@ -125,9 +174,14 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             listen_socket: self.listen_socket,
             on_reopen_logs: self.on_reopen_logs,
             on_reload: self.on_reload,
+            upgrade_hooks: self.upgrade_hooks,
+            upgrade: UpgradeState {
+                successor: None,
+                predecessor: self.predecessor.map(|pid| nix::unistd::Pid::from_raw(pid as i32)),
+            },
             drain_until: None,
             ready: false,
-            service_manager: ServiceManager::from_env(),
+            service_manager: ServiceManager::from_env(self.predecessor),
         };
         // The supervisor's lines say which process wrote them (unless the caller's span says
         // it already); each worker's span (pid, slot, generation) follows it, through the fork.

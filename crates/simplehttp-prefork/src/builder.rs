@@ -16,6 +16,7 @@ use prefork_supervisor::{SpawnRamp, SupervisorConfig};
 use crate::credentials::Credentials;
 use crate::reload::Reloaded;
 use crate::server::{ForkHandler, ForkHandlerError, Listen, Server, ServerError, SetupHandler};
+use crate::upgrade::{UpgradeCommand, check_program};
 
 /// Builds a [`Server`]. Option names follow SimpleHTTP and SimpleHTTP::PreFork.
 pub struct ServerBuilder {
@@ -37,6 +38,7 @@ pub struct ServerBuilder {
     socket_activation: bool,
     user: Option<String>,
     group: Option<String>,
+    upgrade: Option<UpgradeCommand>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -68,6 +70,7 @@ impl Default for ServerBuilder {
             socket_activation: true,
             user: None,
             group: None,
+            upgrade: None,
         }
     }
 }
@@ -227,6 +230,19 @@ impl ServerBuilder {
     /// a server not started as root, is an error from [`build`](Self::build).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
+        self
+    }
+
+    /// A binary upgrade without downtime on SIGUSR2 (unicorn's and nginx's): the server starts
+    /// `program` with `args` (the binary now on disk: a new build installed over the old one),
+    /// handing it the listening socket and the hand-off queue; the new server forks its pool,
+    /// and once it is ready this one retires its workers (their idle keep-alive connections
+    /// move to the new workers) and exits. The pid file names the new server from then on (the
+    /// old one's is `NAME.oldbin` while both run). If the new one fails to start or to become
+    /// ready, this one serves on and logs why. The `simplehttp-prefork` command sets this to
+    /// itself ([`this_command`](crate::this_command), taken when it starts).
+    pub fn binary_upgrade(mut self, program: impl Into<PathBuf>, args: Vec<std::ffi::OsString>) -> Self {
+        self.upgrade = Some(UpgradeCommand { program: program.into(), args });
         self
     }
 
@@ -576,8 +592,12 @@ impl ServerBuilder {
         }
         let credentials =
             Credentials::resolve(self.user.as_deref(), self.group.as_deref()).map_err(ServerError::InvalidOption)?;
+        if let Some(upgrade) = &self.upgrade {
+            check_program(&upgrade.program).map_err(ServerError::InvalidOption)?;
+        }
         Ok(Server {
             credentials,
+            upgrade: self.upgrade,
             listen: self.listen,
             router,
             worker: self.worker,

@@ -1,7 +1,8 @@
 //! `simplehttp-prefork ctl`: controls a running server by its pid file (pause, resume, reload,
-//! stop, quit, one more or one fewer spare) and confirms from its scoreboard that the change
-//! took effect, or says why not.
+//! upgrade, stop, quit, one more or one fewer spare) and confirms that the change took effect
+//! (from its scoreboard, its process, its pid file), or says why not.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,9 @@ enum Action {
     Ttin,
     /// One fewer spare at both bounds: TTOU.
     Ttou,
+    /// Put the binary now on disk in service without dropping a connection: USR2 (the new
+    /// server takes over once it is ready, and the pid file names it).
+    Upgrade,
 }
 
 impl Action {
@@ -56,6 +60,7 @@ impl Action {
             Action::Quit => Signal::SIGQUIT as libc::c_int,
             Action::Ttin => Signal::SIGTTIN as libc::c_int,
             Action::Ttou => Signal::SIGTTOU as libc::c_int,
+            Action::Upgrade => Signal::SIGUSR2 as libc::c_int,
         }
     }
 }
@@ -83,12 +88,16 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
         format!("process {pid} (pid file {path}) has no scoreboard {name}: is it a simplehttp-prefork server?")
     })?;
     let before = scoreboard.snapshot();
+    let changed_at_before = changed_at(&args.pid_file);
     // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
     if unsafe { libc::kill(pid as libc::pid_t, args.action.signal()) } != 0 {
         let error = std::io::Error::last_os_error();
         bail!("signalling process {pid}: {error}");
     }
     let deadline = Instant::now() + args.timeout;
+    if let Action::Upgrade = args.action {
+        return wait_for_upgrade(args, pid, changed_at_before, deadline);
+    }
     loop {
         let now = scoreboard.snapshot();
         if let Some(done) = took_effect(args.action, &before, &now, alive(pid)) {
@@ -98,6 +107,48 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
         }
         if Instant::now() >= deadline {
             bail!("{:?} sent to process {pid}, but it did not show within {:?}", args.action, args.timeout);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// When a file's inode last changed (a rename counts), to the nanosecond.
+fn changed_at(path: &std::path::Path) -> Option<(i64, i64)> {
+    std::fs::metadata(path).ok().map(|meta| (meta.ctime(), meta.ctime_nsec()))
+}
+
+/// An upgrade is done once the pid file names another live server and the old one has gone;
+/// it failed once the old one took its pid file back (from `NAME.oldbin`, which it may do
+/// before this looks: the file's inode change time says it moved).
+fn wait_for_upgrade(
+    args: &CtlArgs,
+    old: u32,
+    changed_at_before: Option<(i64, i64)>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let oldbin = simplehttp_prefork::oldbin_path(&args.pid_file);
+    let mut moved_aside = false;
+    loop {
+        let named = read_pid_file(&args.pid_file).ok().flatten();
+        moved_aside |= oldbin.exists() || changed_at(&args.pid_file) != changed_at_before;
+        match named {
+            Some(new) if new != old && !alive(old) => {
+                let name = segment_name(&args.scoreboard_prefix, new);
+                AttachedScoreboard::open(&name)
+                    .with_context(|| format!("the pid file names process {new}, which has no scoreboard {name}"))?;
+                println!("upgraded: process {new} serves, {old} has handed over and exited");
+                return Ok(());
+            }
+            Some(same) if same == old && moved_aside && !oldbin.exists() => {
+                bail!("the upgrade failed: process {old} serves on (the server's log says why)");
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "USR2 sent to process {old}, but no new server took over within {:?} (the server's log says why)",
+                args.timeout
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -136,5 +187,6 @@ fn took_effect(action: Action, before: &Snapshot, now: &Snapshot, alive: bool) -
             let (min, max) = spares(now);
             Ok(format!("spare bounds now {min}..{max}"))
         }),
+        Action::Upgrade => None, // see wait_for_upgrade
     }
 }

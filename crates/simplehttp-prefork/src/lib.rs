@@ -7,9 +7,10 @@ pub mod log_file;
 mod pid_file;
 mod reload;
 mod server;
+mod upgrade;
 
 pub use builder::ServerBuilder;
-pub use pid_file::read_pid_file;
+pub use pid_file::{oldbin_path, read_pid_file};
 pub use prefork_http_worker as http_worker;
 pub use prefork_http_worker::{
     AccessLogFormat, AlreadyAnswered, CloseConnection, CloseHandlerToken, ConnectionInfo, ControlError, Handler,
@@ -24,5 +25,6 @@ pub use reload::Reloaded;
 pub use server::{BoundServer, ForkHandlerError, Server, ServerError, Started};
 /// Runs a future on the worker's thread, beside the request (handlers need not be `Send`).
 pub use tokio::task::spawn_local;
+pub use upgrade::this_command;
 /// What handlers build responses with, re-exported so that one dependency is enough.
 pub use {bytes, http};

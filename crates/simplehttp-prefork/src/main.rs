@@ -25,7 +25,8 @@ use simplehttp_prefork::{AccessLogFormat, Server, SpawnRamp};
 /// worker busy (async), `/block/<ms>` blocks it (at most 60000 ms) and `/leak/<MiB>` grows
 /// it; `/server-status` shows the scoreboard (HTML, `?json`, `?auto`,
 /// `?openmetrics`, `?text`). Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload
-/// workers, TTIN/TTOU raise/lower the spare bounds, USR1 reopen the log file. Logs go to
+/// workers, TTIN/TTOU raise/lower the spare bounds, USR1 reopen the log file, USR2 upgrade to
+/// the binary now on disk without downtime. Logs go to
 /// stderr (or `--log-file`); set RUST_LOG (default `info`). Durations take units (`500ms`,
 /// `30s`, `1h`), sizes too (`64MiB`).
 #[derive(Debug, Parser)]
@@ -42,7 +43,7 @@ enum Command {
     /// Show a running server's scoreboard (read-only, works even when every worker is busy).
     Status(status_command::StatusArgs),
     /// Control a running server by its pid file, and confirm from its scoreboard that it
-    /// took effect: pause, resume, reload, stop, quit, ttin, ttou.
+    /// took effect: pause, resume, reload, stop, quit, ttin, ttou, upgrade.
     Ctl(ctl_command::CtlArgs),
 }
 
@@ -308,6 +309,9 @@ where
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // USR2 starts the binary at this path again (a new build installed over this one), with
+    // these arguments: taken now, before anything could replace the file.
+    let (program, program_args) = simplehttp_prefork::this_command()?;
     let size = |bytes: ByteSize| usize::try_from(bytes.as_u64()).unwrap_or(usize::MAX);
     let mut builder = Server::builder()
         .address(args.address)
@@ -359,6 +363,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.status_allow.is_empty() {
         builder = builder.status_allow(args.status_allow);
     }
+    builder = builder.binary_upgrade(program, program_args);
     if let Some(user) = args.user {
         builder = builder.user(user);
     }
@@ -389,7 +394,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = writeln!(stdout, "listening on {}", started.url());
         let _ = stdout.flush();
     })?;
-    tracing::info!(graceful = report.graceful, workers_forked = report.workers_forked, "server stopped");
+    tracing::info!(
+        graceful = report.graceful,
+        handed_over = report.handed_over,
+        workers_forked = report.workers_forked,
+        "server stopped"
+    );
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! The pid file: written once the server runs, refused if it names a running server, removed
-//! at exit.
+//! at exit. During a binary upgrade the old server's moves to `NAME.oldbin` (nginx's and
+//! unicorn's convention), so that the new one can write its own, and back if the upgrade fails.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use prefork_scoreboard::segment_name;
@@ -11,6 +13,8 @@ use crate::ServerError;
 #[derive(Debug)]
 pub(crate) struct PidFile {
     path: PathBuf,
+    /// Where this server's pid is now: `path`, or `path.oldbin` while a successor starts.
+    current: RefCell<PathBuf>,
 }
 
 impl PidFile {
@@ -22,13 +26,37 @@ impl PidFile {
         {
             return Err(ServerError::AlreadyRunning { path, pid });
         }
-        Ok(PidFile { path })
+        Ok(PidFile { current: RefCell::new(path.clone()), path })
     }
 
     pub(crate) fn write(&self) -> Result<(), ServerError> {
         std::fs::write(&self.path, format!("{}\n", std::process::id()))
             .map_err(|source| ServerError::PidFile { path: self.path.clone(), source })
     }
+
+    /// A successor is about to start: this server's pid moves to `NAME.oldbin`.
+    pub(crate) fn make_way(&self) -> std::io::Result<()> {
+        let oldbin = oldbin_path(&self.path);
+        std::fs::rename(&self.path, &oldbin)?;
+        *self.current.borrow_mut() = oldbin;
+        Ok(())
+    }
+
+    /// The successor failed: the pid file names this server again (unless something else
+    /// wrote it meanwhile).
+    pub(crate) fn take_back(&self) {
+        let current = self.current.replace(self.path.clone());
+        if current != self.path && !self.path.exists() {
+            let _ = std::fs::rename(&current, &self.path);
+        }
+    }
+}
+
+/// `NAME.oldbin`: where a server's pid file goes while its successor starts.
+pub fn oldbin_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".oldbin");
+    PathBuf::from(name)
 }
 
 /// The supervisor pid a pid file records: `Ok(None)` if the file holds no pid.
@@ -39,9 +67,10 @@ pub fn read_pid_file(path: &Path) -> std::io::Result<Option<u32>> {
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Only our own: a file rewritten by another server since is not ours to remove.
-        let ours = std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        let path = self.current.borrow();
+        let ours = std::fs::read_to_string(&*path).is_ok_and(|t| t.trim() == std::process::id().to_string());
         if ours {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&*path);
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::builder::ServerBuilder;
 use crate::credentials::Credentials;
 use crate::log_file;
 use crate::pid_file::PidFile;
+use crate::upgrade::{self, UpgradeCommand, inherited_listener};
 
 /// What a fork handler may fail with; the worker then exits as a boot failure.
 pub type ForkHandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -105,6 +106,7 @@ pub struct Server {
     pub(crate) defer_accept: bool,
     pub(crate) socket_activation: bool,
     pub(crate) credentials: Option<Credentials>,
+    pub(crate) upgrade: Option<UpgradeCommand>,
 }
 
 impl std::fmt::Debug for Server {
@@ -139,12 +141,21 @@ impl Server {
         let pid_file =
             self.pid_file.take().map(|path| PidFile::check(path, &self.supervisor.scoreboard_prefix)).transpose()?;
         let bind_error = |address: String| move |source| ServerError::Bind { address, source };
-        let activated = if self.socket_activation { activated_socket()? } else { None };
-        let listener = match (activated, &self.listen) {
-            (Some(listener), _) => {
-                tracing::info!(address = %listener.address(), "serving the socket passed by the service manager (socket activation)");
-                listener
+        // A binary upgrade's successor takes its predecessor's socket; then systemd's, if any.
+        let inherited = inherited_listener()?;
+        let predecessor = inherited.as_ref().map(|(_, pid)| *pid);
+        let activated = match inherited {
+            Some((listener, pid)) => {
+                tracing::info!(address = %listener.address(), predecessor = pid, "upgrade: serving the socket of the server this one succeeds");
+                Some(listener)
             }
+            None if self.socket_activation => activated_socket()?.inspect(|listener| {
+                tracing::info!(address = %listener.address(), "serving the socket passed by the service manager (socket activation)");
+            }),
+            None => None,
+        };
+        let listener = match (activated, &self.listen) {
+            (Some(listener), _) => listener,
             (None, Listen::Tcp(addr)) => {
                 Listener::bind_tcp(*addr, DEFAULT_BACKLOG).map_err(bind_error(addr.to_string()))?
             }
@@ -160,7 +171,7 @@ impl Server {
         if let Some(setup) = self.setup_handler.take() {
             setup(listener.address());
         }
-        Ok(BoundServer { server: self, listener, pid_file })
+        Ok(BoundServer { server: self, listener, pid_file, predecessor })
     }
 
     /// Binds and runs until stopped (see [`BoundServer::run`]).
@@ -197,6 +208,8 @@ pub struct BoundServer {
     server: Server,
     listener: Listener,
     pid_file: Option<PidFile>,
+    /// This server succeeds the one with this pid (a binary upgrade).
+    predecessor: Option<u32>,
 }
 
 impl BoundServer {
@@ -214,8 +227,8 @@ impl BoundServer {
     /// As [`run`](Self::run), calling `on_started` in the parent once the scoreboard exists
     /// and just before the first worker is forked (stale segments are gone by then).
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
-        let BoundServer { server, listener, pid_file } = self;
-        let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, credentials, .. } = server;
+        let BoundServer { server, mut listener, pid_file, predecessor } = self;
+        let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, credentials, upgrade, .. } = server;
         if let Some(credentials) = &credentials {
             log_file::hand_to(credentials.uid, credentials.gid).map_err(|source| ServerError::LogFile { source })?;
         }
@@ -233,7 +246,7 @@ impl BoundServer {
             ListenAddress::Unix(_) => 0,
         };
         let tls = worker.tls.is_some();
-        let listener = &listener;
+        let listening = &listener;
         let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
             // First of all: nothing of the user's runs as root.
             if let Some(Err(error)) = credentials.as_ref().map(|c| c.assume(ctx.parent_pid)) {
@@ -268,7 +281,7 @@ impl BoundServer {
                 }
             }
             let config = WorkerConfig { recycle: ctx.limits, ..worker.clone() };
-            let http = HttpWorker::new(listener, router, config);
+            let http = HttpWorker::new(listening, router, config);
             let link = PoolLink {
                 slot: ctx.slot,
                 board: ctx.board,
@@ -287,10 +300,34 @@ impl BoundServer {
                 if let Some(Err(error)) = pid_file.as_ref().map(PidFile::write) {
                     tracing::error!(%error, "could not write the pid file");
                 }
-                on_started(&Started { address: listener.address(), tls, scoreboard_name })
+                on_started(&Started { address: listening.address(), tls, scoreboard_name })
             });
-        if listener.is_tcp() {
-            supervisor = supervisor.watch_listen_queue(listener.as_fd());
+        if listening.is_tcp() {
+            supervisor = supervisor.watch_listen_queue(listening.as_fd());
+        }
+        if let Some(predecessor) = predecessor {
+            supervisor = supervisor.take_over_from(predecessor);
+        }
+        if let Some(command) = upgrade {
+            let pid_file = &pid_file;
+            supervisor = supervisor.on_upgrade(
+                move || {
+                    // The new server writes the pid file as it starts; this one's moves aside.
+                    if let Some(Err(error)) = pid_file.as_ref().map(PidFile::make_way) {
+                        return Err(format!("cannot move the pid file aside: {error}"));
+                    }
+                    upgrade::start_successor(&command, listening.upgrade_fds()).inspect_err(|_| {
+                        if let Some(pid_file) = pid_file {
+                            pid_file.take_back();
+                        }
+                    })
+                },
+                move |_| {
+                    if let Some(pid_file) = pid_file {
+                        pid_file.take_back();
+                    }
+                },
+            );
         }
         if let Some(hook) = on_reload.as_mut() {
             supervisor = supervisor.on_reload(move |next_generation| {
@@ -308,6 +345,9 @@ impl BoundServer {
             });
         }
         let result = supervisor.run();
+        if result.as_ref().is_ok_and(|report| report.handed_over) {
+            listener.disown_path(); // a unix socket's file is the successor's now
+        }
         drop(pid_file);
         Ok(result?)
     }

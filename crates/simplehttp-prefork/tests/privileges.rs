@@ -212,8 +212,9 @@ fn log_rotation() -> Result<()> {
         ensure!(server.get("/log")?.status == 200);
         Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("a worker's line").then_some(()))
     })?;
-    let everything = std::fs::read_to_string(&log)? + &std::fs::read_to_string(&rotated)?;
-    ensure!(!everything.contains("cannot reopen"), "{everything}");
+    // (A worker that had a reopen pending from its start, and logs between the rename and the
+    // supervisor's USR1, cannot create the file in this directory: it says so, writes on to
+    // the rotated file, and moves with the USR1 that follows.)
     ensure!(std::fs::metadata(&log)?.uid() == NOBODY, "the new log file is not the workers'");
     std::fs::remove_dir_all(dir.path())?;
     Ok(())
