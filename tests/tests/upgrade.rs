@@ -109,6 +109,11 @@ fn an_upgrade_under_keep_alive_load_fails_no_request_and_hands_over_to_the_new_b
         })
         .collect();
     wait_for("load", DEADLINE, || Ok((answered.load(Ordering::Relaxed) > 200).then_some(())))?;
+    // A keep-alive connection left idle across the upgrade: an old worker passes it on, and
+    // the new server's worker answers its next request.
+    let mut kept = HttpConnection::open(server.addr())?;
+    let first = kept.get("/")?;
+    ensure!(parent_of(hello_pid(&first.body)?) == Some(old), "{}", first.body);
 
     // The new binary: the same build here, but it is the file now on disk that starts.
     install(&server_binary()?, binary.path())?;
@@ -124,6 +129,8 @@ fn an_upgrade_under_keep_alive_load_fails_no_request_and_hands_over_to_the_new_b
     })?;
     let fresh = prefork_tests::http_get(server.addr(), "/")?;
     ensure!(parent_of(hello_pid(&fresh.body)?) == Some(new), "{} is not the new server's worker", fresh.body);
+    let moved = kept.get("/").context("the idle keep-alive connection did not survive the upgrade")?;
+    ensure!(parent_of(hello_pid(&moved.body)?) == Some(new), "the kept connection: {}", moved.body);
     stop.store(true, Ordering::Relaxed);
     let errors: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
     ensure!(

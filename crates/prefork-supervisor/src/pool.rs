@@ -124,16 +124,22 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                         self.set_paused(false);
                         continue;
                     }
-                    Received::Handover => match self.upgrade.successor.take() {
-                        Some(successor) => {
+                    Received::Handover => match self.upgrade.successor {
+                        Some(successor) if !self.upgrade.handing_over => {
                             tracing::info!(
                                 successor = successor.as_raw(),
                                 "upgrade: the new server is ready; handing over"
                             );
+                            self.upgrade.handing_over = true;
                             self.service_manager.handed_over(successor.as_raw() as u32);
-                            return self.stop(StopMode::Handover);
+                            match self.stop_or_abort(StopMode::Handover)? {
+                                Some(report) => return Ok(report),
+                                // The successor ended meanwhile: serve on (the policy forks
+                                // the pool again as the retiring workers leave).
+                                None => continue,
+                            }
                         }
-                        None => {
+                        _ => {
                             tracing::warn!("handover signal with no upgrade under way; ignored");
                             continue;
                         }
@@ -293,6 +299,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
 
     /// One maintenance round: ask the policy, carry out its decision.
     fn maintain(&mut self) -> Result<(), SupervisorError> {
+        self.check_upgrade_deadline(monotonic_micros());
         self.check_idle_count();
         let board = self.scoreboard.board();
         board.count_parent_round();
@@ -308,9 +315,18 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             board.set_ready();
             tracing::info!(generation = view.generation, "ready: readiness probes answer 200");
             self.service_manager.ready(pool_status(&view, board));
-            self.upgrade.tell_predecessor();
         } else if self.service_manager.is_reloading() && generation_ready {
             self.service_manager.reload_over(pool_status(&view, board));
+        }
+        if self.upgrade.predecessor.is_some() {
+            let serving = workers
+                .iter()
+                .filter(|w| w.generation == view.generation && !w.retiring)
+                .filter(|w| w.state != WorkerState::Starting && w.state != WorkerState::Dead)
+                .count();
+            if self.ready && serving >= self.config.pool.start_servers {
+                self.upgrade.tell_predecessor();
+            }
         }
         let (decision, memory) = policy::decide(&view, &self.config.pool, &self.memory);
         self.memory = memory;
@@ -510,6 +526,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
 
     /// Stops every worker and returns once all are reaped.
     fn stop(&mut self, mode: StopMode) -> Result<StopReport, SupervisorError> {
+        Ok(self.stop_or_abort(mode)?.expect("only a handover is abandoned"))
+    }
+
+    /// As [`stop`](Self::stop); a handover is abandoned (`None`) if the successor ends first.
+    fn stop_or_abort(&mut self, mode: StopMode) -> Result<Option<StopReport>, SupervisorError> {
         // Workers close the connections they hold between requests rather than pass them to
         // a sibling that is stopping too; handing over, they pass them to the successor's.
         if mode != StopMode::Handover {
@@ -517,7 +538,8 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
             self.service_manager.stopping();
         }
         let workers_forked = self.scoreboard.board().header_snapshot().workers_forked;
-        let handed_over = mode == StopMode::Handover;
+        // A successor serves the socket: the one handed over to, or one still starting.
+        let handed_over = mode == StopMode::Handover || self.upgrade.successor.is_some();
         let mut report =
             StopReport { graceful: mode != StopMode::Immediate, killed_at_timeout: 0, workers_forked, handed_over };
         if mode != StopMode::Immediate {
@@ -532,8 +554,11 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 let wake_at = self.service_manager.next_watchdog().map_or(deadline, |due| due.min(deadline));
                 let signals = self.wait_for_signals(wake_at, false)?;
                 self.service_manager.feed_watchdog_if_due();
-                let stop =
-                    |s: &Received| matches!(s, Received::Signal(Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGINT));
+                // Handing over, this server stops anyway: only QUIT hurries it.
+                let stop = |s: &Received| match mode {
+                    StopMode::Handover => matches!(s, Received::Signal(Signal::SIGQUIT)),
+                    _ => matches!(s, Received::Signal(Signal::SIGQUIT | Signal::SIGTERM | Signal::SIGINT)),
+                };
                 // A worker's stop request counts as a second signal too (they are looked at
                 // at each wake-up: a child's exit, a signal, the watchdog, the deadline).
                 let asked = self.scoreboard.board().take_control_requests();
@@ -545,6 +570,9 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                     break;
                 }
                 self.reap(true);
+                if mode == StopMode::Handover && !self.upgrade.handing_over {
+                    return Ok(None); // the successor ended (see `successor_exited`)
+                }
             }
             if report.graceful && !self.children.is_empty() {
                 report.killed_at_timeout = self.children.len();
@@ -556,7 +584,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         }
         self.kill_all();
         tracing::info!(graceful = report.graceful, "all workers stopped");
-        Ok(report)
+        Ok(Some(report))
     }
 }
 

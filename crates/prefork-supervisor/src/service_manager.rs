@@ -121,6 +121,13 @@ impl ServiceManager {
         self.stopping = true;
     }
 
+    /// The successor ended while this server handed over: this one is the main process again.
+    pub(crate) fn handover_aborted(&mut self) {
+        self.stopping = false;
+        let status = "upgrade failed: serving on";
+        self.send(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
     /// While workers finish (a graceful stop can outlast `WatchdogSec`): the watchdog only.
     pub(crate) fn feed_watchdog_if_due(&mut self) {
         let now = monotonic_micros();

@@ -176,8 +176,8 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
             on_reload: self.on_reload,
             upgrade_hooks: self.upgrade_hooks,
             upgrade: UpgradeState {
-                successor: None,
                 predecessor: self.predecessor.map(|pid| nix::unistd::Pid::from_raw(pid as i32)),
+                ..UpgradeState::default()
             },
             drain_until: None,
             ready: false,

@@ -34,22 +34,45 @@ impl PidFile {
             .map_err(|source| ServerError::PidFile { path: self.path.clone(), source })
     }
 
-    /// A successor is about to start: this server's pid moves to `NAME.oldbin`.
+    /// A successor is about to start: this server's pid moves to `NAME.oldbin`. Refused while
+    /// a `NAME.oldbin` exists (an upgrade of an upgrade not yet done: that file is its
+    /// predecessor's); a pid file gone meanwhile is written there anew.
     pub(crate) fn make_way(&self) -> std::io::Result<()> {
         let oldbin = oldbin_path(&self.path);
-        std::fs::rename(&self.path, &oldbin)?;
+        if oldbin.exists() {
+            let message = format!("{} exists: an upgrade is under way", oldbin.display());
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, message));
+        }
+        match std::fs::rename(&self.path, &oldbin) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::write(&oldbin, format!("{}\n", std::process::id()))?
+            }
+            done => done?,
+        }
         *self.current.borrow_mut() = oldbin;
         Ok(())
     }
 
-    /// The successor failed: the pid file names this server again (unless something else
-    /// wrote it meanwhile).
+    /// The successor failed: the pid file names this server again, unless a server that still
+    /// runs wrote it meanwhile (a successor that wrote it and died does not count).
     pub(crate) fn take_back(&self) {
-        let current = self.current.replace(self.path.clone());
-        if current != self.path && !self.path.exists() {
-            let _ = std::fs::rename(&current, &self.path);
+        let current = self.current.borrow().clone();
+        if current == self.path {
+            return;
+        }
+        let named = read_pid_file(&self.path).ok().flatten();
+        let live = named.is_some_and(|pid| pid != std::process::id() && is_alive(pid));
+        if !live && std::fs::rename(&current, &self.path).is_ok() {
+            *self.current.borrow_mut() = self.path.clone();
         }
     }
+}
+
+/// Whether a process runs under `pid` (a zombie does not).
+fn is_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    state.is_some_and(|s| s != "Z" && s != "X")
 }
 
 /// `NAME.oldbin`: where a server's pid file goes while its successor starts.

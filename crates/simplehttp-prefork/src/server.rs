@@ -143,7 +143,7 @@ impl Server {
         let bind_error = |address: String| move |source| ServerError::Bind { address, source };
         // A binary upgrade's successor takes its predecessor's socket; then systemd's, if any.
         let inherited = inherited_listener()?;
-        let predecessor = inherited.as_ref().map(|(_, pid)| *pid);
+        let predecessor = inherited.as_ref().and_then(|(_, pid)| *pid);
         let activated = match inherited {
             Some((listener, pid)) => {
                 tracing::info!(address = %listener.address(), predecessor = pid, "upgrade: serving the socket of the server this one succeeds");
@@ -248,6 +248,9 @@ impl BoundServer {
         let tls = worker.tls.is_some();
         let listening = &listener;
         let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
+            // SAFETY: right after the fork this process has one thread: nothing reads the
+            // environment concurrently. (The variable is the supervisor's: see upgrade.rs.)
+            unsafe { std::env::remove_var(upgrade::UPGRADE_FROM) };
             // First of all: nothing of the user's runs as root.
             if let Some(Err(error)) = credentials.as_ref().map(|c| c.assume(ctx.parent_pid)) {
                 return WorkerExit::BootFailed(format!("cannot switch to the workers' user: {error}"));

@@ -14,10 +14,11 @@ use prefork_http_worker::Listener;
 
 use crate::ServerError;
 
-/// Names the server that started this process for an upgrade (its pid): only honoured while
-/// that server is this process's parent, so a worker or a later program never takes it for its
-/// own.
-const UPGRADE_FROM: &str = "SIMPLEHTTP_PREFORK_UPGRADE_FROM";
+/// Names the server that started this process for an upgrade (its pid). The descriptors are
+/// taken only if they are what an upgrade passes (a listening socket, then two sequenced-packet
+/// sockets); the predecessor is told only while it is this process's parent. Each worker
+/// removes the variable as it starts.
+pub(crate) const UPGRADE_FROM: &str = "SIMPLEHTTP_PREFORK_UPGRADE_FROM";
 /// Where the listening socket, the hand-off queue's sender and its receiver arrive.
 const FIRST_FD: RawFd = 3;
 
@@ -30,19 +31,37 @@ pub(crate) struct UpgradeCommand {
 
 /// In a server started by an upgrade: the listener its predecessor handed over, and the
 /// predecessor's pid.
-pub(crate) fn inherited_listener() -> Result<Option<(Listener, u32)>, ServerError> {
+pub(crate) fn inherited_listener() -> Result<Option<(Listener, Option<u32>)>, ServerError> {
     let Some(predecessor) = std::env::var(UPGRADE_FROM).ok().and_then(|pid| pid.parse::<u32>().ok()) else {
         return Ok(None);
     };
-    if nix::unistd::getppid().as_raw() as u32 != predecessor {
-        return Ok(None);
+    let invalid = |what: &str| {
+        let message = format!("{UPGRADE_FROM} is set, but descriptor {what}: not started by an upgrade?");
+        ServerError::Activation(std::io::Error::new(std::io::ErrorKind::InvalidInput, message))
+    };
+    for (fd, kind) in
+        [(FIRST_FD, libc::SOCK_STREAM), (FIRST_FD + 1, libc::SOCK_SEQPACKET), (FIRST_FD + 2, libc::SOCK_SEQPACKET)]
+    {
+        if socket_type(fd) != Some(kind) {
+            return Err(invalid(&format!("{fd} is not the socket an upgrade passes")));
+        }
     }
-    // SAFETY: the predecessor put the listener and the queue's two ends at 3, 4 and 5 for this
-    // process alone (checked: it is our parent, and it set the variable for us); nothing in
-    // this process has taken them yet.
+    // SAFETY: checked just above: 3, 4 and 5 are open sockets of the kinds a predecessor
+    // passes, and nothing in this process has taken them (the server binds after this).
     let [listener, sender, receiver] = [0, 1, 2].map(|i| unsafe { OwnedFd::from_raw_fd(FIRST_FD + i) });
     let listener = Listener::adopt_with_handoff(listener, sender, receiver).map_err(ServerError::Activation)?;
-    Ok(Some((listener, predecessor)))
+    // A predecessor that is gone (it stopped meanwhile) is not told; this server serves alone.
+    let parent = nix::unistd::getppid().as_raw() as u32;
+    Ok(Some((listener, (parent == predecessor).then_some(predecessor))))
+}
+
+/// `SO_TYPE` of an open socket; `None` for a closed descriptor or anything else.
+fn socket_type(fd: RawFd) -> Option<libc::c_int> {
+    let mut kind: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt with a pointer to a local int and its size; a bad descriptor fails.
+    let done = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut kind).cast(), &raw mut len) };
+    (done == 0).then_some(kind)
 }
 
 /// Starts `command`'s program as this server's successor, with `fds` (the listener, the
@@ -55,6 +74,10 @@ pub(crate) fn start_successor(command: &UpgradeCommand, fds: [BorrowedFd<'_>; 3]
     let _placeholders = occupy(FIRST_FD..FIRST_FD + 3).map_err(|e| format!("preparing descriptors: {e}"))?;
     let mut successor = Command::new(&command.program);
     successor.args(&command.args).env(UPGRADE_FROM, std::process::id().to_string());
+    if std::env::var_os("WATCHDOG_USEC").is_some() {
+        // systemd's watchdog names the main process; the successor feeds it once it is main.
+        successor.env("WATCHDOG_PID", std::process::id().to_string());
+    }
     let hand_over = move || -> std::io::Result<()> {
         // Only async-signal-safe calls here: between fork and exec.
         // SAFETY: a zeroed sigset_t emptied by sigemptyset, then installed as the mask.
@@ -105,12 +128,24 @@ fn occupy(range: std::ops::Range<RawFd>) -> std::io::Result<Vec<std::fs::File>> 
     Ok(held)
 }
 
-/// The command that started this process, to start again from the binary now on disk: its
-/// path as it was when this process started (so that a new binary installed over it is the
-/// one started), and its arguments.
+/// The command that started this process, to start again from the binary now on disk: the
+/// path it was started by (`argv[0]`, made absolute, or found in `PATH` as the shell found
+/// it), not the file it resolves to, so that a new binary installed over it, or a `current`
+/// symbolic link switched to a new release, is the one started; and its arguments.
 pub fn this_command() -> std::io::Result<(PathBuf, Vec<OsString>)> {
-    let exe = std::env::current_exe()?;
-    Ok((exe, std::env::args_os().skip(1).collect()))
+    let mut args = std::env::args_os();
+    let argv0 = args.next().map(PathBuf::from);
+    let program = match argv0 {
+        Some(path) if path.components().count() > 1 => std::path::absolute(path)?,
+        Some(name) => std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+            .map(|dir| dir.join(&name))
+            .find(|candidate| candidate.is_file())
+            .map_or_else(std::env::current_exe, Ok)?,
+        None => std::env::current_exe()?,
+    };
+    Ok((program, args.collect()))
 }
 
 /// Whether `path` names a program a successor could be started from.
