@@ -1,5 +1,5 @@
 //! The facade's examples (`crates/simplehttp-prefork/examples/`: the Perl distribution's
-//! server, prefork, stream and proxy, and the runtime controls), each started as its own
+//! server, prefork, stream and proxy, the runtime controls, and an axum app), each started as its own
 //! program on an ephemeral port and used over the wire as its documentation says.
 
 use std::process::Command;
@@ -96,5 +96,54 @@ fn reload_handlers_serves_what_the_file_says_after_each_hup() -> Result<()> {
     server.signal(Sig::SIGHUP)?;
     server.wait_logged("reload abandoned")?;
     ensure!(server.get("/")?.body == "second\n");
+    Ok(())
+}
+
+/// A raw exchange on a new connection, read to its end (the harness's client reads no chunked
+/// or compressed bodies): the response's head and body as text.
+fn exchange(addr: std::net::SocketAddr, request: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+#[test]
+fn axum_runs_preforked_with_its_state_layers_and_streaming_and_the_scoreboard_sees_it() -> Result<()> {
+    let server = start("axum", &[])?;
+    let before = prefork_tests::count(&server.status()?, "total_accesses");
+    // Path parameters, and state a fork handler built in this very worker.
+    let user = server.get("/users/42")?;
+    let pid = user.body.split_whitespace().nth(6).unwrap_or_default().to_owned();
+    ensure!(
+        user.status == 200
+            && user.body.starts_with("user 42, looked up by worker")
+            && user.body.ends_with(&format!("of worker {pid}\n")),
+        "{:?}",
+        user.body
+    );
+    // A request body reaches the service (under the server's body limit).
+    let mut connection = HttpConnection::open(server.addr())?;
+    connection.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello axum!")?;
+    let echoed = connection.read_response()?;
+    ensure!(echoed.status == 200 && echoed.body == "hello axum!", "{:?}", echoed.body);
+    // A streamed body goes out chunk by chunk.
+    let streamed = exchange(server.addr(), "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    ensure!(streamed.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{streamed}");
+    ensure!((0..5).all(|n| streamed.contains(&format!("chunk {n}\n"))), "{streamed}");
+    // tower-http's layers: compression, the timeout.
+    let big =
+        exchange(server.addr(), "GET /big HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")?;
+    ensure!(big.to_ascii_lowercase().contains("content-encoding: gzip"), "{}", &big[..big.len().min(400)]);
+    ensure!(server.get("/slow?ms=5000")?.status == 408, "the timeout layer did not cut the request");
+    // A SimpleHTTP handler next to the app, and the app's own 404.
+    ensure!(server.get("/hello")?.body == "hello from a SimpleHTTP handler\n");
+    ensure!(server.get("/nothing")?.status == 404);
+    // The scoreboard counted every one of them (and the status request itself).
+    let after = prefork_tests::count(&server.status()?, "total_accesses");
+    ensure!(after >= before + 8, "{before} -> {after} accesses");
     Ok(())
 }

@@ -25,6 +25,7 @@ mod shared;
 mod status;
 mod stop;
 mod tls;
+mod tower_handler;
 mod transport;
 mod worker;
 

@@ -39,6 +39,8 @@ pub struct ServerBuilder {
     user: Option<String>,
     group: Option<String>,
     upgrade: Option<UpgradeCommand>,
+    /// The tower service that answers what no DIR handler matches.
+    service: Option<Handler>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -71,6 +73,7 @@ impl Default for ServerBuilder {
             user: None,
             group: None,
             upgrade: None,
+            service: None,
         }
     }
 }
@@ -110,6 +113,27 @@ impl ServerBuilder {
     /// `handler`, the first match in the order given winning.
     pub fn handler(mut self, dir: impl Into<String>, handler: Handler) -> Self {
         self.handlers.push((dir.into(), handler));
+        self
+    }
+
+    /// A `tower::Service` (an axum `Router`, with tower-http layers, say) answers every request
+    /// no DIR handler matches, preforked like any handler: the scoreboard, the status page,
+    /// the limits and the logs see its requests as theirs. It need not be `Send` (a worker is
+    /// single-threaded); its state is best built per worker, in a fork handler. See
+    /// [`Handler::from_service`](crate::Handler::from_service) and `examples/axum.rs`.
+    pub fn service<S, ResBody>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<
+                http::Request<http_body_util::Full<bytes::Bytes>>,
+                Response = http::Response<ResBody>,
+            > + Clone
+            + 'static,
+        S::Error: std::fmt::Display,
+        S::Future: 'static,
+        ResBody: http_body::Body<Data = bytes::Bytes> + 'static,
+        ResBody::Error: std::fmt::Display,
+    {
+        self.service = Some(Handler::from_service(service));
         self
     }
 
@@ -550,7 +574,8 @@ impl ServerBuilder {
         // still runs after the grace.
         self.worker.request_timeout = self.supervisor.pool.request_timeout;
         let mut router = Router::new();
-        for (dir, handler) in self.handlers {
+        // The service comes last: it answers whatever the DIRs leave (an empty DIR matches all).
+        for (dir, handler) in self.handlers.into_iter().chain(self.service.map(|s| (String::new(), s))) {
             router.add(&dir, handler)?;
         }
         let mut default_headers = HeaderMap::new();
