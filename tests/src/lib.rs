@@ -153,6 +153,7 @@ pub struct ServerProcess {
     stderr: Arc<Mutex<String>>,
     _stdout: Option<BufReader<ChildStdout>>,
     exit: Option<ExitStatus>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -193,7 +194,7 @@ impl ServerProcess {
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let mut pipe = child.stderr.take().expect("piped stderr");
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -217,6 +218,7 @@ impl ServerProcess {
             stderr,
             _stdout: None,
             exit: None,
+            stderr_reader: Some(stderr_reader),
         };
         let line = match rx.recv_timeout(DEADLINE) {
             Ok(Ok(line)) => line,
@@ -293,6 +295,14 @@ impl ServerProcess {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 self.exit = Some(status);
+                // Its last lines may still be in the pipe: read them (the pipe ends when the
+                // server and its workers have all gone, or give up after a while).
+                if let Some(reader) = self.stderr_reader.take() {
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while !reader.is_finished() && Instant::now() < until {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
                 return Ok(status);
             }
             ensure!(Instant::now() < deadline, "server still running after {timeout:?}");

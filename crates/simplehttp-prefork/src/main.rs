@@ -1,6 +1,7 @@
 //! The `simplehttp-prefork` command: runs a preforked demo server on built-in defaults, or
 //! (`status`) shows a running server's scoreboard without going through HTTP.
 
+mod config_file;
 mod ctl_command;
 mod demo;
 mod status_command;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use ipnet::IpNet;
 use simplehttp_prefork::log_file::LogFile;
 use simplehttp_prefork::{AccessLogFormat, Server, SpawnRamp};
@@ -30,7 +31,7 @@ use simplehttp_prefork::{AccessLogFormat, Server, SpawnRamp};
 /// stderr (or `--log-file`); set RUST_LOG (default `info`). Durations take units (`500ms`,
 /// `30s`, `1h`), sizes too (`64MiB`).
 #[derive(Debug, Parser)]
-#[command(name = "simplehttp-prefork", version, args_conflicts_with_subcommands = true)]
+#[command(name = "simplehttp-prefork", version, args_conflicts_with_subcommands = true, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -45,10 +46,20 @@ enum Command {
     /// Control a running server by its pid file, and confirm from its scoreboard that it
     /// took effect: pause, resume, reload, stop, quit, ttin, ttou, upgrade.
     Ctl(ctl_command::CtlArgs),
+    /// Check a `--config` file as the server would at start, and print every option's
+    /// effective value and where it came from (the file or the default).
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Options from this TOML file (keys are the options' names in snake_case, values as
+    /// written here: "5s", "64MiB"); the command line's win. See `check-config`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on (IPv4 or IPv6, e.g. ::1).
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
@@ -260,7 +271,14 @@ enum Ramp {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config_file::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(argv) => argv,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let format = cli.serve.log_format;
     let log_file = cli.serve.log_file.as_ref().map(|path| (path, LogFile::open(path)));
     match log_file {
@@ -282,6 +300,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Status(args)) => status_command::run(&args),
         Some(Command::Ctl(args)) => ctl_command::run(&args),
+        Some(Command::CheckConfig { file }) => check_config(&file),
         None => serve(cli.serve),
     };
     match result {
@@ -308,7 +327,41 @@ where
     }
 }
 
+/// `check-config FILE`: the options, then the settings together (as `build` checks them),
+/// then the effective values.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let command = Cli::command();
+    let matches = config_file::check(file, &command)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    build_server(cli.serve).with_context(|| format!("config file {}", file.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", config_file::describe(&matches, &command))?;
+    writeln!(stdout, "# {}: ok", file.display())?;
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = build_server(args)?;
+    let bound = server.bind()?;
+    // Printed once the scoreboard exists, just before the workers are forked: connections
+    // made from now on queue in the listen backlog until the first worker takes them.
+    let report = bound.run_with(|started| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on {}", started.url());
+        let _ = stdout.flush();
+    })?;
+    tracing::info!(
+        graceful = report.graceful,
+        handed_over = report.handed_over,
+        workers_forked = report.workers_forked,
+        "server stopped"
+    );
+    Ok(())
+}
+
+/// The server the options describe, checked, not yet bound.
+fn build_server(args: ServeArgs) -> anyhow::Result<Server> {
+    let config = args.config.clone();
     // USR2 starts the binary at this path again (a new build installed over this one), with
     // these arguments: taken now, before anything could replace the file.
     let (program, program_args) = simplehttp_prefork::this_command()?;
@@ -385,22 +438,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = args.ssl_intermediate_ca {
         builder = builder.ssl_intermediate_ca(path);
     }
-    let server = builder.build().context("invalid configuration")?;
-    let bound = server.bind()?;
-    // Printed once the scoreboard exists, just before the workers are forked: connections
-    // made from now on queue in the listen backlog until the first worker takes them.
-    let report = bound.run_with(|started| {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on {}", started.url());
-        let _ = stdout.flush();
-    })?;
-    tracing::info!(
-        graceful = report.graceful,
-        handed_over = report.handed_over,
-        workers_forked = report.workers_forked,
-        "server stopped"
-    );
-    Ok(())
+    let built = builder.build().context("invalid configuration");
+    match config {
+        Some(file) => built.with_context(|| format!("config file {} and the command line", file.display())),
+        None => built,
+    }
 }
 
 #[cfg(test)]

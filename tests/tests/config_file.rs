@@ -1,0 +1,78 @@
+//! `--config FILE` (TOML) and `check-config FILE`: the file's options apply, the command line's
+//! win over them, the defaults fill the rest; an unknown key, a wrong value or an impossible
+//! combination is an error naming the key and its line, and the server does not start.
+
+use anyhow::{Result, ensure};
+use prefork_tests::{ServerProcess, TempPath, run_command, server_binary, server_command};
+
+fn file(name: &str, text: &str) -> Result<TempPath> {
+    let path = TempPath::new(name);
+    std::fs::write(path.path(), text)?;
+    Ok(path)
+}
+
+#[test]
+fn the_files_options_apply_and_the_command_line_wins() -> Result<()> {
+    let config = file(
+        "options.toml",
+        "# a node's settings\nstart_servers = 3\nmin_spare_servers = 2\nmax_spare_servers = 4\n\
+         max_requests_per_child = 500\nkeepalive_timeout = \"3s\"\nstatus_allow = [\"127.0.0.0/8\"]\n",
+    )?;
+    let server = ServerProcess::spawn(server_command(
+        &server_binary()?,
+        &["--config", config.as_str(), "--max-spare-servers", "5"],
+    ))?;
+    let status = server.status()?;
+    let config_in_force = &status["config"];
+    ensure!(config_in_force["start_servers"] == 3 && config_in_force["min_spare_servers"] == 2, "{config_in_force}");
+    ensure!(config_in_force["max_requests_per_child"] == 500, "{config_in_force}");
+    ensure!(config_in_force["max_spare_servers"] == 5, "the command line did not win: {config_in_force}");
+    ensure!(config_in_force["max_clients"] == 256, "the default did not fill in: {config_in_force}");
+    Ok(())
+}
+
+#[test]
+fn a_bad_file_is_an_error_naming_the_key_and_its_line_and_nothing_starts() -> Result<()> {
+    for (name, text, said) in [
+        ("unknown.toml", "start_servers = 2\n\nmax_clientz = 4\n", "line 3: unknown key `max_clientz`"),
+        ("type.toml", "# x\nstart_servers = \"many\"\n", "line 2: `start_servers`: invalid value 'many'"),
+        ("bool.toml", "demo = \"yes\"\n", "line 1: `demo` is true or false"),
+        ("table.toml", "[pool]\nstart_servers = 2\n", "unknown key `pool`"),
+        ("syntax.toml", "port = [\n", "line 1"),
+        (
+            "impossible.toml",
+            "start_servers = 20\nmax_clients = 4\n",
+            "start_servers (20) cannot exceed max_clients (4)",
+        ),
+    ] {
+        let config = file(name, text)?;
+        let output = run_command(&["--port", "0", "--config", config.as_str()])?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        ensure!(!output.status.success() && !stdout.contains("listening on"), "{name} started: {stdout}{stderr}");
+        ensure!(stderr.contains(config.as_str()) && stderr.contains(said), "{name}: {stderr}");
+        let checked = run_command(&["check-config", config.as_str()])?;
+        let checked_said = String::from_utf8_lossy(&checked.stderr);
+        ensure!(!checked.status.success() && checked_said.contains(said), "check-config {name}: {checked_said}");
+    }
+    Ok(())
+}
+
+#[test]
+fn check_config_prints_every_effective_value_and_where_it_came_from() -> Result<()> {
+    let config =
+        file("checked.toml", "port = 9090\nno_keepalive = true\nstatus_allow = [\"10.0.0.0/8\", \"::1/128\"]\n")?;
+    let output = run_command(&["check-config", config.as_str()])?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    for line in [
+        "port = \"9090\"  # file",
+        "no_keepalive = \"true\"  # file",
+        "status_allow = [\"10.0.0.0/8\", \"::1/128\"]  # file",
+        "max_clients = \"256\"  # default",
+    ] {
+        ensure!(said.lines().any(|l| l == line), "no {line:?} in\n{said}");
+    }
+    ensure!(said.trim_end().ends_with(": ok"), "{said}");
+    Ok(())
+}
