@@ -38,6 +38,8 @@ fn a_bad_file_is_an_error_naming_the_key_and_its_line_and_nothing_starts() -> Re
         ("type.toml", "# x\nstart_servers = \"many\"\n", "line 2: `start_servers`: invalid value 'many'"),
         ("bool.toml", "demo = \"yes\"\n", "line 1: `demo` is true or false"),
         ("table.toml", "[pool]\nstart_servers = 2\n", "unknown key `pool`"),
+        ("list.toml", "port = [1, 2]\n", "line 1: `port` takes one value, not a list"),
+        ("duplicate.toml", "port = 1\nport = 2\n", "line 2"),
         ("syntax.toml", "port = [\n", "line 1"),
         (
             "impossible.toml",
@@ -60,16 +62,19 @@ fn a_bad_file_is_an_error_naming_the_key_and_its_line_and_nothing_starts() -> Re
 
 #[test]
 fn check_config_prints_every_effective_value_and_where_it_came_from() -> Result<()> {
-    let config =
-        file("checked.toml", "port = 9090\nno_keepalive = true\nstatus_allow = [\"10.0.0.0/8\", \"::1/128\"]\n")?;
+    let config = file(
+        "checked.toml",
+        "port = 9090\nno_keepalive = true\nhostname = \"-odd-but-valid\"\nstatus_allow = [\"10.0.0.0/8\", \"::1/128\"]\n",
+    )?;
     let output = run_command(&["check-config", config.as_str()])?;
     let said = String::from_utf8_lossy(&output.stdout);
     ensure!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
     for line in [
-        "port = \"9090\"  # file",
-        "no_keepalive = \"true\"  # file",
+        "port = 9090  # file",
+        "hostname = \"-odd-but-valid\"  # file",
+        "no_keepalive = true  # file",
         "status_allow = [\"10.0.0.0/8\", \"::1/128\"]  # file",
-        "max_clients = \"256\"  # default",
+        "max_clients = 256  # default",
     ] {
         ensure!(said.lines().any(|l| l == line), "no {line:?} in\n{said}");
     }

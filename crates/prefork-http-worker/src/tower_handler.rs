@@ -1,12 +1,14 @@
 //! Any `tower::Service` over HTTP as a handler: an axum `Router` with tower-http layers, say,
 //! served by preforked workers next to (or instead of) SimpleHTTP-style handlers.
 //!
-//! A worker is single-threaded, so the service need not be `Send`: it is cloned per request
-//! (as hyper does with a service per connection), asked whether it is ready, then called. The
+//! A worker is single-threaded, so the service need not be `Send`: it is cloned per request,
+//! asked whether it is ready, then called (so a middleware's own per-instance state, a rate
+//! limiter's say, starts afresh with each request: share such state through an `Rc` or `Arc`). The
 //! request reaches it with its body already read, under the worker's body limits (`413`, the
 //! body minimum rate), as a `Full<Bytes>`; the response body is streamed to the client frame by
-//! frame as the service produces it (its trailers are dropped), or sent in one piece when it
-//! says its exact size up front (so that it keeps its `Content-Length`).
+//! frame as the service produces it, chunked (its trailers and any `Content-Length` it set are
+//! dropped), or sent in one piece with its `Content-Length` when it says its exact size up
+//! front and that is at most 256 KiB.
 
 use std::fmt::Display;
 

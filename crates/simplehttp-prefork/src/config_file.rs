@@ -26,26 +26,34 @@ pub fn expand(argv: Vec<OsString>, command: &Command) -> anyhow::Result<Vec<OsSt
     Ok(expanded)
 }
 
-/// The value of `--config PATH` or `--config=PATH`.
+/// The value of `--config PATH` or `--config=PATH` among the server's options (the last one,
+/// as clap keeps); none once a subcommand or `--` begins.
 fn config_path(argv: &[OsString]) -> Option<PathBuf> {
+    let mut found = None;
     let mut words = argv.iter().skip(1);
     while let Some(word) = words.next() {
-        let word = word.to_str()?;
-        if word == "--config" {
-            return words.next().map(PathBuf::from);
+        let Some(word) = word.to_str() else { continue };
+        if word == "--" || !word.starts_with('-') && found.is_none() && is_subcommand(word) {
+            break;
         }
-        if let Some(path) = word.strip_prefix("--config=") {
-            return Some(PathBuf::from(path));
+        if word == "--config" {
+            found = words.next().map(PathBuf::from);
+        } else if let Some(path) = word.strip_prefix("--config=") {
+            found = Some(PathBuf::from(path));
         }
     }
-    None
+    found
+}
+
+fn is_subcommand(word: &str) -> bool {
+    matches!(word, "status" | "ctl" | "check-config" | "help")
 }
 
 /// The file's options as command-line words, each checked against the command's definition.
 pub fn options_from(path: &Path, command: &Command) -> anyhow::Result<Vec<OsString>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e.span().map(|span| text[..span.start].lines().count().max(1));
+        let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
         anyhow::anyhow!("config file {}{}: {}", path.display(), at_line(line), e.message())
     })?;
     let mut words = Vec::new();
@@ -59,17 +67,23 @@ pub fn options_from(path: &Path, command: &Command) -> anyhow::Result<Vec<OsStri
             .with_context(|| format!("{place}: unknown key `{key}`"))?;
         let flag = format!("--{name}");
         let takes_value = !matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse | ArgAction::Count);
+        let repeatable = matches!(arg.get_action(), ArgAction::Append);
+        // `--name=value`, one word: a value starting with `-` is not taken for an option.
+        let with_value = |value: &toml::Value| -> anyhow::Result<OsString> {
+            let mut word = OsString::from(format!("{flag}="));
+            word.push(scalar(value).with_context(|| format!("{place}: `{key}`"))?);
+            Ok(word)
+        };
         let mut these: Vec<OsString> = Vec::new();
         match (value, takes_value) {
-            (toml::Value::Boolean(true), false) => these.push(flag.into()),
+            (toml::Value::Boolean(true), false) => these.push(flag.clone().into()),
             (toml::Value::Boolean(false), false) => {}
             (_, false) => bail!("{place}: `{key}` is true or false"),
-            (toml::Value::Array(items), true) => {
-                for item in items {
-                    these.extend([OsString::from(&flag), scalar(item).with_context(|| format!("{place}: `{key}`"))?]);
-                }
+            (toml::Value::Array(items), true) if repeatable => {
+                these.extend(items.iter().map(with_value).collect::<anyhow::Result<Vec<_>>>()?);
             }
-            (value, true) => these.extend([flag.into(), scalar(value).with_context(|| format!("{place}: `{key}`"))?]),
+            (toml::Value::Array(_), true) => bail!("{place}: `{key}` takes one value, not a list"),
+            (value, true) => these.push(with_value(value)?),
         }
         // Checked alone, so that an error names this key and its line.
         let mut alone = vec![OsString::from(command.get_name())];
@@ -139,7 +153,14 @@ pub fn describe(matches: &clap::ArgMatches, command: &Command) -> String {
             .get_raw(id)
             .map(|raw| raw.map(|v| format!("{:?}", v.to_string_lossy())).collect())
             .unwrap_or_else(|| vec!["true".to_owned()]);
-        let value = if values.len() == 1 { values[0].clone() } else { format!("[{}]", values.join(", ")) };
+        let value = match values.as_slice() {
+            // true, false and numbers as TOML writes them, so that the output reads back.
+            [one] if one == "\"true\"" || one == "\"false\"" || one.trim_matches('"').parse::<i64>().is_ok() => {
+                one.trim_matches('"').to_owned()
+            }
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
         text.push_str(&format!("{key} = {value}  # {source}\n"));
     }
     text
