@@ -153,7 +153,8 @@ pub struct ServerProcess {
     stderr: Arc<Mutex<String>>,
     _stdout: Option<BufReader<ChildStdout>>,
     exit: Option<ExitStatus>,
-    stderr_reader: Option<thread::JoinHandle<()>>,
+    /// Disconnected once the stderr pipe has been read to its end.
+    stderr_read: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl ServerProcess {
@@ -194,7 +195,9 @@ impl ServerProcess {
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let mut pipe = child.stderr.take().expect("piped stderr");
-        let stderr_reader = thread::spawn(move || {
+        let (stderr_done, stderr_read) = std::sync::mpsc::channel::<()>();
+        thread::spawn(move || {
+            let _done = stderr_done; // dropped, and so seen, once the pipe has ended
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -218,7 +221,7 @@ impl ServerProcess {
             stderr,
             _stdout: None,
             exit: None,
-            stderr_reader: Some(stderr_reader),
+            stderr_read: Mutex::new(stderr_read),
         };
         let line = match rx.recv_timeout(DEADLINE) {
             Ok(Ok(line)) => line,
@@ -295,14 +298,10 @@ impl ServerProcess {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 self.exit = Some(status);
-                // Its last lines may still be in the pipe: read them (the pipe ends when the
-                // server and its workers have all gone, or give up after a while).
-                if let Some(reader) = self.stderr_reader.take() {
-                    let until = Instant::now() + Duration::from_secs(5);
-                    while !reader.is_finished() && Instant::now() < until {
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                }
+                // Its last lines may still be in the pipe: wait until they are read (the pipe
+                // ends once the server and its workers have all gone; an upgraded successor
+                // may keep it open, hence the deadline).
+                let _ = self.stderr_read.lock().unwrap().recv_timeout(Duration::from_secs(5));
                 return Ok(status);
             }
             ensure!(Instant::now() < deadline, "server still running after {timeout:?}");
@@ -753,4 +752,22 @@ impl Drop for FaketimeShm {
             let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
         }
     }
+}
+
+/// A scenario of a `harness = false` test target.
+pub type Scenario = fn() -> Result<()>;
+
+/// The `main` of a `harness = false` test target that re-runs itself as its own server (a
+/// fresh single-threaded process that may fork): `serve(role)` when the environment variable
+/// `role_variable` is set, else each scenario in turn, named as libtest names its tests,
+/// stopping at the first failure.
+pub fn serve_or_run(role_variable: &str, serve: fn(&str) -> Result<()>, scenarios: &[(&str, Scenario)]) -> Result<()> {
+    if let Ok(role) = std::env::var(role_variable) {
+        return serve(&role);
+    }
+    for (name, scenario) in scenarios {
+        scenario().with_context(|| format!("test {name} failed"))?;
+        println!("test {name} ... ok");
+    }
+    Ok(())
 }

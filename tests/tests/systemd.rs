@@ -89,9 +89,24 @@ fn the_service_manager_hears_ready_reloading_ready_stopping_the_status_and_the_w
     let status = &notify.messages()[reloaded - 1];
     ensure!(serving(status, 2)? >= 2, "READY=1 after the reload before generation 2 was ready: {status:?}");
 
+    // A graceful stop waits for a long request: the watchdog is fed meanwhile.
+    let addr = server.addr();
+    let long = std::thread::spawn(move || http_get(addr, "/sleep/60000"));
+    wait_for("the long request running", DEADLINE, || {
+        let status = server.status()?;
+        let running = status["workers"].as_array().into_iter().flatten();
+        Ok(running
+            .clone()
+            .any(|w| w["request"]["line"].as_str().is_some_and(|l| l.contains("/sleep/60000")))
+            .then_some(()))
+    })?;
     server.signal(Signal::SIGTERM)?;
-    notify.wait_for(reloaded, &["STOPPING=1"])?;
-    ensure!(server.wait_exit(DEADLINE)?.success(), "{}", server.stderr());
+    let stopping = notify.wait_for(reloaded, &["STOPPING=1"])?;
+    notify.wait_for(stopping, &["WATCHDOG=1"])?;
+    ensure!(!long.is_finished(), "the long request ended before the watchdog was fed during the stop");
+    server.signal(Signal::SIGQUIT)?; // no need to wait the minute out
+    server.wait_exit(DEADLINE)?;
+    let _ = long.join();
     let readies = notify.messages().iter().filter(|m| m.lines().any(|l| l == "READY=1")).count();
     ensure!(readies == 2, "READY=1 at start and after the reload only: {:?}", notify.messages());
     Ok(())

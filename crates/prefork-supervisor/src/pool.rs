@@ -394,7 +394,7 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
         self.scoreboard.board().set_ring_below(ring_below);
         let board = self.scoreboard.board();
         let view = PoolView { now, generation: board.generation(), workers: &workers };
-        self.service_manager.round(pool_status(&view, board));
+        self.service_manager.round(|| pool_status(&view, board));
         Ok(())
     }
 

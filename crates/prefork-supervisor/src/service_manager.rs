@@ -137,16 +137,20 @@ impl ServiceManager {
         }
     }
 
-    /// Every maintenance round: the pool's counts when they changed (at most once a second),
-    /// and the watchdog when due.
-    pub(crate) fn round(&mut self, status: String) {
+    /// Every maintenance round: the pool's counts (`status`, computed only when a status may be
+    /// sent: at most once a second) when they changed, and the watchdog when due.
+    pub(crate) fn round(&mut self, status: impl FnOnce() -> String) {
         if !self.enabled {
             return;
         }
         let now = monotonic_micros();
         let watchdog_due = self.next_watchdog().is_some_and(|due| now >= due);
-        let status = if self.reloading { format!("reloading: {status}") } else { status };
-        let status_due = !self.stopping && status != self.last_status && now >= self.last_status_at + STATUS_EVERY;
+        let status = (!self.stopping && now >= self.last_status_at + STATUS_EVERY)
+            .then(status)
+            .map(|status| if self.reloading { format!("reloading: {status}") } else { status })
+            .filter(|status| *status != self.last_status);
+        let status_due = status.is_some();
+        let status = status.unwrap_or_default();
         match (watchdog_due, status_due) {
             (false, false) => {}
             (true, false) => self.send(&[NotifyState::Watchdog]),

@@ -26,8 +26,6 @@ const ROLE: &str = "CONTROL_TEST_SERVER";
 /// While this file exists, the reload hook fails.
 const MARKER: &str = "CONTROL_TEST_MARKER";
 
-type Scenario = fn() -> Result<()>;
-
 thread_local! {
     /// What the fork handler was given, in this worker.
     static FORKED_AS: RefCell<Option<WorkerInfo>> = const { RefCell::new(None) };
@@ -36,24 +34,20 @@ thread_local! {
 }
 
 fn main() -> Result<()> {
-    if let Ok(role) = std::env::var(ROLE) {
-        return serve(&role);
-    }
-    let tests: [(&str, Scenario); 8] = [
-        ("a_worker_knows_who_it_is_and_the_parent_is_no_worker", identity),
-        ("a_handler_retires_its_worker_which_is_replaced", retire),
-        ("a_handler_stops_the_whole_server_gracefully_or_at_once", shutdown),
-        ("a_handler_sees_its_client_gone", client_gone),
-        ("close_handlers_are_removed_by_their_token_and_addresses_are_known", close_handlers_and_addresses),
-        ("the_library_answers_no_built_in_page_unless_asked_so_routes_win", routes_win),
-        ("a_reload_swaps_the_handlers_under_load_and_no_request_fails", reload_swaps_handlers),
-        ("a_handler_pauses_and_resumes_the_pool", pause_from_a_handler),
-    ];
-    for (name, test) in tests {
-        test().with_context(|| format!("test {name} failed"))?;
-        println!("test {name} ... ok");
-    }
-    Ok(())
+    prefork_tests::serve_or_run(
+        ROLE,
+        serve,
+        &[
+            ("a_worker_knows_who_it_is_and_the_parent_is_no_worker", identity),
+            ("a_handler_retires_its_worker_which_is_replaced", retire),
+            ("a_handler_stops_the_whole_server_gracefully_or_at_once", shutdown),
+            ("a_handler_sees_its_client_gone", client_gone),
+            ("close_handlers_are_removed_by_their_token_and_addresses_are_known", close_handlers_and_addresses),
+            ("the_library_answers_no_built_in_page_unless_asked_so_routes_win", routes_win),
+            ("a_reload_swaps_the_handlers_under_load_and_no_request_fails", reload_swaps_handlers),
+            ("a_handler_pauses_and_resumes_the_pool", pause_from_a_handler),
+        ],
+    )
 }
 
 fn text(body: String) -> Response {

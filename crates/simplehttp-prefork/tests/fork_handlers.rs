@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use bytes::Bytes;
 use prefork_tests::{DEADLINE, ServerProcess, Sig, TempPath, wait_for};
 use simplehttp_prefork::scoreboard::{AttachedScoreboard, Snapshot};
@@ -21,33 +21,27 @@ const ROLE: &str = "FORK_HANDLER_TEST_SERVER";
 /// While this file exists, the fork handler fails ("database unreachable").
 const MARKER: &str = "FORK_HANDLER_TEST_MARKER";
 
-type Scenario = fn() -> Result<()>;
-
 thread_local! {
     /// Set by the fork handler: the pid of the process it ran in.
     static INITIALISED_IN: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 fn main() -> Result<()> {
-    if let Ok(role) = std::env::var(ROLE) {
-        return serve(&role);
-    }
-    let tests: [(&str, Scenario); 6] = [
-        ("fork_handlers_run_in_each_worker_before_it_serves", fork_handlers_run_in_each_worker_before_it_serves),
-        ("a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop", a_failing_fork_handler_backs_off),
-        ("repeated_boot_failures_halt_forking_until_a_worker_boots_again", repeated_boot_failures_halt_forking),
-        (
-            "a_reload_whose_workers_cannot_boot_fails_and_the_old_generation_serves_on",
-            a_failed_reload_keeps_the_old_generation,
-        ),
-        ("the_liveness_probe_fails_while_forking_is_halted_and_readiness_holds", liveness_follows_forking),
-        ("readiness_waits_for_the_first_generation_to_be_ready", readiness_waits_for_the_first_generation),
-    ];
-    for (name, test) in tests {
-        test().with_context(|| format!("test {name} failed"))?;
-        println!("test {name} ... ok");
-    }
-    Ok(())
+    prefork_tests::serve_or_run(
+        ROLE,
+        serve,
+        &[
+            ("fork_handlers_run_in_each_worker_before_it_serves", fork_handlers_run_in_each_worker_before_it_serves),
+            ("a_failing_fork_handler_backs_off_instead_of_forking_in_a_loop", a_failing_fork_handler_backs_off),
+            ("repeated_boot_failures_halt_forking_until_a_worker_boots_again", repeated_boot_failures_halt_forking),
+            (
+                "a_reload_whose_workers_cannot_boot_fails_and_the_old_generation_serves_on",
+                a_failed_reload_keeps_the_old_generation,
+            ),
+            ("the_liveness_probe_fails_while_forking_is_halted_and_readiness_holds", liveness_follows_forking),
+            ("readiness_waits_for_the_first_generation_to_be_ready", readiness_waits_for_the_first_generation),
+        ],
+    )
 }
 
 /// The server side: a fork handler that fails while the marker exists, and `/init`
@@ -72,12 +66,12 @@ fn serve(role: &str) -> Result<()> {
         .ready_path(Some("/readyz".into()))
         .fork_handler(move |_worker| {
             if held {
-                // The first worker boots; the others wait while the marker exists (a slow
-                // fork handler), at most a minute.
+                // The first worker boots; the others wait (a slow fork handler) until the test
+                // releases its exclusive lock on the marker (or ends: the kernel drops it then).
                 let is_first = marker.as_deref().is_some_and(|m| std::fs::File::create_new(first_of(m)).is_ok());
-                let since = std::time::Instant::now();
-                while !is_first && marker.as_deref().is_some_and(Path::exists) && since.elapsed().as_secs() < 60 {
-                    std::thread::sleep(Duration::from_millis(10));
+                if let (false, Some(Ok(held))) = (is_first, marker.as_deref().map(std::fs::File::open)) {
+                    // SAFETY: flock on a file this process holds open.
+                    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_SH) };
                 }
             } else if marker.as_deref().is_some_and(Path::exists) {
                 return Err("database unreachable".into());
@@ -269,11 +263,16 @@ fn readiness_waits_for_the_first_generation() -> Result<()> {
     let marker = TempPath::new("held");
     let _first = Removed(first_of(marker.path()));
     std::fs::write(marker.path(), "")?;
+    // Held until the probe has been seen saying `starting`: the workers but the first wait on it.
+    let lock = std::fs::File::open(marker.path())?;
+    // SAFETY: flock on a file this process holds open.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    ensure!(locked == 0, "cannot lock the marker");
     let server = start("held", &marker)?;
     let probe = server.get("/readyz")?;
     ensure!(probe.status == 503 && probe.body == "starting\n", "{} {:?}", probe.status, probe.body);
     ensure!(server.get("/healthz")?.status == 200, "alive while starting");
-    std::fs::remove_file(marker.path())?;
+    drop(lock);
     wait_for("ready", DEADLINE, || Ok((server.get("/readyz")?.status == 200).then_some(())))?;
     Ok(())
 }

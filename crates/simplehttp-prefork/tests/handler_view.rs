@@ -21,26 +21,20 @@ const ROLE: &str = "HANDLER_VIEW_SERVER";
 /// `key.pem cert.pem intermediate.pem` for the TLS role.
 const TLS_FILES: &str = "HANDLER_VIEW_TLS";
 
-type Scenario = fn() -> Result<()>;
-
 thread_local! {
     static INITIALISED_IN: Cell<u32> = const { Cell::new(0) };
 }
 
 fn main() -> Result<()> {
-    if let Ok(role) = std::env::var(ROLE) {
-        return serve(&role);
-    }
-    let tests: [(&str, Scenario); 3] = [
-        ("over_tls_a_handler_sees_ssl_and_its_cipher_and_the_chain_is_sent", tls),
-        ("a_plain_close_closes_without_an_answer", plain_close),
-        ("one_request_per_child_with_one_start_server_forks_a_worker_per_request", one_request_per_child),
-    ];
-    for (name, test) in tests {
-        test().with_context(|| format!("test {name} failed"))?;
-        println!("test {name} ... ok");
-    }
-    Ok(())
+    prefork_tests::serve_or_run(
+        ROLE,
+        serve,
+        &[
+            ("over_tls_a_handler_sees_ssl_and_its_cipher_and_the_chain_is_sent", tls),
+            ("a_plain_close_closes_without_an_answer", plain_close),
+            ("one_request_per_child_with_one_start_server_forks_a_worker_per_request", one_request_per_child),
+        ],
+    )
 }
 
 fn text(body: String) -> Response {

@@ -26,32 +26,26 @@ const LOG: &str = "PRIVILEGES_TEST_LOG";
 const USER: &str = "nobody";
 const NOBODY: u32 = 65534;
 
-type Scenario = fn() -> Result<()>;
-
 thread_local! {
     /// The effective uid the fork handler ran with, in this worker.
     static FORK_HANDLER_UID: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
 fn main() -> Result<()> {
-    if let Ok(role) = std::env::var(ROLE) {
-        return serve(&role);
-    }
-    if !nix::unistd::geteuid().is_root() {
+    if std::env::var(ROLE).is_err() && !nix::unistd::geteuid().is_root() {
         println!("skipped: running workers as another user needs root (CI runs as root)");
         return Ok(());
     }
-    let tests: [(&str, Scenario); 4] = [
-        ("workers_run_as_the_user_from_their_fork_handlers_on_and_cannot_read_roots_files", identity),
-        ("an_unprivileged_handler_still_pauses_resumes_and_stops_the_server", control),
-        ("workers_reopen_the_log_file_after_rotation", log_rotation),
-        ("an_unknown_user_is_an_error_at_start", unknown_user),
-    ];
-    for (name, test) in tests {
-        test().with_context(|| format!("test {name} failed"))?;
-        println!("test {name} ... ok");
-    }
-    Ok(())
+    prefork_tests::serve_or_run(
+        ROLE,
+        serve,
+        &[
+            ("workers_run_as_the_user_from_their_fork_handlers_on_and_cannot_read_roots_files", identity),
+            ("an_unprivileged_handler_still_pauses_resumes_and_stops_the_server", control),
+            ("workers_reopen_the_log_file_after_rotation", log_rotation),
+            ("an_unknown_user_is_an_error_at_start", unknown_user),
+        ],
+    )
 }
 
 fn text(body: String) -> Response {
