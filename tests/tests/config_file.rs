@@ -3,7 +3,10 @@
 //! combination is an error naming the key and its line, and the server does not start.
 
 use anyhow::{Result, ensure};
-use prefork_tests::{ServerProcess, TempPath, run_command, server_binary, server_command};
+use nix::sys::signal::Signal;
+use prefork_tests::{
+    DEADLINE, ServerProcess, TempPath, only_generation, run_command, server_binary, server_command, wait_for,
+};
 
 fn file(name: &str, text: &str) -> Result<TempPath> {
     let path = TempPath::new(name);
@@ -79,5 +82,57 @@ fn check_config_prints_every_effective_value_and_where_it_came_from() -> Result<
         ensure!(said.lines().any(|l| l == line), "no {line:?} in\n{said}");
     }
     ensure!(said.trim_end().ends_with(": ok"), "{said}");
+    Ok(())
+}
+
+/// A request with `headers` headers besides Host, on a new connection: its status.
+fn status_with_headers(server: &ServerProcess, headers: usize) -> Result<u16> {
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for n in 0..headers {
+        request.push_str(&format!("X-Header-{n}: {n}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut connection = server.connect()?;
+    connection.send(request.as_bytes())?;
+    Ok(connection.read_response()?.status)
+}
+
+#[test]
+fn hup_reads_the_file_again_applies_what_it_can_and_keeps_the_running_configuration_when_it_no_longer_reads()
+-> Result<()> {
+    let config =
+        file("reloaded.toml", "start_servers = 2\nmin_spare_servers = 1\nmax_spare_servers = 3\nmax_headers = 50\n")?;
+    let server = ServerProcess::spawn(server_command(&server_binary()?, &["--config", config.as_str()]))?;
+    ensure!(status_with_headers(&server, 8)? == 200, "8 headers refused before the reload");
+    let first = server.status()?["workers"][0]["generation"].as_u64().unwrap_or_default();
+
+    // New pool and worker settings, and one that needs a restart.
+    std::fs::write(
+        config.path(),
+        "start_servers = 2\nmin_spare_servers = 2\nmax_spare_servers = 4\nmax_headers = 6\nno_defer_accept = true\n",
+    )?;
+    server.signal(Signal::SIGHUP)?;
+    let next = first + 1;
+    wait_for("only the next generation serving", DEADLINE, || {
+        Ok(only_generation(&server.status()?, next).then_some(()))
+    })?;
+    let in_force = server.status()?["config"].clone();
+    ensure!(in_force["min_spare_servers"] == 2 && in_force["max_spare_servers"] == 4, "{in_force}");
+    ensure!(status_with_headers(&server, 8)? == 431, "the new max_headers does not hold");
+    ensure!(status_with_headers(&server, 2)? == 200, "a request within the new limits failed");
+    let log = server.stderr();
+    ensure!(log.contains("the configuration file was read again"), "{log}");
+    ensure!(log.contains("defer_accept") && log.contains("changes only with a restart"), "{log}");
+
+    // A file that no longer reads: the reload is abandoned, logged, and nothing changes.
+    std::fs::write(config.path(), "start_servers = 2\nmax_clientz = 4\n")?;
+    server.signal(Signal::SIGHUP)?;
+    server.wait_logged("unknown key `max_clientz`")?;
+    let log = server.stderr();
+    ensure!(log.lines().any(|l| l.contains("reload abandoned") && l.contains("max_clientz")), "{log}");
+    let status = server.status()?;
+    ensure!(only_generation(&status, next), "the abandoned reload changed the workers: {status}");
+    ensure!(status["config"] == in_force, "the configuration changed: {}", status["config"]);
+    ensure!(status_with_headers(&server, 8)? == 431 && status_with_headers(&server, 2)? == 200);
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, Sig, TempPath, example_binary, wait_for};
 
 fn start(example: &str, extra: &[&str]) -> Result<ServerProcess> {
@@ -113,6 +113,7 @@ fn exchange(addr: std::net::SocketAddr, request: &str) -> Result<String> {
 
 #[test]
 fn axum_runs_preforked_with_its_state_layers_and_streaming_and_the_scoreboard_sees_it() -> Result<()> {
+    use std::io::{Read as _, Write as _};
     let server = start("axum", &[])?;
     let before = prefork_tests::count(&server.status()?, "total_accesses");
     // Path parameters, and state a fork handler built in this very worker.
@@ -134,6 +135,46 @@ fn axum_runs_preforked_with_its_state_layers_and_streaming_and_the_scoreboard_se
     let streamed = exchange(server.addr(), "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
     ensure!(streamed.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{streamed}");
     ensure!((0..5).all(|n| streamed.contains(&format!("chunk {n}\n"))), "{streamed}");
+    // A request body streams to the service, and its response streams back, as they come: the
+    // first chunk comes back before the second is sent.
+    let mut echo = std::net::TcpStream::connect(server.addr())?;
+    echo.set_read_timeout(Some(DEADLINE))?;
+    echo.write_all(b"POST /echo-stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nfirst\n\r\n")?;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("first\n") {
+        let mut buffer = [0; 4096];
+        let n = echo.read(&mut buffer)?;
+        ensure!(n > 0, "closed before the first chunk came back: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    echo.write_all(b"7\r\nsecond\n\r\n0\r\n\r\n")?;
+    echo.read_to_end(&mut seen).context("the streamed echo's end")?;
+    let seen = String::from_utf8_lossy(&seen);
+    ensure!(seen.starts_with("HTTP/1.1 200") && seen.contains("second\n"), "{seen}");
+    // The body limit holds for a streamed body (64 KiB here), declared or not. (The clients
+    // send no more than the server reads: what it leaves unread would reset the connection.)
+    let declared = exchange(
+        server.addr(),
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 102400\r\nConnection: close\r\n\r\n",
+    )
+    .context("a declared body past the limit")?;
+    ensure!(declared.starts_with("HTTP/1.1 413"), "{}", &declared[..declared.len().min(200)]);
+    let chunked = exchange(
+        server.addr(),
+        &format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{}",
+            100 * 1024,
+            "x".repeat(64 * 1024 + 1)
+        ),
+    )
+    .context("a chunked body past the limit")?;
+    ensure!(chunked.starts_with("HTTP/1.1 413"), "{}", &chunked[..chunked.len().min(200)]);
+    // A large body of a size known up front is streamed with its Content-Length.
+    let large = exchange(server.addr(), "GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .context("a large body")?;
+    let (head, body) = large.split_once("\r\n\r\n").unwrap_or_default();
+    ensure!(head.to_ascii_lowercase().contains("content-length: 1048576"), "{head}");
+    ensure!(!head.to_ascii_lowercase().contains("chunked") && body.len() == 1 << 20, "{head} ({} bytes)", body.len());
     // tower-http's layers: compression, the timeout.
     let big =
         exchange(server.addr(), "GET /big HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")?;

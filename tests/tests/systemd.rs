@@ -71,8 +71,9 @@ fn watched_server(notify_socket: &str, args: &[&str]) -> Result<Command> {
 #[test]
 fn the_service_manager_hears_ready_reloading_ready_stopping_the_status_and_the_watchdog() -> Result<()> {
     let (notify, socket) = NotifyListener::bind()?;
-    let args = ["--start-servers", "2", "--min-spare-servers", "2", "--max-spare-servers", "4"];
-    let mut server = ServerProcess::spawn(watched_server(&socket, &args)?)?;
+    let config = TempPath::new("notified.toml");
+    std::fs::write(config.path(), "start_servers = 2\nmin_spare_servers = 2\nmax_spare_servers = 4\n")?;
+    let mut server = ServerProcess::spawn(watched_server(&socket, &["--config", config.as_str()])?)?;
     let ready = notify.wait_for(0, &["READY=1", "STATUS="])?;
     ensure!(server.get("/readyz")?.status == 200, "READY=1 before the readiness probe says ready");
     // The status sent with READY=1 is the pool as the supervisor saw it then.
@@ -88,6 +89,13 @@ fn the_service_manager_hears_ready_reloading_ready_stopping_the_status_and_the_w
     let reloaded = notify.wait_for(reloading, &["READY=1", "STATUS="])?;
     let status = &notify.messages()[reloaded - 1];
     ensure!(serving(status, 2)? >= 2, "READY=1 after the reload before generation 2 was ready: {status:?}");
+
+    // A reload whose hook fails (the configuration file no longer reads): ready again at once,
+    // as the old generation serves on, and the status says why.
+    std::fs::write(config.path(), "start_servers = [\n")?;
+    server.signal(Signal::SIGHUP)?;
+    let reloading = notify.wait_for(reloaded, &["RELOADING=1", "MONOTONIC_USEC="])?;
+    let reloaded = notify.wait_for(reloading, &["READY=1", "STATUS=reload abandoned"])?;
 
     // A graceful stop waits for a long request: the watchdog is fed meanwhile.
     let addr = server.addr();
@@ -108,7 +116,7 @@ fn the_service_manager_hears_ready_reloading_ready_stopping_the_status_and_the_w
     server.wait_exit(DEADLINE)?;
     let _ = long.join();
     let readies = notify.messages().iter().filter(|m| m.lines().any(|l| l == "READY=1")).count();
-    ensure!(readies == 2, "READY=1 at start and after the reload only: {:?}", notify.messages());
+    ensure!(readies == 3, "READY=1 at start and after each reload only: {:?}", notify.messages());
     Ok(())
 }
 

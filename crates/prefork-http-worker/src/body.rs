@@ -21,7 +21,13 @@ enum Source {
     Full { data: Option<Bytes>, len: u64, exact: bool },
     /// A stream; `closing` once it asked to close the connection (after the flush); cut
     /// at `deadline` (the request's time budget), if any.
-    Stream { body: Pin<Box<dyn Stream<Item = StreamItem>>>, closing: bool, deadline: Option<Pin<Box<Sleep>>> },
+    Stream {
+        body: Pin<Box<dyn Stream<Item = StreamItem>>>,
+        /// Its exact length, if said up front (hyper then frames it by `Content-Length`).
+        length: Option<u64>,
+        closing: bool,
+        deadline: Option<Pin<Box<Sleep>>>,
+    },
 }
 
 /// What the access log and LOG2HANDLER need once the response is written.
@@ -55,17 +61,17 @@ impl ResponseBody {
         ResponseBody { source, in_flight, sent: 0, complete: false, written }
     }
 
-    /// A streamed body.
     /// A streamed body, cut (its connection closed: the head is already sent) if it is still
     /// running at `deadline`.
     pub(crate) fn stream(
         body: Pin<Box<dyn Stream<Item = StreamItem>>>,
+        length: Option<u64>,
         deadline: Option<tokio::time::Instant>,
         in_flight: InFlight,
         written: Option<Box<Written>>,
     ) -> Self {
         let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-        let source = Source::Stream { body, closing: false, deadline };
+        let source = Source::Stream { body, length, closing: false, deadline };
         ResponseBody { source, in_flight, sent: 0, complete: false, written }
     }
 }
@@ -102,7 +108,7 @@ impl Body for ResponseBody {
             // CLOSE: first let hyper flush the chunks before it, then fail the body, which
             // makes hyper drop the connection without the terminating chunk.
             Source::Stream { closing: true, .. } => poll_close(&this.in_flight, cx),
-            Source::Stream { body, closing, deadline } => loop {
+            Source::Stream { body, closing, deadline, .. } => loop {
                 if let Some(deadline) = deadline.as_mut()
                     && deadline.as_mut().poll(cx).is_ready()
                 {
@@ -147,6 +153,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self.source {
             Source::Full { len, exact: true, .. } => SizeHint::with_exact(len),
+            Source::Stream { length: Some(length), .. } => SizeHint::with_exact(length.saturating_sub(self.sent)),
             _ => SizeHint::default(),
         }
     }

@@ -10,9 +10,15 @@ use crate::hooks::{AccessLogFormat, Hooks};
 use crate::tls::TlsSettings;
 
 /// Per-worker HTTP settings.
-#[derive(Clone, Debug)]
+///
+/// With serde, a missing field takes its default, durations are written `"5s"`, sizes in bytes;
+/// what code provides (TLS material, default headers, hooks) and what each worker computes
+/// (its recycling limits) is left out.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Serve TLS with this configuration (SSLKEYCERT); `None`: cleartext.
+    #[serde(skip)]
     pub tls: Option<TlsSettings>,
     /// Accept HTTP/2 with prior knowledge on cleartext connections (over TLS, HTTP/2 is
     /// negotiated by ALPN whenever the `http2` feature is built in).
@@ -26,6 +32,7 @@ pub struct WorkerConfig {
     /// How long a connection may take to send a request's headers (slowloris), to finish a
     /// TLS handshake, and how long an idle keep-alive connection is kept. One timer for all:
     /// a prefork worker held by an idle or slow client serves nobody else.
+    #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
     /// Longest request line (`METHOD target VERSION`); longer gets `414 URI Too Long`.
     pub max_request_line: usize,
@@ -36,6 +43,7 @@ pub struct WorkerConfig {
     /// Request bodies larger than this get `413 Payload Too Large`.
     pub max_body_size: usize,
     /// A request body not received within this gets `408 Request Timeout`.
+    #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
     /// A request body slower than this many bytes per second (after the keep-alive timeout's
     /// allowance) gets `408` too: mod_reqtimeout's `MinRate`. 0: no minimum.
@@ -46,13 +54,16 @@ pub struct WorkerConfig {
     /// A request running longer than this is ended by the worker (an async handler is
     /// dropped: `503`, or the connection closed if its response had begun). The supervisor
     /// kills a worker whose request runs this plus its grace (a blocking handler).
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Option<Duration>,
     /// An async handler that has not answered within this gets `503 Service Unavailable`
     /// (a blocking handler cannot be interrupted: see the supervisor's `request_timeout`).
+    #[serde(with = "humantime_serde")]
     pub handler_timeout: Option<Duration>,
     /// When this worker asks to be replaced (requests, connections, lifetime, memory). It asks
     /// a little before the limit and keeps serving until the supervisor has a replacement
     /// ready and sends SIGTERM (see `WorkerShared::check_recycle_limits`).
+    #[serde(skip)]
     pub recycle: RecycleLimits,
     /// Host name used to make request URIs absolute (SimpleHTTP's HOSTNAME).
     pub hostname: String,
@@ -62,8 +73,10 @@ pub struct WorkerConfig {
     /// `Content-Length` of our own (SimpleHTTP's PROXYMODE).
     pub proxy_mode: bool,
     /// Headers added to every response that does not set them (SimpleHTTP's HEADERS).
+    #[serde(skip)]
     pub default_headers: HeaderMap,
     /// LOGHANDLER, LOG2HANDLER, ERRORHANDLER.
+    #[serde(skip)]
     pub hooks: Hooks,
     /// Log every request in this format, through `tracing` target `access`.
     pub access_log: Option<AccessLogFormat>,

@@ -20,6 +20,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::request_body::RequestBody;
+
 /// A request as handlers see it: the whole body is read before the handler runs.
 pub type Request = http::Request<Bytes>;
 
@@ -197,6 +199,8 @@ impl Responder {
 pub struct StreamingResponse {
     pub(crate) head: http::response::Parts,
     pub(crate) body: Pin<Box<dyn Stream<Item = StreamItem>>>,
+    /// The body's exact length, if known up front: sent as `Content-Length` (else chunked).
+    pub(crate) length: Option<u64>,
 }
 
 impl std::fmt::Debug for StreamingResponse {
@@ -209,7 +213,15 @@ impl StreamingResponse {
     /// Headers, then the items of `body` as it yields them; `Err(CloseConnection)` ends the
     /// stream by closing the connection.
     pub fn new(head: http::response::Parts, body: impl Stream<Item = StreamItem> + 'static) -> StreamingResponse {
-        StreamingResponse { head, body: Box::pin(body) }
+        StreamingResponse { head, body: Box::pin(body), length: None }
+    }
+
+    /// Says the body's exact length up front: the response carries it as `Content-Length`
+    /// (rather than being chunked), and a body that turns out shorter or longer closes the
+    /// connection, as the client could not otherwise tell.
+    pub fn with_length(mut self, length: Option<u64>) -> StreamingResponse {
+        self.length = length;
+        self
     }
 
     /// Headers, then whatever the returned sender sends. Dropping or finishing the sender ends
@@ -418,7 +430,16 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Reply>>>;
 /// # Ok::<(), prefork_http_worker::BadDir>(())
 /// ```
 #[derive(Clone)]
-pub struct Handler(Rc<dyn Fn(Request, RequestContext) -> HandlerFuture>);
+pub struct Handler(HandlerKind);
+
+/// How a handler takes its request's body.
+#[derive(Clone)]
+pub(crate) enum HandlerKind {
+    /// Read whole first (SimpleHTTP's contract).
+    Whole(Rc<dyn Fn(Request, RequestContext) -> HandlerFuture>),
+    /// Streamed to the handler as it comes.
+    Streaming(Rc<dyn Fn(http::Request<RequestBody>, RequestContext) -> HandlerFuture>),
+}
 
 impl std::fmt::Debug for Handler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -434,11 +455,11 @@ impl Handler {
         R: Into<Reply>,
     {
         let f = Rc::new(f);
-        Handler(Rc::new(move |request, context| {
+        Handler(HandlerKind::Whole(Rc::new(move |request, context| {
             let f = Rc::clone(&f);
             // Run the handler when the future is first polled, inside the panic guard.
             Box::pin(async move { f(request, context).into() })
-        }))
+        })))
     }
 
     /// An async handler.
@@ -448,15 +469,39 @@ impl Handler {
         Fut: Future<Output = R> + 'static,
         R: Into<Reply>,
     {
-        Handler(Rc::new(move |request, context| {
+        Handler(HandlerKind::Whole(Rc::new(move |request, context| {
             let future = f(request, context);
             Box::pin(async move { future.await.into() })
-        }))
+        })))
     }
 
-    /// Starts the handler on a request.
+    /// An async handler that reads the request body as the client sends it, rather than
+    /// getting it whole: an upload written to disk as it arrives, say. The worker's body limits
+    /// hold all the same: a body past `max_body_size`, or slower than the time rules, ends in an
+    /// error, and the client gets `413` or `408` whatever the handler answers.
+    pub fn new_streaming<F, Fut, R>(f: F) -> Handler
+    where
+        F: Fn(http::Request<RequestBody>, RequestContext) -> Fut + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Into<Reply>,
+    {
+        Handler(HandlerKind::Streaming(Rc::new(move |request, context| {
+            let future = f(request, context);
+            Box::pin(async move { future.await.into() })
+        })))
+    }
+
+    /// Starts the handler on a request (a streaming handler gets the body whole, as a
+    /// [`RequestBody::whole`]).
     pub fn call(&self, request: Request, context: RequestContext) -> HandlerFuture {
-        (self.0)(request, context)
+        match &self.0 {
+            HandlerKind::Whole(f) => f(request, context),
+            HandlerKind::Streaming(f) => f(request.map(RequestBody::whole), context),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &HandlerKind {
+        &self.0
     }
 }
 

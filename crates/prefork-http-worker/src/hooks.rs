@@ -47,7 +47,8 @@ pub(crate) fn call_hook(name: &'static str, hook: impl FnOnce()) {
 }
 
 /// Access log line formats (Apache's `common` and `combined`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccessLogFormat {
     /// `host ident authuser [date] "request" status bytes`
     Common,

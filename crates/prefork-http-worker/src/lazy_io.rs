@@ -93,10 +93,12 @@ impl LazyShared {
     }
 
     /// The request's handler is waiting: join the reactor now, so that a client hanging up
-    /// meanwhile ends the request, and wake the read that was put off.
+    /// meanwhile ends the request, and wake the read that was put off. Registered even when no
+    /// read was put off yet: a handler streaming the request body reads it after its answer
+    /// began, and those reads must wait for real.
     pub(crate) fn arm(&self) {
-        if let Some(waker) = self.deferred_read.borrow_mut().take()
-            && self.register().is_ok()
+        if self.register().is_ok()
+            && let Some(waker) = self.deferred_read.borrow_mut().take()
         {
             waker.wake();
         }

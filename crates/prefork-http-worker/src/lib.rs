@@ -19,6 +19,7 @@ mod parking;
 mod pause;
 mod preface;
 mod probe;
+mod request_body;
 mod router;
 mod service;
 mod shared;
@@ -43,10 +44,14 @@ pub use handler::{
 #[doc(hidden)]
 pub use handoff::HandoffQueue;
 pub use hooks::{AccessLogFormat, ErrorHook, Hooks, Log2Hook, LogHook};
+pub use request_body::{BodyTooSlow, RequestBody};
 pub use router::{BadDir, Router};
 pub use tls::{TlsError, TlsFiles, TlsSettings};
 pub use transport::{DEFAULT_BACKLOG, ListenAddress, Listener};
 pub use worker::{HttpWorker, PoolLink};
+
+/// The error of a request body a handler streams (any error, `Send`, as tower and axum take).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a worker could not serve.
 #[derive(Debug, thiserror::Error)]

@@ -11,17 +11,19 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use prefork_scoreboard::RequestStart;
 use prefork_scoreboard::clock::monotonic_micros;
 
 use crate::body::{ResponseBody, Written};
-use crate::handler::{CloseHandlers, ConnectionInfo, Reply, Request, RequestContext, Response, StreamingResponse};
+use crate::handler::{
+    CloseHandlers, ConnectionInfo, HandlerKind, Reply, Request, RequestContext, Response, StreamingResponse,
+};
 use crate::hooks::call_hook;
 use crate::in_flight::InFlight;
 use crate::io::FlushSignal;
 use crate::lazy_io::LazyShared;
+use crate::request_body::{BodyVerdict, RequestBody};
 use crate::shared::WorkerShared;
 use crate::{probe, status};
 
@@ -286,12 +288,19 @@ pub(crate) async fn serve_request(
             let body = ResponseBody::full(bytes, exact, in_flight, written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
-        Outcome::Stream(StreamingResponse { mut head, body }) => {
+        Outcome::Stream(StreamingResponse { mut head, body, length }) => {
             scope.arm_socket();
             apply_defaults(&mut head, worker, close_after);
             scope.note_closing(asks_close, &head.headers);
-            head.headers.remove(header::CONTENT_LENGTH);
-            let body = ResponseBody::stream(body, deadline, in_flight, written(&head));
+            match length {
+                Some(length) => {
+                    head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                }
+                None => {
+                    head.headers.remove(header::CONTENT_LENGTH);
+                }
+            }
+            let body = ResponseBody::stream(body, length, deadline, in_flight, written(&head));
             Ok(hyper::Response::from_parts(head, body))
         }
     }
@@ -314,20 +323,23 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
     if http_body::Body::size_hint(&body).lower() > config.max_body_size as u64 {
         return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
     }
-    let body = match read_body(body, config).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large")),
-        Err(BodyError::Broken(error)) => {
-            tracing::debug!(%error, "request body could not be read");
-            return Outcome::Full(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
-        }
-        Err(BodyError::TooSlow) => return Outcome::Full(text(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout")),
+    let (body, verdict) = RequestBody::incoming(body, config);
+    // A SimpleHTTP handler gets the body whole; a streaming one (a tower service) as it comes.
+    let body = match handler.kind() {
+        HandlerKind::Streaming(_) => BodyFor::Streaming(body),
+        HandlerKind::Whole(_) => match body.read_whole().await {
+            Ok(bytes) => BodyFor::Whole(bytes),
+            Err((BodyVerdict::Fine, error)) => {
+                tracing::debug!(%error, "request body could not be read");
+                return Outcome::Full(text(StatusCode::BAD_REQUEST, "400 Bad Request"));
+            }
+            Err((broken, _)) => return refused_body(broken),
+        },
     };
     if let (false, Some(authority)) = (config.proxy_mode, &worker.authority) {
         let scheme = if scope.info.ssl { Scheme::HTTPS } else { Scheme::HTTP };
         parts.uri = absolute_uri(&parts.uri, scheme, authority);
     }
-    let request = Request::from_parts(parts, body);
     let context = RequestContext {
         dir: Rc::clone(dir),
         connection: Rc::clone(&scope.info),
@@ -337,7 +349,12 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
     // A handler panic, whether while being called or while its future runs, costs this
     // request a 500 and nothing more: the worker lives on.
     let answer = async move {
-        let mut reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request, context))) {
+        let started = AssertUnwindSafe(|| match (handler.kind(), body) {
+            (HandlerKind::Streaming(f), BodyFor::Streaming(body)) => f(http::Request::from_parts(parts, body), context),
+            (_, BodyFor::Whole(bytes)) => handler.call(Request::from_parts(parts, bytes), context),
+            (HandlerKind::Whole(_), BodyFor::Streaming(_)) => unreachable!("a whole handler's body is read first"),
+        });
+        let mut reply = match std::panic::catch_unwind(started) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await?,
             Err(panic) => return Err(panic),
         };
@@ -356,7 +373,13 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
         }
         Ok(reply)
     };
-    match answer.await {
+    let answer = answer.await;
+    // A streamed body that broke a limit gets the worker's answer, whatever the handler's.
+    match verdict.get() {
+        BodyVerdict::Fine => {}
+        broken => return refused_body(broken),
+    }
+    match answer {
         Ok(Reply::Done(response)) => Outcome::Full(response),
         Ok(Reply::Stream(stream)) => Outcome::Stream(stream),
         Ok(Reply::Close) => Outcome::Close,
@@ -411,44 +434,18 @@ async fn arm_if_waiting<F: std::future::Future>(scope: &ConnectionScope, future:
     .await
 }
 
-/// Why a request body was not read.
-enum BodyError {
-    TooLarge,
-    /// Not within `body_read_timeout`, or slower than `body_min_rate` after the keep-alive
-    /// timeout's allowance (mod_reqtimeout's `body=…,MinRate=…`).
-    TooSlow,
-    Broken(Box<dyn std::error::Error + Send + Sync>),
+/// A request's body as its handler takes it.
+enum BodyFor {
+    Whole(Bytes),
+    Streaming(RequestBody),
 }
 
-/// Reads a whole request body, within the size limit and the time rules: the body must be
-/// done by `body_read_timeout`, and by the keep-alive timeout plus one second per
-/// `body_min_rate` bytes received so far, so a client trickling its body cannot hold a
-/// worker for long.
-async fn read_body(body: Incoming, config: &crate::config::WorkerConfig) -> Result<Bytes, BodyError> {
-    let start = tokio::time::Instant::now();
-    let hard = start + config.body_read_timeout;
-    let mut body = Limited::new(body, config.max_body_size);
-    let mut collected = bytes::BytesMut::new();
-    loop {
-        let allowed = match config.body_min_rate {
-            0 => hard,
-            rate => {
-                let earned = Duration::from_micros((collected.len() as u64).saturating_mul(1_000_000) / rate);
-                (start + config.keepalive_timeout + earned).min(hard)
-            }
-        };
-        match tokio::time::timeout_at(allowed, body.frame()).await {
-            Err(_) => return Err(BodyError::TooSlow),
-            Ok(None) => return Ok(collected.freeze()),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    collected.extend_from_slice(&data);
-                }
-            }
-            Ok(Some(Err(error))) if error.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(BodyError::TooLarge);
-            }
-            Ok(Some(Err(error))) => return Err(BodyError::Broken(error)),
+/// The answer to a body that broke a limit: `413` past the size, `408` past the time rules.
+fn refused_body(verdict: BodyVerdict) -> Outcome {
+    match verdict {
+        BodyVerdict::TooSlow => Outcome::Full(text(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout")),
+        BodyVerdict::TooLarge | BodyVerdict::Fine => {
+            Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"))
         }
     }
 }

@@ -4,19 +4,20 @@
 //! A worker is single-threaded, so the service need not be `Send`: it is cloned per request,
 //! asked whether it is ready, then called (so a middleware's own per-instance state, a rate
 //! limiter's say, starts afresh with each request: share such state through an `Rc` or `Arc`). The
-//! request reaches it with its body already read, under the worker's body limits (`413`, the
-//! body minimum rate), as a `Full<Bytes>`; the response body is streamed to the client frame by
-//! frame as the service produces it, chunked (its trailers and any `Content-Length` it set are
-//! dropped), or sent in one piece with its `Content-Length` when it says its exact size up
-//! front and that is at most 256 KiB.
+//! request's body streams to it as the client sends it, a [`RequestBody`], under the worker's
+//! body limits (past them the client gets `413` or `408`); the response body is streamed to
+//! the client frame by frame as the service produces it, with its `Content-Length` when it says
+//! its exact size up front (else chunked; trailers are dropped), or sent in one piece when that
+//! size is at most 256 KiB.
 
 use std::fmt::Display;
 
 use bytes::Bytes;
 use http_body::Body;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 
-use crate::handler::{CloseConnection, Handler, Reply, Request, StreamingResponse};
+use crate::handler::{CloseConnection, Handler, Reply, StreamingResponse};
+use crate::request_body::RequestBody;
 
 /// Bodies this large or smaller, of a size known up front, are sent whole.
 const WHOLE_BODY_BYTES: u64 = 256 * 1024;
@@ -33,12 +34,13 @@ impl Handler {
     /// use std::convert::Infallible;
     ///
     /// use bytes::Bytes;
-    /// use http_body_util::Full;
-    /// use prefork_http_worker::{Handler, Router};
+    /// use http_body_util::{BodyExt as _, Full};
+    /// use prefork_http_worker::{Handler, RequestBody, Router};
     ///
-    /// // A tower service written by hand (an axum Router is one too).
-    /// let echo = tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
-    ///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(request.uri().path().to_owned()))))
+    /// // A tower service written by hand (an axum Router is one too): it echoes the body.
+    /// let echo = tower::service_fn(|request: http::Request<RequestBody>| async move {
+    ///     let body = request.into_body().collect().await?.to_bytes();
+    ///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http::Response::new(Full::new(body)))
     /// });
     /// let mut router = Router::new();
     /// router.add("^/", Handler::from_service(echo))?;
@@ -46,21 +48,20 @@ impl Handler {
     /// ```
     pub fn from_service<S, ResBody>(service: S) -> Handler
     where
-        S: tower_service::Service<http::Request<Full<Bytes>>, Response = http::Response<ResBody>> + Clone + 'static,
+        S: tower_service::Service<http::Request<RequestBody>, Response = http::Response<ResBody>> + Clone + 'static,
         S::Error: Display,
         S::Future: 'static,
         ResBody: Body<Data = Bytes> + 'static,
         ResBody::Error: Display,
     {
-        Handler::new_async(move |request: Request, _context| {
+        Handler::new_streaming(move |request: http::Request<RequestBody>, _context| {
             let mut service = service.clone();
             async move {
                 if let Err(error) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
                     tracing::error!(%error, "the service is not ready");
                     return internal_error();
                 }
-                let (parts, body) = request.into_parts();
-                match service.call(http::Request::from_parts(parts, Full::new(body))).await {
+                match service.call(request).await {
                     Ok(response) => reply(response).await,
                     Err(error) => {
                         tracing::error!(%error, "the service failed");
@@ -85,7 +86,8 @@ where
     B::Error: Display,
 {
     let (head, body) = response.into_parts();
-    if body.size_hint().exact().is_some_and(|size| size <= WHOLE_BODY_BYTES) {
+    let exact = body.size_hint().exact();
+    if exact.is_some_and(|size| size <= WHOLE_BODY_BYTES) {
         return match body.collect().await {
             Ok(collected) => Reply::Done(http::Response::from_parts(head, collected.to_bytes())),
             Err(error) => {
@@ -109,5 +111,5 @@ where
             }
         }
     });
-    Reply::Stream(StreamingResponse::new(head, frames))
+    Reply::Stream(StreamingResponse::new(head, frames).with_length(exact))
 }

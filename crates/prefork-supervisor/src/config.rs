@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use prefork_scoreboard::MAX_SLOTS;
 
-/// How the spawn batch grows while idle workers stay short.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How the spawn batch grows while idle workers stay short (in a config file: `"deficit"`, or
+/// `{ doubling = { cap_at_deficit = true } }`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SpawnRamp {
     /// Fork the whole deficit (up to `max_spawn_rate`) in one round: the default.
     #[default]
@@ -21,7 +23,10 @@ pub enum SpawnRamp {
 }
 
 /// How many workers to keep, and how fast to change that.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// With serde, a missing field takes its default, durations are written `"250ms"`, `"30s"`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Workers forked at start.
     pub start_servers: usize,
@@ -37,11 +42,14 @@ pub struct PoolConfig {
     pub spawn_ramp: SpawnRamp,
     /// At most one idle worker is retired per interval, and only one that has been idle at
     /// least this long, so an oscillating load does not cause fork/kill storms.
+    #[serde(with = "humantime_serde")]
     pub idle_retire_interval: Duration,
     /// First delay before respawning after a worker failed to boot; doubles per failure in a
     /// row (with jitter).
+    #[serde(with = "humantime_serde")]
     pub boot_backoff_initial: Duration,
     /// Longest delay between respawns of workers that keep failing to boot.
+    #[serde(with = "humantime_serde")]
     pub boot_backoff_max: Duration,
     /// After this many boot failures in a row, stop forking (but for one probe every
     /// `boot_backoff_max`) and keep serving with the workers that run. 0: never stop.
@@ -55,8 +63,10 @@ pub struct PoolConfig {
     /// request itself at this time (503); a worker whose request still runs
     /// `request_timeout_grace` later (a blocking handler, which only a signal can stop) is
     /// SIGKILLed and replaced. `None`: no limit.
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Option<Duration>,
     /// How long after `request_timeout` a worker still running the request is killed.
+    #[serde(with = "humantime_serde")]
     pub request_timeout_grace: Duration,
 }
 
@@ -190,8 +200,10 @@ impl PoolConfig {
 }
 
 /// Recycling limits, and the jitter that keeps workers started together from retiring together.
-/// Each worker gets its own limits: the value plus a random amount up to the jitter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Each worker gets its own limits: the value plus a random amount up to the jitter. Sizes are
+/// in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RecycleConfig {
     /// Requests answered (SimpleHTTP's MAXREQUESTPERCHILD).
     pub max_requests_per_child: Option<u64>,
@@ -200,8 +212,10 @@ pub struct RecycleConfig {
     /// Added to both counts above: up to this many more, per worker.
     pub max_requests_jitter: u64,
     /// Time since the worker was forked.
+    #[serde(with = "humantime_serde")]
     pub max_worker_lifetime: Option<Duration>,
     /// Added to the lifetime: up to this much longer, per worker (to the millisecond).
+    #[serde(with = "humantime_serde")]
     pub max_worker_lifetime_jitter: Duration,
     /// Resident memory.
     pub max_worker_rss: Option<u64>,
@@ -249,17 +263,21 @@ impl RecycleConfig {
 }
 
 /// Everything the supervisor needs besides the worker itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SupervisorConfig {
     /// How many workers to keep, and how fast to change that.
     pub pool: PoolConfig,
     /// On SIGTERM/SIGINT, workers get this long to finish their requests before SIGKILL.
+    #[serde(with = "humantime_serde")]
     pub graceful_timeout: Duration,
     /// On SIGTERM/SIGINT, the server first drains for this long: readiness probes fail (so a
     /// load balancer takes it out of rotation) while it serves everything as before; only
     /// then does the graceful stop begin (Kubernetes' preStop pattern). Zero: stop at once.
+    #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
     /// The pool is re-examined at least this often, even when no signal arrives.
+    #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
     /// The scoreboard segment is `/dev/shm/<prefix>.<parent pid>`.
     pub scoreboard_prefix: String,
@@ -267,6 +285,7 @@ pub struct SupervisorConfig {
     pub recycle: RecycleConfig,
     /// Requests longer than this are counted (and logged) as slow; workers read it from the
     /// scoreboard header.
+    #[serde(with = "humantime_serde")]
     pub slow_request_threshold: Option<Duration>,
 }
 

@@ -171,7 +171,12 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                     Signal::SIGHUP => {
                         self.service_manager.reloading();
                         let next = self.scoreboard.board().next_generation();
-                        if let Some(Err(error)) = self.on_reload.as_mut().map(|hook| hook(next)) {
+                        let reloaded = match self.on_reload.as_mut().map(|hook| hook(next)) {
+                            Some(Ok(Some(config))) => self.reconfigure(config),
+                            Some(Ok(None)) | None => Ok(()),
+                            Some(Err(error)) => Err(error),
+                        };
+                        if let Err(error) = reloaded {
                             tracing::error!(%error, "reload abandoned: its hook failed; the workers serve on as they are");
                             self.scoreboard.board().count_reload_failure();
                             self.service_manager.reload_over(format!("reload abandoned: {error}"));
@@ -203,6 +208,44 @@ impl<W: FnMut(WorkerContext) -> WorkerExit> Pool<'_, W> {
                 return self.stop(StopMode::Graceful);
             }
         }
+    }
+
+    /// Runs with `config` from now on (a reload's): what a running pool cannot change keeps
+    /// its value, logged as needing a restart; settings that fail the checks change nothing.
+    fn reconfigure(&mut self, mut config: SupervisorConfig) -> Result<(), String> {
+        let running = &self.config;
+        let mut need_restart = Vec::new();
+        if config.pool.max_clients != running.pool.max_clients {
+            need_restart.push((
+                "max_clients",
+                config.pool.max_clients.to_string(),
+                running.pool.max_clients.to_string(),
+            ));
+            config.pool.max_clients = running.pool.max_clients;
+        }
+        if config.scoreboard_prefix != running.scoreboard_prefix {
+            need_restart.push((
+                "scoreboard_prefix",
+                config.scoreboard_prefix.clone(),
+                running.scoreboard_prefix.clone(),
+            ));
+            config.scoreboard_prefix = running.scoreboard_prefix.clone();
+        }
+        config.validate().map_err(|error| format!("the new settings: {error}"))?;
+        for (setting, wanted, kept) in need_restart {
+            tracing::warn!(
+                setting,
+                wanted,
+                kept,
+                "reload: this setting changes only with a restart; the running value stays"
+            );
+        }
+        if config != self.config {
+            tracing::info!(settings = ?config, "reload: the supervisor's settings changed");
+            self.config = config;
+            self.scoreboard.board().publish_config(&self.config.board_config());
+        }
+        Ok(())
     }
 
     fn spares_changed(&self, signal: &str) {

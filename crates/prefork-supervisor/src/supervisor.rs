@@ -31,7 +31,8 @@ pub struct StopReport {
 
 pub(crate) type StartedHook<'a> = Box<dyn FnOnce(&str, &Board) + 'a>;
 pub(crate) type ReopenLogsHook<'a> = Box<dyn FnMut() + 'a>;
-pub(crate) type ReloadHook<'a> = Box<dyn FnMut(u64) -> Result<(), String> + 'a>;
+/// Returns the settings the pool runs with from the reload on, if they change.
+pub(crate) type ReloadHook<'a> = Box<dyn FnMut(u64) -> Result<Option<SupervisorConfig>, String> + 'a>;
 
 /// How to start a successor, and what to undo if it fails (see [`Supervisor::on_upgrade`]).
 pub(crate) struct UpgradeHooks<'a> {
@@ -93,7 +94,20 @@ impl<'a, W: FnMut(WorkerContext) -> WorkerExit> Supervisor<'a, W> {
     /// worker forked for it later (a replacement, or all of them if the reload is abandoned
     /// because the new workers cannot boot), keeps its own. An error abandons the reload
     /// (logged with its text): the old generation serves on.
-    pub fn on_reload(mut self, hook: impl FnMut(u64) -> Result<(), String> + 'a) -> Self {
+    pub fn on_reload(mut self, mut hook: impl FnMut(u64) -> Result<(), String> + 'a) -> Self {
+        self.on_reload = Some(Box::new(move |generation| hook(generation).map(|()| None)));
+        self
+    }
+
+    /// As [`on_reload`](Self::on_reload), the hook also giving the settings the supervisor
+    /// runs with from this reload on (a configuration file read again, say), or `None` to keep
+    /// them. They are checked as at start; what a running pool cannot change (`max_clients`,
+    /// the scoreboard's size, and `scoreboard_prefix`) keeps its value and is logged as
+    /// needing a restart. Settings that fail the check abandon the reload.
+    pub fn on_reload_with_config(
+        mut self,
+        hook: impl FnMut(u64) -> Result<Option<SupervisorConfig>, String> + 'a,
+    ) -> Self {
         self.on_reload = Some(Box::new(hook));
         self
     }

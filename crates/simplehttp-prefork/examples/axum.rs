@@ -1,5 +1,6 @@
 //! An axum application, preforked: a `Router` with path parameters, per-worker state built by
-//! a fork handler (a database connection, in real life), a streamed response body, and
+//! a fork handler (a database connection, in real life), request and response bodies streamed
+//! both ways, a large body with its `Content-Length`, and
 //! tower-http layers (request tracing, gzip compression, a timeout), served by
 //! simplehttp-prefork's workers next to a SimpleHTTP-style handler. The scoreboard and the
 //! status page (`/server-status`) see its requests as any others.
@@ -9,6 +10,8 @@
 //! curl http://127.0.0.1:8080/users/42
 //! curl -d 'hello' http://127.0.0.1:8080/echo
 //! curl -N http://127.0.0.1:8080/stream
+//! curl -N -T - http://127.0.0.1:8080/echo-stream   # each line comes back as it is typed
+//! curl -sI http://127.0.0.1:8080/large             # Content-Length: 1048576
 //! curl -H 'Accept-Encoding: gzip' -o /dev/null -w '%{size_download}\n' http://127.0.0.1:8080/big
 //! curl -i 'http://127.0.0.1:8080/slow?ms=2000'      # 408: past the 1 s timeout layer
 //! ```
@@ -53,6 +56,17 @@ async fn stream() -> Body {
     Body::from_stream(chunks)
 }
 
+/// The request body, back as it arrives: streamed both ways.
+async fn echo_stream(body: Body) -> Body {
+    body
+}
+
+/// A body larger than the worker sends in one piece, of a size known up front: streamed, with
+/// its `Content-Length`.
+async fn large() -> Bytes {
+    Bytes::from(vec![b'x'; 1 << 20])
+}
+
 async fn big() -> String {
     "all work and no play makes a dull server\n".repeat(256)
 }
@@ -72,6 +86,8 @@ fn app() -> Router {
         .route("/users/{id}", get(user))
         .route("/echo", post(echo))
         .route("/stream", get(stream))
+        .route("/echo-stream", post(echo_stream))
+        .route("/large", get(large))
         .route("/big", get(big))
         .route("/slow", get(slow))
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(1)))
@@ -90,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         .max_spare_servers(3)
         .max_clients(8)
         .keepalive(true)
+        .max_body_size(64 * 1024)
         .status_path(Some("/server-status".into()))
         .fork_handler(|worker: &WorkerInfo| {
             let _ = CONNECTION.set(format!("connection #{} of worker {}", worker.slot, worker.pid));

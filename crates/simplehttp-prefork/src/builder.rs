@@ -123,10 +123,8 @@ impl ServerBuilder {
     /// [`Handler::from_service`](crate::Handler::from_service) and `examples/axum.rs`.
     pub fn service<S, ResBody>(mut self, service: S) -> Self
     where
-        S: tower_service::Service<
-                http::Request<http_body_util::Full<bytes::Bytes>>,
-                Response = http::Response<ResBody>,
-            > + Clone
+        S: tower_service::Service<http::Request<prefork_http_worker::RequestBody>, Response = http::Response<ResBody>>
+            + Clone
             + 'static,
         S::Error: std::fmt::Display,
         S::Future: 'static,
@@ -607,10 +605,12 @@ impl ServerBuilder {
                 nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
             }
         };
+        let mut tls_files = None;
         match (self.key_cert, self.intermediate_ca) {
             (Some((key, cert)), intermediate_ca) => {
                 let files = TlsFiles { key, cert, intermediate_ca };
                 self.worker.tls = Some(TlsSettings::load(&files, cfg!(feature = "http2"))?);
+                tls_files = Some(files);
             }
             (None, Some(_)) => return invalid("ssl_intermediate_ca needs ssl_key_cert too".into()),
             (None, None) => {}
@@ -633,6 +633,7 @@ impl ServerBuilder {
             on_reload: self.on_reload,
             defer_accept: self.defer_accept,
             socket_activation: self.socket_activation,
+            tls_files,
         })
     }
 }

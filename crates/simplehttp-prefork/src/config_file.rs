@@ -3,10 +3,10 @@
 //! A key is an option's name in snake_case (`max_requests_per_child = 10000`, `no_keepalive =
 //! true`), with values written as on the command line (`"5s"`, `"64MiB"`, `"127.0.0.1"`); a list
 //! gives a repeatable option several times. The file's options come before the command line's,
-//! which win (an option given twice takes its last value), and both before the defaults: the
-//! defaults stay those of the command line, written once, in its definition. An unknown key, a
+//! which win (an option given twice takes its last value), and both before the defaults (the
+//! library's config structs', which the command line's definition takes). An unknown key, a
 //! value the option does not take, or a table is an error naming the key and its line, and the
-//! server does not start.
+//! server does not start. HUP reads the file again (see `reread_config` in `main.rs`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -14,9 +14,9 @@ pub use pid_file::{oldbin_path, read_pid_file};
 pub use prefork_http_worker as http_worker;
 pub use prefork_http_worker::{
     AccessLogFormat, AlreadyAnswered, CloseConnection, CloseHandlerToken, ConnectionInfo, ControlError, Handler,
-    ListenAddress, Reply, Request, RequestContext, Responder, Response, Shutdown, StreamClosed, StreamItem,
-    StreamSender, StreamingResponse, WorkerInfo, pause_server, resume_server, retire_this_worker, shutdown_server,
-    worker_info,
+    ListenAddress, Reply, Request, RequestBody, RequestContext, Responder, Response, Shutdown, StreamClosed,
+    StreamItem, StreamSender, StreamingResponse, WorkerInfo, pause_server, resume_server, retire_this_worker,
+    shutdown_server, worker_info,
 };
 pub use prefork_scoreboard as scoreboard;
 pub use prefork_supervisor as supervisor;

@@ -107,6 +107,8 @@ pub struct Server {
     pub(crate) socket_activation: bool,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) upgrade: Option<UpgradeCommand>,
+    /// Where the TLS material came from (a reload compares them).
+    pub(crate) tls_files: Option<prefork_http_worker::TlsFiles>,
 }
 
 impl std::fmt::Debug for Server {
@@ -122,6 +124,17 @@ impl Server {
     /// Starts building a server.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// The supervisor's settings, as checked.
+    pub fn supervisor_config(&self) -> &SupervisorConfig {
+        &self.supervisor
+    }
+
+    /// The workers' settings, as checked (the TLS files loaded, the pool's `request_timeout`
+    /// copied in; the port is set once the socket is bound).
+    pub fn worker_config(&self) -> &WorkerConfig {
+        &self.worker
     }
 
     /// The handlers' DIRs, in the order they are tried (SimpleHTTP's GETHANDLERS).
@@ -228,6 +241,7 @@ impl BoundServer {
     /// and just before the first worker is forked (stale segments are gone by then).
     pub fn run_with(self, on_started: impl FnOnce(&Started<'_>)) -> Result<StopReport, ServerError> {
         let BoundServer { server, mut listener, pid_file, predecessor } = self;
+        let running = RestartOnly::of(&server);
         let Server { router, mut worker, supervisor, fork_handlers, mut on_reload, credentials, upgrade, .. } = server;
         if let Some(credentials) = &credentials {
             log_file::hand_to(credentials.uid, credentials.gid).map_err(|source| ServerError::LogFile { source })?;
@@ -239,13 +253,15 @@ impl BoundServer {
         let shared = |handlers: Vec<ForkHandler>| -> Vec<SharedForkHandler> {
             handlers.into_iter().map(|h| Rc::new(RefCell::new(h))).collect()
         };
-        let generations = RefCell::new(BTreeMap::from([(0, (router, shared(fork_handlers)))]));
-        let generations = &generations;
         worker.port = match listener.address() {
             ListenAddress::Tcp(addr) => addr.port(),
             ListenAddress::Unix(_) => 0,
         };
-        let tls = worker.tls.is_some();
+        let generation_zero = Generation { router, fork_handlers: shared(fork_handlers), worker: Rc::new(worker) };
+        let generations = RefCell::new(BTreeMap::from([(0, generation_zero)]));
+        let generations = &generations;
+        let running_worker = generations.borrow()[&0].worker.clone();
+        let tls = running_worker.tls.is_some();
         let listening = &listener;
         let run_worker = move |ctx: prefork_supervisor::WorkerContext| -> WorkerExit {
             // SAFETY: right after the fork this process has one thread: nothing reads the
@@ -269,11 +285,11 @@ impl BoundServer {
                 is_child: true,
             };
             prefork_http_worker::enter_worker(info.clone());
-            let (router, fork_handlers) = {
+            let Generation { router, fork_handlers, worker } = {
                 let generations = generations.borrow();
-                let (_, (router, fork_handlers)) =
+                let (_, generation) =
                     generations.range(..=ctx.generation).next_back().expect("generation 0 is always there");
-                (router.clone(), fork_handlers.clone())
+                generation.clone()
             };
             for (index, fork_handler) in fork_handlers.iter().enumerate() {
                 let mut fork_handler = fork_handler.borrow_mut();
@@ -283,7 +299,7 @@ impl BoundServer {
                     Err(_) => return WorkerExit::BootFailed(format!("fork handler {index} panicked")),
                 }
             }
-            let config = WorkerConfig { recycle: ctx.limits, ..worker.clone() };
+            let config = WorkerConfig { recycle: ctx.limits, ..(*worker).clone() };
             let http = HttpWorker::new(listening, router, config);
             let link = PoolLink {
                 slot: ctx.slot,
@@ -333,18 +349,33 @@ impl BoundServer {
             );
         }
         if let Some(hook) = on_reload.as_mut() {
-            supervisor = supervisor.on_reload(move |next_generation| {
-                let reloaded = catch_unwind(AssertUnwindSafe(&mut *hook))
+            supervisor = supervisor.on_reload_with_config(move |next_generation| {
+                let mut reloaded = catch_unwind(AssertUnwindSafe(&mut *hook))
                     .map_err(|_| "the reload hook panicked".to_owned())?
                     .map_err(|error| format!("the reload hook failed: {error}"))?;
                 let new_router = reloaded.router().map_err(|error| error_chain(&error))?;
                 let dirs: Vec<&str> = new_router.dirs().collect();
                 tracing::info!(generation = next_generation, handlers = ?dirs, "reload: the new generation gets new handlers");
                 let mut generations = generations.borrow_mut();
-                let current = generations.values().next_back().map(|(_, f)| f.clone()).unwrap_or_default();
-                let fork_handlers = reloaded.fork_handlers.map_or(current, shared);
-                generations.insert(next_generation, (new_router, fork_handlers));
-                Ok(())
+                let current = generations.values().next_back().expect("generation 0 is always there").clone();
+                let mut fork_handlers = reloaded.fork_handlers.take().map(shared);
+                let (worker, supervisor) = match reloaded.server.map(|server| *server) {
+                    None => (current.worker, None),
+                    Some(next) => {
+                        running.log_differences(&RestartOnly::of(&next));
+                        let Server { worker: mut next_worker, supervisor, fork_handlers: next_fork_handlers, .. } = next;
+                        // The socket, and so its port and TLS, stay the running ones.
+                        next_worker.port = running_worker.port;
+                        next_worker.tls = running_worker.tls.clone();
+                        if fork_handlers.is_none() && !next_fork_handlers.is_empty() {
+                            fork_handlers = Some(shared(next_fork_handlers));
+                        }
+                        (Rc::new(next_worker), Some(supervisor))
+                    }
+                };
+                let fork_handlers = fork_handlers.unwrap_or(current.fork_handlers);
+                generations.insert(next_generation, Generation { router: new_router, fork_handlers, worker });
+                Ok(supervisor)
             });
         }
         let result = supervisor.run();
@@ -353,6 +384,50 @@ impl BoundServer {
         }
         drop(pid_file);
         Ok(result?)
+    }
+}
+
+/// What one generation of workers is forked with.
+#[derive(Clone)]
+struct Generation {
+    router: Router,
+    fork_handlers: Vec<SharedForkHandler>,
+    worker: Rc<WorkerConfig>,
+}
+
+/// The settings a reload cannot change: they need a new listening socket or a new process.
+#[derive(PartialEq)]
+struct RestartOnly {
+    listen: Listen,
+    tls_files: Option<prefork_http_worker::TlsFiles>,
+    credentials: Option<Credentials>,
+    pid_file: Option<PathBuf>,
+    defer_accept: bool,
+}
+
+impl RestartOnly {
+    fn of(server: &Server) -> RestartOnly {
+        RestartOnly {
+            listen: server.listen.clone(),
+            tls_files: server.tls_files.clone(),
+            credentials: server.credentials.clone(),
+            pid_file: server.pid_file.clone(),
+            defer_accept: server.defer_accept,
+        }
+    }
+
+    /// Logs each setting `next` changes, as needing a restart (it keeps its running value).
+    fn log_differences(&self, next: &RestartOnly) {
+        let changed = [
+            ("the listening address", self.listen != next.listen),
+            ("the TLS files", self.tls_files != next.tls_files),
+            ("the workers' user and group", self.credentials != next.credentials),
+            ("the pid file", self.pid_file != next.pid_file),
+            ("defer_accept", self.defer_accept != next.defer_accept),
+        ];
+        for (setting, _) in changed.iter().filter(|(_, changed)| *changed) {
+            tracing::warn!(setting, "reload: this setting changes only with a restart; the running value stays");
+        }
     }
 }
 
