@@ -14,12 +14,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prefork_scoreboard::WorkerState;
 
+use crate::connection_scope::ConnectionScope;
 use crate::handler::CloseConnection;
 use crate::handler::ConnectionInfo;
 use crate::io::{FlushSignal, ObservedIo};
 use crate::parked::{MAX_PARKED_BYTES, ParkKind, ParkedConnection};
 use crate::preface::sniff_h2_preface;
-use crate::service::{ClosedByHandler, ConnectionScope, serve_request};
+use crate::service::{ClosedByHandler, serve_request};
 use crate::shared::WorkerShared;
 use crate::stop::StopWatch;
 use crate::tls;
@@ -319,7 +320,7 @@ async fn serve_h2(io: Conn, scope: &Rc<ConnectionScope>, stop: &StopWatch<'_>) -
         }
         tokio::select! {
             result = connection.as_mut() => return result,
-            () = worker.leaving_notice.notified(), if !closing => {}
+            () = worker.recycling.leaving_notice.notified(), if !closing => {}
             () = stop.requested(), if !closing => {
                 closing = true;
                 worker.enter_stopping(WorkerState::Graceful);

@@ -1,6 +1,7 @@
 //! One request's passage through the worker: counted when it begins and finished exactly once,
 //! however it ends (response sent, client gone, HTTP/2 stream reset, handler chose to close).
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -8,7 +9,7 @@ use http::{HeaderValue, Version, header};
 use prefork_scoreboard::clock::monotonic_micros;
 use prefork_scoreboard::{FinishedRequest, REQUEST_LINE_BYTES, RequestInfo, RequestStart};
 
-use crate::service::ConnectionScope;
+use crate::connection_scope::ConnectionScope;
 
 /// A request between service entry and the end of its response. Dropping it unfinished (its
 /// future was cancelled, or no body was ever sent) finishes it with no bytes sent, so the
@@ -147,6 +148,29 @@ impl std::fmt::Write for LineBuffer {
         self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
         Ok(())
+    }
+}
+
+/// The requests of one worker between service entry and the end of their response (several on
+/// HTTP/2 or with several connections).
+#[derive(Debug, Default)]
+pub(crate) struct RequestsInFlight(RefCell<Vec<RequestStart>>);
+
+impl RequestsInFlight {
+    /// Adds a request; returns the oldest running.
+    pub(crate) fn begin(&self, start: RequestStart) -> Option<RequestStart> {
+        let mut running = self.0.borrow_mut();
+        running.push(start);
+        running.iter().copied().min()
+    }
+
+    /// Removes a request; returns how many still run, and the oldest of them.
+    pub(crate) fn end(&self, start: RequestStart) -> (usize, Option<RequestStart>) {
+        let mut running = self.0.borrow_mut();
+        if let Some(at) = running.iter().position(|&s| s == start) {
+            running.swap_remove(at);
+        }
+        (running.len(), running.iter().copied().min())
     }
 }
 

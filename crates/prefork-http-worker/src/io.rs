@@ -11,8 +11,8 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use prefork_scoreboard::WorkerState;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::connection_scope::ConnectionScope;
 use crate::head::{HeadLimits, Readiness, readiness};
-use crate::service::ConnectionScope;
 use crate::shared::WorkerShared;
 
 /// Lets a streamed body that must close the connection (SimpleHTTP's CLOSE) wait until the
@@ -63,7 +63,7 @@ pub(crate) struct ObservedIo<S> {
     /// Bytes read from the stream that hyper has not had yet.
     pending: BytesMut,
     worker: Rc<WorkerShared>,
-    /// HTTP/1.1 only (see [`crate::service::ConnectionScope::flush`]).
+    /// HTTP/1.1 only (see [`crate::connection_scope::ConnectionScope::flush`]).
     flush: Option<Rc<FlushSignal>>,
     /// Set when the connection is to leave this worker, idle, to be parked: nothing more is
     /// read (the client's next request is for whoever takes the connection), and hyper's

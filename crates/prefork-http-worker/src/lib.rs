@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod absolute_uri;
 mod accept;
 mod body;
 mod classic;
 mod config;
 mod connection;
+mod connection_scope;
 mod control;
 mod handler;
 mod handoff;
@@ -19,6 +21,7 @@ mod parking;
 mod pause;
 mod preface;
 mod probe;
+mod recycling;
 mod request_body;
 mod router;
 mod service;

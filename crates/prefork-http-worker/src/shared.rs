@@ -1,17 +1,19 @@
 //! State one worker process shares among its connection, service, body and I/O wrappers.
 
-use std::cell::{Cell, RefCell};
-use std::time::{Duration, Instant};
+use std::cell::Cell;
+use std::time::Duration;
 
 use http::uri::Authority;
 use prefork_scoreboard::clock::coarse_monotonic_micros;
-use prefork_scoreboard::{Board, Doorbell, RecycleLimits, RequestStart, SlotWriter, WorkerState, usage};
+use prefork_scoreboard::{Board, Doorbell, RequestStart, SlotWriter, WorkerState, usage};
 
 const USAGE_SAMPLE_INTERVAL_MICROS: u64 = 1_000_000;
 
 use crate::config::WorkerConfig;
 use crate::head::HeadLimits;
+use crate::in_flight::RequestsInFlight;
 use crate::parked::ParkRules;
+use crate::recycling::Recycling;
 use crate::router::Router;
 
 /// Everything a worker's request path needs. Lives for the whole worker process.
@@ -26,36 +28,16 @@ pub(crate) struct WorkerShared {
     pub authority: Option<Authority>,
     /// Told to stop: the slot shows `G`/`I` from now on, whatever the connection does.
     stopping: Cell<bool>,
-    /// Close to a recycling limit: the supervisor was asked for a replacement.
-    replacement_requested: Cell<bool>,
-    /// At a recycling limit's margin without having been replaced: the worker takes no more
-    /// connections, every response closes its connection, and it exits once it holds none.
-    leaving: Cell<bool>,
-    /// Told when `leaving` is set, so that HTTP/2 connections send GOAWAY at once rather than
-    /// take more streams past the limit.
-    pub leaving_notice: tokio::sync::Notify,
+    /// The recycling counts and decisions.
+    pub recycling: Recycling,
     /// How parked connections are timed (from `config`, worked out once).
     park_rules: ParkRules,
     /// The parent's doorbell, rung when this worker becomes ready and when it asks for a
     /// replacement.
     doorbell: Option<Doorbell>,
-    /// Requests handed to the service, for the request limit.
-    dispatched: Cell<u64>,
-    /// Connections accepted, for connection ids and the connection limit.
-    connections: Cell<u64>,
-    /// Of those, connections that closed having carried only probes (see
-    /// [`connection_only_probed`](Self::connection_only_probed)).
-    probe_connections: Cell<u64>,
-    /// When this process started, for the lifetime limit.
-    started: Instant,
-    /// Where to ask for a replacement, and where to start draining (from `config.recycle`,
-    /// worked out once).
-    early_limits: RecycleLimits,
-    hard_limits: RecycleLimits,
-    /// The requests between service entry and the end of their response (several on HTTP/2
-    /// or with several connections); the oldest is published for the supervisor's
-    /// stuck-worker watchdog.
-    in_flight: RefCell<Vec<RequestStart>>,
+    /// The requests between service entry and the end of their response; the oldest is
+    /// published for the supervisor's stuck-worker watchdog.
+    in_flight: RequestsInFlight,
     /// Open connections (several with `worker_connections` > 1).
     open_connections: Cell<usize>,
 }
@@ -70,9 +52,8 @@ impl WorkerShared {
         config: WorkerConfig,
     ) -> WorkerShared {
         WorkerShared {
-            authority: crate::service::authority(&config.hostname, config.port),
-            early_limits: config.recycle.early(),
-            hard_limits: config.recycle.hard(),
+            authority: crate::absolute_uri::authority(&config.hostname, config.port),
+            recycling: Recycling::new(config.recycle),
             park_rules: ParkRules {
                 header_timeout: config.keepalive_timeout,
                 body_timeout: config.body_read_timeout,
@@ -86,15 +67,8 @@ impl WorkerShared {
             router,
             config,
             stopping: Cell::new(false),
-            replacement_requested: Cell::new(false),
-            leaving: Cell::new(false),
-            leaving_notice: tokio::sync::Notify::new(),
             doorbell,
-            dispatched: Cell::new(0),
-            connections: Cell::new(0),
-            probe_connections: Cell::new(0),
-            started: Instant::now(),
-            in_flight: RefCell::new(Vec::new()),
+            in_flight: RequestsInFlight::default(),
             open_connections: Cell::new(0),
         }
     }
@@ -152,24 +126,14 @@ impl WorkerShared {
 
     /// A request began (see [`crate::in_flight::InFlight`], the only caller).
     pub(crate) fn request_started(&self, start: RequestStart) {
-        let oldest = {
-            let mut in_flight = self.in_flight.borrow_mut();
-            in_flight.push(start);
-            in_flight.iter().copied().min()
-        };
+        let oldest = self.in_flight.begin(start);
         self.slot.set_oldest_in_flight(oldest);
         self.set_state(WorkerState::Writing);
     }
 
     /// The request begun at `start` is done (or abandoned).
     pub(crate) fn request_finished(&self, start: RequestStart) {
-        let (left, oldest) = {
-            let mut in_flight = self.in_flight.borrow_mut();
-            if let Some(at) = in_flight.iter().position(|&s| s == start) {
-                in_flight.swap_remove(at);
-            }
-            (in_flight.len(), in_flight.iter().copied().min())
-        };
+        let (left, oldest) = self.in_flight.end(start);
         self.slot.set_oldest_in_flight(oldest);
         // Requests and connections are checked as they are counted; memory only changes when
         // it is sampled.
@@ -216,18 +180,18 @@ impl WorkerShared {
 
     /// At a recycling limit's margin: take no more connections, and exit once none is held.
     pub(crate) fn must_leave(&self) -> bool {
-        self.leaving.get()
+        self.recycling.is_leaving()
     }
 
     /// Told to stop, or leaving on its own: connections go (or move) after their response.
     pub(crate) fn is_going(&self) -> bool {
-        self.leaving.get() || self.stopping.get() || crate::stop::stop_requested()
+        self.must_leave() || self.stopping.get() || crate::stop::stop_requested()
     }
 
     /// Counts a request handed to a handler. True if the response must close its
     /// connection: this worker is at a recycling limit's margin, or told to stop.
     pub(crate) fn dispatch(&self) -> bool {
-        self.dispatched.set(self.dispatched.get() + 1);
+        self.recycling.count_request();
         self.check_recycle_limits();
         self.dispatch_uncounted()
     }
@@ -238,7 +202,7 @@ impl WorkerShared {
         if crate::stop::stop_requested() && !self.stopping.get() {
             self.enter_stopping(WorkerState::Graceful);
         }
-        self.leaving.get() || self.stopping.get()
+        self.must_leave() || self.stopping.get()
     }
 
     /// Counts `accept4` calls (successful or not).
@@ -249,13 +213,12 @@ impl WorkerShared {
     /// A connection this worker accepted closed having carried only a load balancer's probes:
     /// it stops counting towards the connection limit (it counted while it was open).
     pub(crate) fn connection_only_probed(&self) {
-        self.probe_connections.set(self.probe_connections.get() + 1);
+        self.recycling.connection_only_probed();
     }
 
     /// Counts an accepted connection and returns its id.
     pub(crate) fn next_connection_id(&self) -> u64 {
-        let id = self.connections.get() + 1;
-        self.connections.set(id);
+        let id = self.recycling.count_connection();
         self.slot.record_connection();
         self.check_recycle_limits();
         id
@@ -268,36 +231,12 @@ impl WorkerShared {
         }
     }
 
-    /// Near a recycling limit, asks the supervisor for a replacement, which it forks at once and
-    /// lets this worker go (SIGTERM) once it is ready: only then do this worker's clients move,
-    /// so the spare pool never pays for a recycling. If no SIGTERM has come by the limit plus
-    /// its margin (the replacement is slow to boot, or the pool is at `max_clients`), the
-    /// worker leaves on its own: it takes no more connections, closes the one it serves after
-    /// the response in hand, and exits, so the limit holds whatever the arrival rate.
-    /// Connections arriving meanwhile wait in the listen queue for a sibling or the
-    /// replacement; none is refused.
+    /// Near a recycling limit, asks the supervisor for a replacement; past its margin, leaves
+    /// (see [`crate::recycling`]).
     pub(crate) fn check_recycle_limits(&self) {
-        if self.leaving.get() || self.config.recycle.is_unlimited() {
-            return;
-        }
-        let rss = self.slot.rss_bytes();
-        // A connection that only carried probes is not one for the recycling limits.
-        let connections = self.connections.get().saturating_sub(self.probe_connections.get());
-        let requests = self.dispatched.get();
-        // The clock only when a lifetime limit asks for it.
-        let age = if self.config.recycle.max_lifetime.is_some() { self.started.elapsed() } else { Duration::ZERO };
-        let early =
-            (!self.replacement_requested.get()).then(|| self.early_limits.reached(requests, connections, age, rss));
-        if let Some(reason) = early.flatten() {
-            self.replacement_requested.set(true);
+        if self.recycling.check(self.slot.rss_bytes()) {
             self.slot.request_retirement();
             self.ring();
-            tracing::info!(%reason, "approaching a recycling limit: asking the supervisor for a replacement");
-        }
-        if let Some(reason) = self.hard_limits.reached(requests, connections, age, rss) {
-            self.leaving.set(true);
-            self.leaving_notice.notify_waiters();
-            tracing::info!(%reason, "at a recycling limit's margin and not yet replaced: leaving on its own");
         }
     }
 
@@ -311,20 +250,15 @@ impl WorkerShared {
     /// worker leaves as at a recycling limit's margin (nothing new taken, the connection in
     /// hand closed or moved after its response).
     pub(crate) fn retire_now(&self) {
-        if !self.replacement_requested.replace(true) {
+        if self.recycling.retire_now() {
             self.slot.request_retirement();
             self.ring();
-        }
-        if !self.leaving.replace(true) {
-            self.leaving_notice.notify_waiters();
-            tracing::info!("retiring at the handler's request");
         }
     }
 
     /// How long the idle worker may wait for a connection before it must look at its
     /// lifetime and memory again (`None`: no such limit).
     pub(crate) fn idle_check_interval(&self) -> Option<Duration> {
-        let limits = &self.config.recycle;
-        (limits.max_lifetime.is_some() || limits.max_rss_bytes.is_some()).then(|| Duration::from_secs(1))
+        self.recycling.idle_check_interval()
     }
 }

@@ -104,7 +104,7 @@ impl Context<'_> {
         let worker = self.worker;
         let acceptor =
             Acceptor::new(self.listener, self.stop.as_fd(), false, self.pause, (worker.board, &worker.slot))?;
-        let free = FreeSlots::new(limit);
+        let free = ConnectionPlaces::new(limit);
         worker.become_ready();
         let (tx, mut rx) = mpsc::unbounded_channel();
         std::thread::scope(|scope| {
@@ -178,7 +178,7 @@ enum Handed {
 /// connection, hands it over; stops when the places are closed, on stop, or on failure.
 fn accept_loop(
     acceptor: &mut Acceptor<'_>,
-    free: &FreeSlots,
+    free: &ConnectionPlaces,
     idle_check: Option<std::time::Duration>,
     tx: &mpsc::UnboundedSender<Handed>,
 ) {
@@ -216,7 +216,7 @@ fn accept_loop(
 }
 
 /// Closes the free places when dropped.
-struct CloseOnDrop<'a>(&'a FreeSlots);
+struct CloseOnDrop<'a>(&'a ConnectionPlaces);
 
 impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
@@ -224,17 +224,18 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
-/// Free connection places of a worker, shared with its accept thread.
+/// Free connection places of a worker (of `worker_connections`), shared with its accept
+/// thread. (Not scoreboard slots: a worker has one slot, and up to this many connections.)
 #[derive(Debug)]
-struct FreeSlots {
+struct ConnectionPlaces {
     free: Mutex<(usize, bool)>,
     changed: Condvar,
     limit: usize,
 }
 
-impl FreeSlots {
-    fn new(limit: usize) -> FreeSlots {
-        FreeSlots { free: Mutex::new((limit, false)), changed: Condvar::new(), limit }
+impl ConnectionPlaces {
+    fn new(limit: usize) -> ConnectionPlaces {
+        ConnectionPlaces { free: Mutex::new((limit, false)), changed: Condvar::new(), limit }
     }
 
     /// Waits for a free place and takes it; false once closed.

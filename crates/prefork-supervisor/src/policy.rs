@@ -298,206 +298,317 @@ pub fn generation_ready(view: &PoolView<'_>, config: &PoolConfig) -> bool {
     ready >= needed
 }
 
-/// The policy. Pure: the same inputs always give the same outputs.
+/// The policy. Pure: the same inputs always give the same outputs. One step per rule of the
+/// module documentation, in its order.
 pub fn decide(view: &PoolView<'_>, config: &PoolConfig, memory: &PolicyMemory) -> (Decision, PolicyMemory) {
-    let mut memory = memory.clone();
-    let mut decision = Decision::default();
-    let now = view.now;
-    let micros = |d: std::time::Duration| d.as_micros() as Micros;
-
-    // A worker forked after the last boot failure has become ready: booting works again.
-    if memory.boot_failures > 0
-        && view.workers.iter().any(|w| {
-            !w.retiring
-                && w.state != WorkerState::Starting
-                && w.state != WorkerState::Dead
-                && memory.last_boot_failure.is_none_or(|t| w.forked_at >= t)
-        })
-    {
-        if memory.halted {
-            decision.notices.push(Notice::SpawningResumed);
-        }
-        memory.boot_failures = 0;
-        memory.generation_failures = 0;
-        memory.spawn_not_before = 0;
-        memory.halted = false;
+    let mut round = Round { view, config, now: view.now, memory: memory.clone(), decision: Decision::default() };
+    round.resume_or_halt_spawning();
+    let counts = Counts::of(view, config);
+    let needed = round.spawn(&counts);
+    if round.abandon_failed_reload() {
+        return round.finish();
     }
-    if config.max_boot_failures > 0 && memory.boot_failures >= config.max_boot_failures && !memory.halted {
-        memory.halted = true;
-        decision.notices.push(Notice::SpawningHalted { failures: memory.boot_failures });
+    round.make_room_and_retire_old_generation(&counts, needed);
+    round.note_max_clients(&counts, needed);
+    round.recycle(&counts);
+    round.retire_surplus(&counts);
+    round.kill_stuck();
+    round.finish()
+}
+
+/// One call of [`decide`]: its inputs, and the decision and memory it builds.
+struct Round<'r, 'v> {
+    view: &'r PoolView<'v>,
+    config: &'r PoolConfig,
+    now: Micros,
+    memory: PolicyMemory,
+    decision: Decision,
+}
+
+/// Rule 1, counting: what the pool holds this round.
+struct Counts<'r> {
+    /// Worker processes, retiring ones included (they still hold a process and a slot).
+    processes: usize,
+    /// Free places under `max_clients`.
+    room: usize,
+    /// Current-generation workers that asked to be replaced, oldest first.
+    requesting: Vec<&'r WorkerView>,
+    /// The first `max_recycling` of them: being replaced now, not capacity.
+    recycling: Vec<usize>,
+    /// Current workers idle and ready.
+    ready_idle: usize,
+    /// Current workers idle or starting (a slow boot does not cause over-forking).
+    capacity: usize,
+    /// Workers that asked to be replaced while holding a client: the client will move to an
+    /// idle worker, so that worker is spoken for.
+    recycling_busy: usize,
+    /// Workers already told to go while holding a client, which hand it over the same way.
+    handing_over: usize,
+}
+
+impl<'r> Counts<'r> {
+    fn of(view: &'r PoolView<'_>, config: &PoolConfig) -> Counts<'r> {
+        let active = || view.workers.iter().filter(|w| !w.retiring);
+        let mut requesting: Vec<&WorkerView> =
+            active().filter(|w| w.generation == view.generation && w.retire_requested).collect();
+        requesting.sort_by_key(|w| (w.forked_at, w.slot));
+        let recycling: Vec<usize> = requesting.iter().take(config.max_recycling).map(|w| w.slot).collect();
+        let current = || active().filter(|w| w.generation == view.generation && !recycling.contains(&w.slot));
+        let ready_idle = current().filter(|w| w.state == WorkerState::Idle).count();
+        let capacity = current().filter(|w| w.state == WorkerState::Idle || w.state == WorkerState::Starting).count();
+        // A busy worker that asked to be replaced closes its client's connection after the
+        // response in hand, and the client reconnects to an idle worker: count that in
+        // advance, so the replacement is forked first. (Every such worker drains, not only
+        // the `max_recycling` being retired now.)
+        let recycling_busy = requesting.iter().filter(|w| !w.state.is_idle()).count();
+        let handing_over = view
+            .workers
+            .iter()
+            .filter(|w| w.retiring && (w.state.is_busy() || w.state == WorkerState::Graceful))
+            .count();
+        let processes = view.workers.len();
+        Counts {
+            processes,
+            room: config.max_clients.saturating_sub(processes),
+            requesting,
+            recycling,
+            ready_idle,
+            capacity,
+            recycling_busy,
+            handing_over,
+        }
+    }
+}
+
+impl Round<'_, '_> {
+    fn micros(duration: std::time::Duration) -> Micros {
+        duration.as_micros() as Micros
     }
 
-    // Rule 1: counting.
-    let processes = view.workers.len();
-    let active = || view.workers.iter().filter(|w| !w.retiring);
-    let old = || active().filter(|w| w.generation != view.generation);
-    let mut requesting: Vec<&WorkerView> =
-        active().filter(|w| w.generation == view.generation && w.retire_requested).collect();
-    requesting.sort_by_key(|w| (w.forked_at, w.slot));
-    let recycling: Vec<usize> = requesting.iter().take(config.max_recycling).map(|w| w.slot).collect();
-    let current = || active().filter(|w| w.generation == view.generation && !recycling.contains(&w.slot));
-    let ready_idle = current().filter(|w| w.state == WorkerState::Idle).count();
-    let capacity = current().filter(|w| w.state == WorkerState::Idle || w.state == WorkerState::Starting).count();
-    // A busy worker that asked to be replaced closes its client's connection after the
-    // response in hand, and the client reconnects to an idle worker: count that in advance,
-    // so the replacement is forked first. (Every such worker drains, not only the
-    // `max_recycling` being retired now.)
-    let recycling_busy = requesting.iter().filter(|w| !w.state.is_idle()).count();
-    // Workers already told to go while holding a client hand it over the same way.
-    let handing_over =
-        view.workers.iter().filter(|w| w.retiring && (w.state.is_busy() || w.state == WorkerState::Graceful)).count();
+    /// Workers not yet told to stop.
+    fn active(&self) -> impl Iterator<Item = &WorkerView> + '_ {
+        self.view.workers.iter().filter(|w| !w.retiring)
+    }
 
-    // Rule 2: spawn.
-    let deficit = (config.min_spare_servers + recycling_busy + handing_over).saturating_sub(capacity);
-    let room = config.max_clients.saturating_sub(processes);
-    let rate = match config.spawn_ramp {
-        SpawnRamp::Deficit => deficit.min(config.max_spawn_rate),
-        SpawnRamp::Doubling { .. } if deficit > 0 && memory.last_ramp_round.is_some_and(|t| now < t + RAMP_ROUND) => {
-            // Between two rounds: the batch already forked this round is booting.
-            let next = memory.last_ramp_round.map_or(now, |t| t + RAMP_ROUND);
-            decision.recheck_at = earliest(decision.recheck_at, next);
-            0
+    /// Active workers of another generation than the current one.
+    fn old(&self) -> impl Iterator<Item = &WorkerView> + '_ {
+        let generation = self.view.generation;
+        self.active().filter(move |w| w.generation != generation)
+    }
+
+    /// Before the rules: a worker forked after the last boot failure has become ready, so
+    /// booting works again; or too many failures in a row halt spawning (rule 2's probe).
+    fn resume_or_halt_spawning(&mut self) {
+        let memory = &mut self.memory;
+        if memory.boot_failures > 0
+            && self.view.workers.iter().any(|w| {
+                !w.retiring
+                    && w.state != WorkerState::Starting
+                    && w.state != WorkerState::Dead
+                    && memory.last_boot_failure.is_none_or(|t| w.forked_at >= t)
+            })
+        {
+            if memory.halted {
+                self.decision.notices.push(Notice::SpawningResumed);
+            }
+            memory.boot_failures = 0;
+            memory.generation_failures = 0;
+            memory.spawn_not_before = 0;
+            memory.halted = false;
         }
-        SpawnRamp::Doubling { cap_at_deficit } => {
-            let rate = memory.spawn_rate.clamp(1, config.max_spawn_rate);
-            match (deficit, cap_at_deficit) {
-                (0, _) => 0,
-                (_, true) => deficit.min(rate),
-                (_, false) => rate,
+        if self.config.max_boot_failures > 0 && memory.boot_failures >= self.config.max_boot_failures && !memory.halted
+        {
+            memory.halted = true;
+            self.decision.notices.push(Notice::SpawningHalted { failures: memory.boot_failures });
+        }
+    }
+
+    /// Rule 2, spawn: sets the batch to fork, and returns what the pool needs this round (a
+    /// ramp may want a bigger batch than the deficit).
+    fn spawn(&mut self, counts: &Counts<'_>) -> usize {
+        let (config, now) = (self.config, self.now);
+        let memory = &mut self.memory;
+        let decision = &mut self.decision;
+        let deficit =
+            (config.min_spare_servers + counts.recycling_busy + counts.handing_over).saturating_sub(counts.capacity);
+        let rate = match config.spawn_ramp {
+            SpawnRamp::Deficit => deficit.min(config.max_spawn_rate),
+            SpawnRamp::Doubling { .. }
+                if deficit > 0 && memory.last_ramp_round.is_some_and(|t| now < t + RAMP_ROUND) =>
+            {
+                // Between two rounds: the batch already forked this round is booting.
+                let next = memory.last_ramp_round.map_or(now, |t| t + RAMP_ROUND);
+                decision.recheck_at = earliest(decision.recheck_at, next);
+                0
+            }
+            SpawnRamp::Doubling { cap_at_deficit } => {
+                let rate = memory.spawn_rate.clamp(1, config.max_spawn_rate);
+                match (deficit, cap_at_deficit) {
+                    (0, _) => 0,
+                    (_, true) => deficit.min(rate),
+                    (_, false) => rate,
+                }
+            }
+        };
+        let in_ramp_pause = matches!(config.spawn_ramp, SpawnRamp::Doubling { .. }) && deficit > 0 && rate == 0;
+        let mut wanted = rate;
+        if wanted > 0 && now < memory.spawn_not_before {
+            decision.notices.push(Notice::BootBackoff {
+                failures: memory.boot_failures,
+                wait_micros: memory.spawn_not_before - now,
+            });
+            decision.recheck_at = earliest(decision.recheck_at, memory.spawn_not_before);
+            wanted = 0;
+        } else if wanted > 0 && memory.halted {
+            // One probe, then wait the longest backoff for the next.
+            wanted = 1;
+            memory.spawn_not_before = now + Self::micros(config.boot_backoff_max);
+        }
+        decision.spawn = wanted.min(counts.room);
+        if let SpawnRamp::Doubling { .. } = config.spawn_ramp {
+            if decision.spawn > 0 {
+                memory.spawn_rate = (memory.spawn_rate * 2).min(config.max_spawn_rate);
+                memory.last_ramp_round = Some(now);
+            } else if !in_ramp_pause {
+                memory.spawn_rate = 1;
+                memory.last_ramp_round = None;
             }
         }
-    };
-    let in_ramp_pause = matches!(config.spawn_ramp, SpawnRamp::Doubling { .. }) && deficit > 0 && rate == 0;
-    let mut wanted = rate;
-    if wanted > 0 && now < memory.spawn_not_before {
-        decision
-            .notices
-            .push(Notice::BootBackoff { failures: memory.boot_failures, wait_micros: memory.spawn_not_before - now });
-        decision.recheck_at = earliest(decision.recheck_at, memory.spawn_not_before);
-        wanted = 0;
-    } else if wanted > 0 && memory.halted {
-        // One probe, then wait the longest backoff for the next.
-        wanted = 1;
-        memory.spawn_not_before = now + micros(config.boot_backoff_max);
+        wanted.min(deficit)
     }
-    decision.spawn = wanted.min(room);
-    if let SpawnRamp::Doubling { .. } = config.spawn_ramp {
-        if decision.spawn > 0 {
-            memory.spawn_rate = (memory.spawn_rate * 2).min(config.max_spawn_rate);
-            memory.last_ramp_round = Some(now);
-        } else if !in_ramp_pause {
-            memory.spawn_rate = 1;
-            memory.last_ramp_round = None;
-        }
-    }
-    // What the pool needs this round: a ramp may want a bigger batch than the deficit.
-    let needed = wanted.min(deficit);
 
-    // Rule 3: old generation. Make room for the new one, then retire the rest once it is ready.
-    let old_generation = old().map(|w| w.generation).max();
-    let reload_failed =
-        memory.failing_generation == view.generation && memory.generation_failures >= config.max_reload_boot_failures;
-    if let Some(old_generation) = old_generation.filter(|_| reload_failed) {
-        decision.notices.push(Notice::ReloadFailed {
+    /// Rule 3, a reload whose new generation keeps failing to boot: abandoned, the old
+    /// generation current again, the new one's stragglers retired. True if so (the round
+    /// ends there).
+    fn abandon_failed_reload(&mut self) -> bool {
+        let view = self.view;
+        let memory = &mut self.memory;
+        let reload_failed = memory.failing_generation == view.generation
+            && memory.generation_failures >= self.config.max_reload_boot_failures;
+        let old_generation =
+            view.workers.iter().filter(|w| !w.retiring && w.generation != view.generation).map(|w| w.generation).max();
+        let Some(old_generation) = old_generation.filter(|_| reload_failed) else { return false };
+        self.decision.notices.push(Notice::ReloadFailed {
             abandoned: view.generation,
             current: old_generation,
             failures: memory.generation_failures,
         });
-        decision.revert_generation = Some(old_generation);
+        self.decision.revert_generation = Some(old_generation);
         // Workers of the abandoned generation forked before now and still booting (or booted
         // late) would otherwise serve with the configuration that was just rejected.
-        let stragglers = active().filter(|w| w.generation == view.generation);
-        decision.retire.extend(stragglers.map(|w| (w.slot, RetireReason::AbandonedReload)));
+        let stragglers = view.workers.iter().filter(|w| !w.retiring && w.generation == view.generation);
+        self.decision.retire.extend(stragglers.map(|w| (w.slot, RetireReason::AbandonedReload)));
         memory.boot_failures = 0;
         memory.generation_failures = 0;
         memory.spawn_not_before = 0;
         memory.halted = false;
-        decision.spawn = 0;
-        return finish(decision, memory, now);
-    }
-    let mut old_idle: Vec<&WorkerView> =
-        old().filter(|w| w.state.is_idle() || w.state == WorkerState::Starting).collect();
-    old_idle.sort_by_key(|w| (w.state_since, w.slot));
-    // Old workers already told to go will free their slots; do not retire more for the same room.
-    let pending_exits = view.workers.iter().filter(|w| w.retiring).count();
-    let short = needed.saturating_sub(decision.spawn).saturating_sub(pending_exits);
-    for w in old_idle.iter().take(short) {
-        decision.retire.push((w.slot, RetireReason::OldGeneration));
-    }
-    if ready_idle >= config.min_spare_servers {
-        for w in old() {
-            if !decision.retires(w.slot) {
-                decision.retire.push((w.slot, RetireReason::OldGeneration));
-            }
-        }
+        self.decision.spawn = 0;
+        true
     }
 
-    let blocked_by_max_clients = decision.spawn < needed && decision.retire.is_empty();
-    if blocked_by_max_clients && !memory.at_max_clients {
-        decision.notices.push(Notice::MaxClientsReached { processes, idle: capacity });
-    }
-    memory.at_max_clients = blocked_by_max_clients;
-
-    // Rule 4: recycling, without a dip in spare capacity: a worker goes once the pool keeps
-    // `min_spare` ready idle workers after it has gone (and its load has moved).
-    let mut spare_after = ready_idle.saturating_sub(handing_over);
-    for w in requesting.iter().filter(|w| recycling.contains(&w.slot)) {
-        let takes = usize::from(!w.state.is_idle());
-        if spare_after >= config.min_spare_servers + takes {
-            spare_after -= takes;
-            decision.retire.push((w.slot, RetireReason::Recycled));
-        } else if room == 0 && w.state.is_idle() {
-            decision.retire.push((w.slot, RetireReason::RecycledWithoutReplacement));
-        }
-    }
-
-    // Rule 5: one excess idle worker per interval, the one idle longest, once the surplus has
-    // lasted a whole interval.
-    let interval = micros(config.idle_retire_interval);
-    if ready_idle > config.max_spare_servers {
-        let surplus_since = *memory.surplus_since.get_or_insert(now);
-        let due = memory.last_retire.map_or(now, |t| t + interval).max(surplus_since + interval);
-        let longest = current()
-            .filter(|w| w.state == WorkerState::Idle && !decision.retires(w.slot))
-            .min_by_key(|w| (w.state_since, w.slot));
-        match longest {
-            Some(w) if now >= due => {
-                decision.retire.push((w.slot, RetireReason::Surplus));
-                memory.last_retire = Some(now);
-                if ready_idle - 1 > config.max_spare_servers {
-                    decision.recheck_at = earliest(decision.recheck_at, now + interval);
+    /// Rule 3, old generation: make room for the new one, then retire the rest once it is
+    /// ready.
+    fn make_room_and_retire_old_generation(&mut self, counts: &Counts<'_>, needed: usize) {
+        let mut old_idle: Vec<&WorkerView> =
+            self.old().filter(|w| w.state.is_idle() || w.state == WorkerState::Starting).collect();
+        old_idle.sort_by_key(|w| (w.state_since, w.slot));
+        // Old workers already told to go will free their slots; do not retire more for the
+        // same room.
+        let pending_exits = self.view.workers.iter().filter(|w| w.retiring).count();
+        let short = needed.saturating_sub(self.decision.spawn).saturating_sub(pending_exits);
+        let mut retire: Vec<usize> = old_idle.iter().take(short).map(|w| w.slot).collect();
+        if counts.ready_idle >= self.config.min_spare_servers {
+            for w in self.old() {
+                if !retire.contains(&w.slot) {
+                    retire.push(w.slot);
                 }
             }
-            Some(_) => decision.recheck_at = earliest(decision.recheck_at, due),
+        }
+        self.decision.retire.extend(retire.into_iter().map(|slot| (slot, RetireReason::OldGeneration)));
+    }
+
+    /// Says once when a needed worker cannot be forked because `max_clients` are running (and
+    /// no old worker is leaving to make room).
+    fn note_max_clients(&mut self, counts: &Counts<'_>, needed: usize) {
+        let blocked = self.decision.spawn < needed && self.decision.retire.is_empty();
+        if blocked && !self.memory.at_max_clients {
+            self.decision
+                .notices
+                .push(Notice::MaxClientsReached { processes: counts.processes, idle: counts.capacity });
+        }
+        self.memory.at_max_clients = blocked;
+    }
+
+    /// Rule 4, recycling without a dip in spare capacity: a worker goes once the pool keeps
+    /// `min_spare` ready idle workers after it has gone (and its load has moved).
+    fn recycle(&mut self, counts: &Counts<'_>) {
+        let mut spare_after = counts.ready_idle.saturating_sub(counts.handing_over);
+        for w in counts.requesting.iter().filter(|w| counts.recycling.contains(&w.slot)) {
+            let takes = usize::from(!w.state.is_idle());
+            if spare_after >= self.config.min_spare_servers + takes {
+                spare_after -= takes;
+                self.decision.retire.push((w.slot, RetireReason::Recycled));
+            } else if counts.room == 0 && w.state.is_idle() {
+                self.decision.retire.push((w.slot, RetireReason::RecycledWithoutReplacement));
+            }
+        }
+    }
+
+    /// Rule 5: one excess idle worker per interval, the one idle longest, once the surplus has
+    /// lasted a whole interval.
+    fn retire_surplus(&mut self, counts: &Counts<'_>) {
+        let (config, now) = (self.config, self.now);
+        if counts.ready_idle <= config.max_spare_servers {
+            self.memory.surplus_since = None;
+            return;
+        }
+        let interval = Self::micros(config.idle_retire_interval);
+        let surplus_since = *self.memory.surplus_since.get_or_insert(now);
+        let due = self.memory.last_retire.map_or(now, |t| t + interval).max(surplus_since + interval);
+        let generation = self.view.generation;
+        let longest = self
+            .active()
+            .filter(|w| w.generation == generation && !counts.recycling.contains(&w.slot))
+            .filter(|w| w.state == WorkerState::Idle && !self.decision.retires(w.slot))
+            .min_by_key(|w| (w.state_since, w.slot))
+            .map(|w| w.slot);
+        match longest {
+            Some(slot) if now >= due => {
+                self.decision.retire.push((slot, RetireReason::Surplus));
+                self.memory.last_retire = Some(now);
+                if counts.ready_idle - 1 > config.max_spare_servers {
+                    self.decision.recheck_at = earliest(self.decision.recheck_at, now + interval);
+                }
+            }
+            Some(_) => self.decision.recheck_at = earliest(self.decision.recheck_at, due),
             None => {}
         }
-    } else {
-        memory.surplus_since = None;
     }
 
-    // Rule 6: stuck workers.
-    if let Some(timeout) = config.request_timeout.map(micros) {
-        let limit = timeout + micros(config.request_timeout_grace);
-        for w in view.workers.iter().filter(|w| w.stuck_since.is_none()) {
+    /// Rule 6, stuck workers: a request running past `request_timeout` plus its grace.
+    fn kill_stuck(&mut self) {
+        let Some(timeout) = self.config.request_timeout.map(Self::micros) else { return };
+        let limit = timeout + Self::micros(self.config.request_timeout_grace);
+        let now = self.now;
+        for w in self.view.workers.iter().filter(|w| w.stuck_since.is_none()) {
             match w.request_started {
                 Some(started) if now >= started + limit => {
-                    decision.notices.push(Notice::Stuck { slot: w.slot, running_micros: now - started });
-                    decision.stuck_kill.push(w.slot);
+                    self.decision.notices.push(Notice::Stuck { slot: w.slot, running_micros: now - started });
+                    self.decision.stuck_kill.push(w.slot);
                 }
-                Some(started) => decision.recheck_at = earliest(decision.recheck_at, started + limit),
+                Some(started) => self.decision.recheck_at = earliest(self.decision.recheck_at, started + limit),
                 None => {}
             }
         }
     }
-    finish(decision, memory, now)
-}
 
-fn finish(mut decision: Decision, memory: PolicyMemory, now: Micros) -> (Decision, PolicyMemory) {
-    // Only a time still to come: one already past would have the loop spin.
-    if memory.halted && memory.spawn_not_before > now {
-        decision.recheck_at = earliest(decision.recheck_at, memory.spawn_not_before);
+    fn finish(mut self) -> (Decision, PolicyMemory) {
+        // Only a time still to come: one already past would have the loop spin.
+        if self.memory.halted && self.memory.spawn_not_before > self.now {
+            self.decision.recheck_at = earliest(self.decision.recheck_at, self.memory.spawn_not_before);
+        }
+        (self.decision, self.memory)
     }
-    (decision, memory)
 }
 
 fn earliest(a: Option<Micros>, b: Micros) -> Option<Micros> {

@@ -408,18 +408,29 @@ impl ServerBuilder {
         self
     }
 
-    /// A worker is replaced once it has lived this long, plus up to `jitter` (default: never).
-    pub fn max_worker_lifetime(mut self, lifetime: Option<Duration>, jitter: Duration) -> Self {
+    /// A worker is replaced once it has lived this long, plus its jitter (default: never).
+    pub fn max_worker_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.supervisor.recycle.max_worker_lifetime = lifetime;
+        self
+    }
+
+    /// Up to this much longer per worker, at random, so that workers started together are not
+    /// replaced together (default 0).
+    pub fn max_worker_lifetime_jitter(mut self, jitter: Duration) -> Self {
         self.supervisor.recycle.max_worker_lifetime_jitter = jitter;
         self
     }
 
-    /// A worker is replaced once its resident memory reaches this many bytes, plus up to
-    /// `jitter` (sampled once a second; default: never).
-    pub fn max_worker_rss(mut self, bytes: Option<u64>, jitter: u64) -> Self {
+    /// A worker is replaced once its resident memory reaches this many bytes, plus its jitter
+    /// (sampled once a second; default: never).
+    pub fn max_worker_rss(mut self, bytes: Option<u64>) -> Self {
         self.supervisor.recycle.max_worker_rss = bytes;
-        self.supervisor.recycle.max_worker_rss_jitter = jitter;
+        self
+    }
+
+    /// Up to this many bytes more per worker, at random (default 0).
+    pub fn max_worker_rss_jitter(mut self, bytes: u64) -> Self {
+        self.supervisor.recycle.max_worker_rss_jitter = bytes;
         self
     }
 
@@ -452,21 +463,39 @@ impl ServerBuilder {
     /// A request running longer than this is ended (gunicorn's `timeout`, php-fpm's
     /// `request_terminate_timeout`): at the timeout the worker drops an async handler's request
     /// and answers `503` (or closes the connection if the response had begun); a worker whose
-    /// request still runs `grace` later — a blocking handler, which only a signal can stop — is
-    /// SIGKILLed and replaced, the request named in the log (default: no limit; grace 1 s).
-    pub fn request_timeout(mut self, timeout: Option<Duration>, grace: Duration) -> Self {
+    /// request still runs [`request_timeout_grace`](Self::request_timeout_grace) later — a
+    /// blocking handler, which only a signal can stop — is SIGKILLed and replaced, the request
+    /// named in the log (default: no limit).
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.supervisor.pool.request_timeout = timeout;
+        self
+    }
+
+    /// How long after `request_timeout` a worker still running the request is SIGKILLed
+    /// (default 1 s).
+    pub fn request_timeout_grace(mut self, grace: Duration) -> Self {
         self.supervisor.pool.request_timeout_grace = grace;
         self
     }
 
-    /// Workers that fail to boot are respawned after `initial`, doubling per failure in a row
-    /// up to `max`; after `halt_after` in a row (0: never) forking stops but for one probe per
-    /// `max` (defaults 250 ms, 30 s, 10).
-    pub fn boot_backoff(mut self, initial: Duration, max: Duration, halt_after: u32) -> Self {
-        self.supervisor.pool.boot_backoff_initial = initial;
-        self.supervisor.pool.boot_backoff_max = max;
-        self.supervisor.pool.max_boot_failures = halt_after;
+    /// Workers that fail to boot are respawned after this, doubling per failure in a row up to
+    /// [`boot_backoff_max`](Self::boot_backoff_max) (default 250 ms).
+    pub fn boot_backoff_initial(mut self, delay: Duration) -> Self {
+        self.supervisor.pool.boot_backoff_initial = delay;
+        self
+    }
+
+    /// The longest delay between respawns of workers that keep failing to boot, and the
+    /// interval between probes once forking has halted (default 30 s).
+    pub fn boot_backoff_max(mut self, delay: Duration) -> Self {
+        self.supervisor.pool.boot_backoff_max = delay;
+        self
+    }
+
+    /// After this many boot failures in a row forking stops, but for one probe per
+    /// `boot_backoff_max` (0: never; default 10).
+    pub fn max_boot_failures(mut self, failures: u32) -> Self {
+        self.supervisor.pool.max_boot_failures = failures;
         self
     }
 

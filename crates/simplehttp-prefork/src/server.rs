@@ -478,10 +478,8 @@ mod tests {
         assert!(error(Server::builder().min_spare_servers(0)).contains("min_spare_servers"));
         assert!(error(Server::builder().start_servers(0)).contains("start_servers"));
         assert!(error(Server::builder().max_requests_per_child(Some(0))).contains("max_requests_per_child"));
-        assert!(error(Server::builder().max_worker_rss(Some(0), 0)).contains("max_worker_rss"));
-        assert!(
-            error(Server::builder().request_timeout(Some(Duration::ZERO), Duration::ZERO)).contains("request_timeout")
-        );
+        assert!(error(Server::builder().max_worker_rss(Some(0))).contains("max_worker_rss"));
+        assert!(error(Server::builder().request_timeout(Some(Duration::ZERO))).contains("request_timeout"));
         let server = Server::builder().min_spare_servers(6).max_spare_servers(2).build().unwrap();
         assert_eq!(server.pool().max_spare_servers, 7, "max spare below min spare becomes min + 1");
     }

@@ -51,7 +51,10 @@ fn serve(role: &str) -> Result<()> {
     let marker = std::env::var_os(MARKER).map(PathBuf::from);
     let mut builder = Server::builder().start_servers(2).min_spare_servers(1).max_spare_servers(3).max_clients(8);
     if role == "halting" {
-        builder = builder.boot_backoff(Duration::from_millis(50), Duration::from_secs(1), 3);
+        builder = builder
+            .boot_backoff_initial(Duration::from_millis(50))
+            .boot_backoff_max(Duration::from_secs(1))
+            .max_boot_failures(3);
     }
     if role == "failing" {
         // One worker at a time: each one is forked after the previous one failed.
