@@ -33,6 +33,9 @@ pub use segment::{
 pub use snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot, Totals};
 pub use state::WorkerState;
 pub use stop_signal::{StopSignal, handover_signal, pause_signal, resume_signal, stop_requested};
+// How this workspace's workers wake an eventfd from a signal: internal, not part of the API.
+#[doc(hidden)]
+pub use stop_signal::wake_eventfd_on;
 
 /// Why the scoreboard could not be created, opened or read.
 #[derive(Debug, thiserror::Error)]

@@ -9,32 +9,32 @@
 //! this crate.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use signal_hook::SigId;
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
-static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_sigterm(_: libc::c_int) {
-    STOP_REQUESTED.store(true, SeqCst);
-    wake(WAKE_FD.load(SeqCst));
-}
-
-/// From a signal handler: adds one to the eventfd `fd` (if any), keeping `errno` as the
-/// interrupted code had it.
-pub(crate) fn wake(fd: libc::c_int) {
-    if fd >= 0 {
-        // SAFETY: reading and restoring this thread's errno, and write(2) on an eventfd, are
-        // async-signal-safe; the buffer is a live local.
-        unsafe {
-            let saved = *libc::__errno_location();
-            let one: u64 = 1;
-            libc::write(fd, (&raw const one).cast(), size_of::<u64>());
-            *libc::__errno_location() = saved;
-        }
+/// Runs `wake_eventfd(fd)` on `signal`, in the handler that signal-hook installs (it keeps
+/// `errno` for the interrupted code, and chains to any handler installed before). Undone by
+/// [`signal_hook::low_level::unregister`] with the id returned, before `fd` closes.
+///
+/// # Safety
+///
+/// `fd` must stay an open eventfd until the action is unregistered; `also` must be
+/// async-signal-safe.
+pub unsafe fn wake_eventfd_on(signal: libc::c_int, fd: RawFd, also: fn()) -> io::Result<SigId> {
+    // SAFETY: the action stores to atomics (`also`, per the contract) and calls write(2) on an
+    // eventfd that outlives the registration (the caller's contract): async-signal-safe.
+    unsafe {
+        signal_hook::low_level::register(signal, move || {
+            also();
+            let one = 1u64.to_ne_bytes();
+            libc::write(fd, one.as_ptr().cast(), one.len());
+        })
     }
 }
 
@@ -77,6 +77,7 @@ pub fn stop_requested() -> bool {
 #[derive(Debug)]
 pub struct StopSignal {
     eventfd: EventFd,
+    registration: SigId,
 }
 
 impl StopSignal {
@@ -85,17 +86,19 @@ impl StopSignal {
     /// happens to its workers (as Apache's children ignore SIGINT).
     pub fn install() -> io::Result<StopSignal> {
         let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        WAKE_FD.store(eventfd.as_fd().as_raw_fd(), SeqCst);
-        let term = SigAction::new(SigHandler::Handler(on_sigterm), SaFlags::SA_RESTART, SigSet::empty());
+        // SAFETY: the eventfd is this value's, which unregisters the action when dropped, before
+        // the descriptor closes; the extra action stores to an atomic.
+        let registration = unsafe {
+            wake_eventfd_on(libc::SIGTERM, eventfd.as_fd().as_raw_fd(), || STOP_REQUESTED.store(true, SeqCst))?
+        };
         let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-        // SAFETY: the handler only touches atomics and calls write(2), both async-signal-safe.
+        // SAFETY: ignoring a signal installs no code.
         unsafe {
-            sigaction(Signal::SIGTERM, &term)?;
             for signal in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
                 sigaction(signal, &ignore)?;
             }
         }
-        Ok(StopSignal { eventfd })
+        Ok(StopSignal { eventfd, registration })
     }
 
     /// The eventfd: readable once SIGTERM has arrived, and from then on (it is never read).
@@ -106,8 +109,7 @@ impl StopSignal {
 
 impl Drop for StopSignal {
     fn drop(&mut self) {
-        // The handler must never write to a descriptor number reused after this one closes;
-        // but a newer signal's descriptor is not this one's to clear.
-        let _ = WAKE_FD.compare_exchange(self.eventfd.as_fd().as_raw_fd(), -1, SeqCst, SeqCst);
+        // The handler must never write to a descriptor number reused after this one closes.
+        signal_hook::low_level::unregister(self.registration);
     }
 }

@@ -14,8 +14,6 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use nix::unistd::{Gid, Uid, fchown, geteuid};
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-
 static REOPEN_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 /// Every log file's path this process opened, so that the parent can make them ready for
@@ -57,15 +55,11 @@ pub fn request_reopen() {
     REOPEN_REQUESTED.store(true, Ordering::SeqCst);
 }
 
-extern "C" fn on_usr1(_: libc::c_int) {
-    REOPEN_REQUESTED.store(true, Ordering::SeqCst);
-}
-
 /// In a worker: SIGUSR1 requests a reopen (the supervisor forwards its own SIGUSR1).
-pub(crate) fn reopen_on_usr1() -> nix::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(on_usr1), SaFlags::SA_RESTART, SigSet::empty());
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { sigaction(Signal::SIGUSR1, &action) }.map(drop)
+pub(crate) fn reopen_on_usr1() -> io::Result<()> {
+    // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+    unsafe { signal_hook::low_level::register(libc::SIGUSR1, || REOPEN_REQUESTED.store(true, Ordering::SeqCst)) }
+        .map(drop)
 }
 
 /// A log file for `tracing_subscriber::fmt().with_writer(..)`.
