@@ -9,6 +9,7 @@ use crate::layout::{
     DRAINING, Header, LAYOUT_VERSION, MAGIC, MAX_SLOTS, PAUSED, READY, Slot, segment_size, slots_offset,
 };
 use crate::record::{self, RecordRead, RequestInfo};
+use crate::slot_fields::{reset_on_claim, slot_fields};
 use crate::snapshot::{HeaderSnapshot, SlotSnapshot, Snapshot};
 use crate::{ScoreboardError, WorkerState};
 
@@ -343,22 +344,17 @@ impl Board {
     /// The returned writer is the only handle that writes the slot afterwards.
     pub fn claim_slot(&self, index: usize, pid: u32, generation: u64) -> SlotWriter<'_> {
         let slot = self.slot(index);
-        for counter in [
-            &slot.requests_child,
-            &slot.requests_connection,
-            &slot.bytes_child,
-            &slot.connections,
-            &slot.accept_calls,
-            &slot.slow_requests,
-            &slot.last_duration_micros,
-            &slot.cpu_micros,
-            &slot.rss_bytes,
-            &slot.usage_sampled_micros,
-            &slot.oldest_in_flight_micros,
-            &slot.parked,
-        ] {
-            counter.store(0, Relaxed);
+        // The process's own counts start again; the slot's go on (see `slot_fields`).
+        macro_rules! reset_worker_fields {
+            (
+                before { $( $(#[doc = $bd:literal])* $before:ident : $before_reset:ident ; )* }
+                after { $( $(#[doc = $ad:literal])* $after:ident : $after_reset:ident ; )* }
+            ) => {
+                $( reset_on_claim!($before_reset, slot.$before); )*
+                $( reset_on_claim!($after_reset, slot.$after); )*
+            };
         }
+        slot_fields!(reset_worker_fields);
         slot.counted_idle.store(0, Relaxed);
         slot.flags.store(0, Relaxed);
         slot.generation.store(generation, Relaxed);
@@ -405,30 +401,16 @@ impl Board {
         out.pid = s.pid.load(Acquire);
         out.state = WorkerState::from_u8(s.state.load(Acquire));
         out.flags = s.flags.load(Relaxed);
-        out.generation = s.generation.load(Relaxed);
-        out.started_unix_micros = s.started_unix_micros.load(Relaxed);
-        out.last_change_micros = s.last_change_micros.load(Relaxed);
-        out.requests_child = s.requests_child.load(Relaxed);
-        out.requests_slot = s.requests_slot.load(Relaxed);
-        out.requests_connection = s.requests_connection.load(Relaxed);
-        out.bytes_child = s.bytes_child.load(Relaxed);
-        out.bytes_slot = s.bytes_slot.load(Relaxed);
-        out.connections = s.connections.load(Relaxed);
-        out.accept_calls = s.accept_calls.load(Relaxed);
-        out.slow_requests = s.slow_requests.load(Relaxed);
-        out.last_duration_micros = s.last_duration_micros.load(Relaxed);
-        out.cpu_micros = s.cpu_micros.load(Relaxed);
-        out.rss_bytes = s.rss_bytes.load(Relaxed);
-        out.usage_sampled_micros = s.usage_sampled_micros.load(Relaxed);
-        out.connections_slot = s.connections_slot.load(Relaxed);
-        out.accept_calls_slot = s.accept_calls_slot.load(Relaxed);
-        out.slow_requests_slot = s.slow_requests_slot.load(Relaxed);
-        out.oldest_in_flight_micros = s.oldest_in_flight_micros.load(Relaxed);
-        out.parked = s.parked.load(Relaxed);
-        out.handed_off_slot = s.handed_off_slot.load(Relaxed);
-        out.adopted_slot = s.adopted_slot.load(Relaxed);
-        out.parked_timeouts_slot = s.parked_timeouts_slot.load(Relaxed);
-        out.parked_evictions_slot = s.parked_evictions_slot.load(Relaxed);
+        macro_rules! copy_fields {
+            (
+                before { $( $(#[doc = $bd:literal])* $before:ident : $before_reset:ident ; )* }
+                after { $( $(#[doc = $ad:literal])* $after:ident : $after_reset:ident ; )* }
+            ) => {
+                $( out.$before = s.$before.load(Relaxed); )*
+                $( out.$after = s.$after.load(Relaxed); )*
+            };
+        }
+        slot_fields!(copy_fields);
         // An empty slot's record was cleared with it: skip the copy.
         out.request_unreadable = if out.pid == 0 || !with_request {
             out.request = None;

@@ -126,78 +126,36 @@ pub struct SeqWords<const N: usize> {
     pub(crate) words: [AtomicU64; N],
 }
 
-/// One worker's slot. Written only by the worker that owns it, and reset by the parent after
-/// it has reaped that worker.
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub struct Slot {
-    pub(crate) pid: AtomicU32,
-    /// A [`crate::WorkerState`] discriminant.
-    pub(crate) state: AtomicU8,
-    /// [`crate::SlotFlags`] bits.
-    pub(crate) flags: AtomicU8,
-    /// 1 while this slot is counted in the header's `idle_workers`.
-    pub(crate) counted_idle: AtomicU8,
-    pub(crate) _pad: AtomicU8,
-    /// The generation the worker was forked into.
-    pub(crate) generation: AtomicU64,
-    /// When the worker process started (Unix epoch µs).
-    pub(crate) started_unix_micros: AtomicU64,
-    /// When `state` last changed (`CLOCK_MONOTONIC` µs).
-    pub(crate) last_change_micros: AtomicU64,
-
-    /// Requests finished by this worker process, by any process in this slot, and on the
-    /// current connection (Apache's `Acc` triple).
-    pub(crate) requests_child: AtomicU64,
-    pub(crate) requests_slot: AtomicU64,
-    pub(crate) requests_connection: AtomicU64,
-    /// Response body bytes sent by this process and by this slot.
-    pub(crate) bytes_child: AtomicU64,
-    pub(crate) bytes_slot: AtomicU64,
-    /// Connections accepted by this process.
-    pub(crate) connections: AtomicU64,
-    /// `accept4` calls, `EAGAIN` included: `accept_calls / connections` is the herd cost.
-    pub(crate) accept_calls: AtomicU64,
-    /// Requests of this process that took longer than the slow threshold.
-    pub(crate) slow_requests: AtomicU64,
-    /// Duration of the last finished request, µs.
-    pub(crate) last_duration_micros: AtomicU64,
-    /// CPU time used by the process (user + system), µs, sampled.
-    pub(crate) cpu_micros: AtomicU64,
-    /// Resident memory of the process, bytes, sampled.
-    pub(crate) rss_bytes: AtomicU64,
-    /// When `cpu_micros` and `rss_bytes` were sampled (`CLOCK_MONOTONIC` µs).
-    pub(crate) usage_sampled_micros: AtomicU64,
-
-    /// The current (or last) request: when it began (`CLOCK_MONOTONIC` µs; 0: none yet), the
-    /// lengths of its four texts (one byte each), then request line, client, protocol and
-    /// virtual host back to back (see [`crate::record`]).
-    pub(crate) record: SeqWords<RECORD_WORDS>,
-
-    /// Connections, `accept4` calls and slow requests of every process in this slot. Like
-    /// `requests_slot`, never reset: the server's totals are sums of these, so they only grow
-    /// whatever workers come and go while a reader adds them up.
-    pub(crate) connections_slot: AtomicU64,
-    pub(crate) accept_calls_slot: AtomicU64,
-    pub(crate) slow_requests_slot: AtomicU64,
-    /// When the oldest request still running began (`CLOCK_MONOTONIC` µs); 0: none running.
-    /// Unlike the record above (the latest request), this is what the stuck-worker watchdog
-    /// needs when a worker runs several requests at once.
-    pub(crate) oldest_in_flight_micros: AtomicU64,
-
-    /// Connections this worker holds between requests, not yet in its handler: still sending
-    /// their request (head, or a body the handler will want whole), or idle on keep-alive.
-    pub(crate) parked: AtomicU64,
-    /// Connections that this slot's workers put in the listener's hand-off queue (with a
-    /// complete request, or, when the worker leaves, whatever they had sent) and that they took
-    /// from it.
-    pub(crate) handed_off_slot: AtomicU64,
-    pub(crate) adopted_slot: AtomicU64,
-    /// Parked connections closed because their request did not arrive in time (header or
-    /// body timeout, or too slow a body), and because the worker had no room left for them.
-    pub(crate) parked_timeouts_slot: AtomicU64,
-    pub(crate) parked_evictions_slot: AtomicU64,
+/// Lays out [`Slot`] from the table in [`crate::slot_fields`].
+macro_rules! define_slot {
+    (
+        before { $( $(#[doc = $before_doc:literal])* $before:ident : $before_reset:ident ; )* }
+        after { $( $(#[doc = $after_doc:literal])* $after:ident : $after_reset:ident ; )* }
+    ) => {
+        /// One worker's slot. Written only by the worker that owns it, and reset by the parent
+        /// after it has reaped that worker.
+        #[repr(C, align(64))]
+        #[derive(Debug)]
+        pub struct Slot {
+            pub(crate) pid: AtomicU32,
+            /// A [`crate::WorkerState`] discriminant.
+            pub(crate) state: AtomicU8,
+            /// [`crate::SlotFlags`] bits.
+            pub(crate) flags: AtomicU8,
+            /// 1 while this slot is counted in the header's `idle_workers`.
+            pub(crate) counted_idle: AtomicU8,
+            pub(crate) _pad: AtomicU8,
+            $( $(#[doc = $before_doc])* pub(crate) $before: AtomicU64, )*
+            /// The current (or last) request: when it began (`CLOCK_MONOTONIC` µs; 0: none
+            /// yet), the lengths of its four texts (one byte each), then request line, client,
+            /// protocol and virtual host back to back (see [`crate::record`]).
+            pub(crate) record: SeqWords<RECORD_WORDS>,
+            $( $(#[doc = $after_doc])* pub(crate) $after: AtomicU64, )*
+        }
+    };
 }
+
+crate::slot_fields::slot_fields!(define_slot);
 
 /// Bytes needed for a segment with `slot_count` slots.
 pub const fn segment_size(slot_count: usize) -> usize {

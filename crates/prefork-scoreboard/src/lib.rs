@@ -11,6 +11,7 @@ mod record;
 pub mod report;
 mod segment;
 mod seqlock;
+mod slot_fields;
 mod snapshot;
 mod state;
 mod stop_signal;

@@ -57,108 +57,52 @@ pub struct HeaderSnapshot {
     pub paused: bool,
 }
 
-/// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a snapshot
-/// allocates nothing per slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotSnapshot {
-    /// The slot's position on the board.
-    pub index: usize,
-    /// 0 when the slot is empty.
-    pub pid: u32,
-    /// What the worker is doing.
-    pub state: WorkerState,
-    /// [`SlotFlags`] bits.
-    pub flags: u8,
-    /// The generation the worker was forked into.
-    pub generation: u64,
-    /// When the worker process started (Unix epoch µs).
-    pub started_unix_micros: u64,
-    /// When `state` last changed (`CLOCK_MONOTONIC` µs).
-    pub last_change_micros: u64,
-    /// Requests finished by this worker process.
-    pub requests_child: u64,
-    /// Requests finished by every process in this slot.
-    pub requests_slot: u64,
-    /// Requests finished on the current connection.
-    pub requests_connection: u64,
-    /// Response body bytes sent by this process.
-    pub bytes_child: u64,
-    /// Response body bytes sent by every process in this slot.
-    pub bytes_slot: u64,
-    /// Connections accepted by this process.
-    pub connections: u64,
-    /// `accept4` calls by this process, `EAGAIN` included.
-    pub accept_calls: u64,
-    /// Requests of this process that took longer than the slow threshold.
-    pub slow_requests: u64,
-    /// Duration of the last finished request, µs.
-    pub last_duration_micros: u64,
-    /// CPU time used by the process (user + system), µs, as last sampled.
-    pub cpu_micros: u64,
-    /// Resident memory of the process, bytes, as last sampled.
-    pub rss_bytes: u64,
-    /// When `cpu_micros` and `rss_bytes` were sampled (`CLOCK_MONOTONIC` µs).
-    pub usage_sampled_micros: u64,
-    /// Connections accepted by every process in this slot.
-    pub connections_slot: u64,
-    /// `accept4` calls of every process in this slot.
-    pub accept_calls_slot: u64,
-    /// Slow requests of every process in this slot.
-    pub slow_requests_slot: u64,
-    /// When the oldest request still running began (`CLOCK_MONOTONIC` µs); 0: none running.
-    pub oldest_in_flight_micros: u64,
-    /// Connections held between requests (sending their request, or idle on keep-alive).
-    pub parked: u64,
-    /// Connections this slot's workers put in the hand-off queue.
-    pub handed_off_slot: u64,
-    /// Connections this slot's workers took from the hand-off queue.
-    pub adopted_slot: u64,
-    /// Parked connections this slot's workers closed because their request did not arrive in time.
-    pub parked_timeouts_slot: u64,
-    /// Parked connections this slot's workers closed for lack of room.
-    pub parked_evictions_slot: u64,
-    /// The current or last request, if any was published since the slot was cleared.
-    pub request: Option<RequestRecord>,
-    /// The request record was being rewritten on every read attempt (or its writer died
-    /// mid-update and has not been reaped yet).
-    pub request_unreadable: bool,
+/// Defines [`SlotSnapshot`] from the table in [`crate::slot_fields`].
+macro_rules! define_slot_snapshot {
+    (
+        before { $( $(#[doc = $before_doc:literal])* $before:ident : $before_reset:ident ; )* }
+        after { $( $(#[doc = $after_doc:literal])* $after:ident : $after_reset:ident ; )* }
+    ) => {
+        /// One slot at the moment of a snapshot. `Copy`, with fixed-size texts: taking a
+        /// snapshot allocates nothing per slot.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct SlotSnapshot {
+            /// The slot's position on the board.
+            pub index: usize,
+            /// 0 when the slot is empty.
+            pub pid: u32,
+            /// What the worker is doing.
+            pub state: WorkerState,
+            /// [`SlotFlags`] bits.
+            pub flags: u8,
+            $( $(#[doc = $before_doc])* pub $before: u64, )*
+            $( $(#[doc = $after_doc])* pub $after: u64, )*
+            /// The current or last request, if any was published since the slot was cleared.
+            pub request: Option<RequestRecord>,
+            /// The request record was being rewritten on every read attempt (or its writer
+            /// died mid-update and has not been reaped yet).
+            pub request_unreadable: bool,
+        }
+
+        impl SlotSnapshot {
+            /// An empty slot.
+            pub const EMPTY: SlotSnapshot = SlotSnapshot {
+                index: 0,
+                pid: 0,
+                state: WorkerState::Dead,
+                flags: 0,
+                $( $before: 0, )*
+                $( $after: 0, )*
+                request: None,
+                request_unreadable: false,
+            };
+        }
+    };
 }
 
-impl SlotSnapshot {
-    /// An empty slot.
-    pub const EMPTY: SlotSnapshot = SlotSnapshot {
-        index: 0,
-        pid: 0,
-        state: WorkerState::Dead,
-        flags: 0,
-        generation: 0,
-        started_unix_micros: 0,
-        last_change_micros: 0,
-        requests_child: 0,
-        requests_slot: 0,
-        requests_connection: 0,
-        bytes_child: 0,
-        bytes_slot: 0,
-        connections: 0,
-        accept_calls: 0,
-        slow_requests: 0,
-        last_duration_micros: 0,
-        cpu_micros: 0,
-        rss_bytes: 0,
-        usage_sampled_micros: 0,
-        connections_slot: 0,
-        accept_calls_slot: 0,
-        slow_requests_slot: 0,
-        oldest_in_flight_micros: 0,
-        parked: 0,
-        handed_off_slot: 0,
-        adopted_slot: 0,
-        parked_timeouts_slot: 0,
-        parked_evictions_slot: 0,
-        request: None,
-        request_unreadable: false,
-    };
+crate::slot_fields::slot_fields!(define_slot_snapshot);
 
+impl SlotSnapshot {
     /// A worker process owns the slot.
     pub fn is_live(&self) -> bool {
         self.pid != 0 && self.state != WorkerState::Dead

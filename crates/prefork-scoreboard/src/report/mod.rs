@@ -22,15 +22,9 @@
 //! | `parent_wakeups` | maintenance rounds the supervisor has run |
 //! | `workers[]` | one per live worker, below |
 //!
-//! Per worker: `slot`, `pid`, `generation`, `state` (letter), `retire_requested`, `accepting`
-//! (false once it has followed a pause), `started_unix`,
-//! `seconds_in_state`, `requests` (this process), `requests_slot`, `requests_connection`, `bytes`
-//! (this process), `bytes_slot`, `connections`, `accept_calls`, `slow_requests`,
-//! `last_request_micros` (duration of the last finished request), `parked` (connections it
-//! holds between requests), `running_seconds` (how long
-//! the oldest request still running has run; `null`: none), `cpu_seconds`, `rss_bytes`,
-//! `request` (`null`, or `line`, `client`, `protocol`, `vhost`, `seconds_since_start`: the
-//! current request while busy, the last one while idle), `request_unreadable`.
+//! Per worker (`workers[]`): the fields of [`WorkerInfo`], each documented there; its plain
+//! counts are one list in this module (`worker_info!`), read from the slot's fields, which are
+//! one table in the crate (`slot_fields.rs`).
 
 mod html;
 mod openmetrics;
@@ -40,7 +34,7 @@ pub use openmetrics::OPENMETRICS_CONTENT_TYPE;
 
 use serde::Serialize;
 
-use crate::{Snapshot, WorkerState};
+use crate::{SlotSnapshot, Snapshot, WorkerState};
 
 /// The status document.
 #[derive(Clone, Debug, Serialize)]
@@ -153,55 +147,96 @@ pub struct ConfigInfo {
     pub slow_request_seconds: Option<f64>,
 }
 
-/// One live worker.
-#[derive(Clone, Debug, Serialize)]
-pub struct WorkerInfo {
-    /// Its scoreboard slot.
-    pub slot: usize,
-    /// Its process id.
-    pub pid: u32,
-    /// The generation it was forked into.
-    pub generation: u64,
-    /// What it is doing (an Apache status letter in JSON).
-    pub state: WorkerState,
-    /// It has reached a recycling limit and asked to be replaced.
-    pub retire_requested: bool,
-    /// Its accept wait watches the listener (false once it has followed a pause).
-    pub accepting: bool,
-    /// When the process started (Unix epoch seconds).
-    pub started_unix: f64,
-    /// Seconds since `state` last changed.
-    pub seconds_in_state: f64,
+/// Defines [`WorkerInfo`], its plain counts from the list given (`json_name <- slot_field`),
+/// and how it is made from a slot.
+macro_rules! worker_info {
+    ( $( $(#[doc = $doc:literal])* $json:ident <- $field:ident ; )* ) => {
+        /// One live worker. Its JSON field names are a stable interface.
+        #[derive(Clone, Debug, Serialize)]
+        pub struct WorkerInfo {
+            /// Its scoreboard slot.
+            pub slot: usize,
+            /// Its process id.
+            pub pid: u32,
+            /// The generation it was forked into.
+            pub generation: u64,
+            /// What it is doing (an Apache status letter in JSON).
+            pub state: WorkerState,
+            /// It has reached a recycling limit and asked to be replaced.
+            pub retire_requested: bool,
+            /// Its accept wait watches the listener (false once it has followed a pause).
+            pub accepting: bool,
+            /// When the process started (Unix epoch seconds).
+            pub started_unix: f64,
+            /// Seconds since `state` last changed.
+            pub seconds_in_state: f64,
+            $( $(#[doc = $doc])* pub $json: u64, )*
+            /// How long the oldest request still running has run (`null`: none is running).
+            pub running_seconds: Option<f64>,
+            /// CPU time used by the process (user + system), seconds, as last sampled.
+            pub cpu_seconds: f64,
+            /// The current request while busy, the last one while idle (`null`: none, or
+            /// unreadable).
+            pub request: Option<RequestInfoReport>,
+            /// The request record was being rewritten on every read attempt, or its writer died
+            /// mid-update.
+            pub request_unreadable: bool,
+        }
+
+        impl WorkerInfo {
+            fn of(snapshot: &Snapshot, s: &SlotSnapshot) -> WorkerInfo {
+                WorkerInfo {
+                    slot: s.index,
+                    pid: s.pid,
+                    generation: s.generation,
+                    state: s.state,
+                    retire_requested: s.retire_requested(),
+                    accepting: s.accepting(),
+                    started_unix: round3(s.started_unix_micros as f64 / 1e6),
+                    seconds_in_state: round3(snapshot.seconds_in_state(s)),
+                    $( $json: s.$field, )*
+                    running_seconds: (s.oldest_in_flight_micros != 0).then(|| {
+                        round3(snapshot.taken_monotonic_micros.saturating_sub(s.oldest_in_flight_micros) as f64 / 1e6)
+                    }),
+                    cpu_seconds: round3(s.cpu_micros as f64 / 1e6),
+                    request: s.request.map(|r| RequestInfoReport {
+                        line: r.line().to_string_lossy().into_owned(),
+                        client: r.client().to_string_lossy().into_owned(),
+                        protocol: r.protocol().to_string_lossy().into_owned(),
+                        vhost: r.vhost().to_string_lossy().into_owned(),
+                        seconds_since_start: round3(snapshot.seconds_since_request(s).unwrap_or(0.0)),
+                    }),
+                    request_unreadable: s.request_unreadable,
+                }
+            }
+        }
+    };
+}
+
+// A slot's counts as the status document shows them (see `crate::slot_fields` for the slot's).
+worker_info! {
     /// Requests finished by this process.
-    pub requests: u64,
+    requests <- requests_child;
     /// Requests finished by every process in this slot.
-    pub requests_slot: u64,
+    requests_slot <- requests_slot;
     /// Requests finished on the current connection.
-    pub requests_connection: u64,
+    requests_connection <- requests_connection;
     /// Response body bytes sent by this process.
-    pub bytes: u64,
+    bytes <- bytes_child;
     /// Response body bytes sent by every process in this slot.
-    pub bytes_slot: u64,
+    bytes_slot <- bytes_slot;
     /// Connections accepted by this process.
-    pub connections: u64,
+    connections <- connections;
     /// `accept4` calls by this process, `EAGAIN` included.
-    pub accept_calls: u64,
+    accept_calls <- accept_calls;
     /// Requests of this process longer than the slow-request threshold.
-    pub slow_requests: u64,
+    slow_requests <- slow_requests;
     /// Duration of the last finished request, µs.
-    pub last_request_micros: u64,
+    last_request_micros <- last_duration_micros;
     /// Connections it holds between requests.
-    pub parked: u64,
-    /// How long the oldest request still running has run (`null`: none is running).
-    pub running_seconds: Option<f64>,
-    /// CPU time used by the process (user + system), seconds, as last sampled.
-    pub cpu_seconds: f64,
+    parked <- parked;
     /// Resident memory of the process, bytes, as last sampled.
-    pub rss_bytes: u64,
-    /// The current request while busy, the last one while idle (`null`: none, or unreadable).
-    pub request: Option<RequestInfoReport>,
-    /// The request record was being rewritten on every read attempt, or its writer died mid-update.
-    pub request_unreadable: bool,
+    rss_bytes <- rss_bytes;
 }
 
 /// A worker's current or last request.
@@ -278,42 +313,7 @@ impl StatusReport {
             parked_timeouts: totals.parked_timeouts,
             parked_evictions: totals.parked_evictions,
             parent_wakeups: h.parent_rounds,
-            workers: snapshot
-                .live()
-                .map(|s| WorkerInfo {
-                    slot: s.index,
-                    pid: s.pid,
-                    generation: s.generation,
-                    state: s.state,
-                    retire_requested: s.retire_requested(),
-                    accepting: s.accepting(),
-                    started_unix: round3(s.started_unix_micros as f64 / 1e6),
-                    seconds_in_state: round3(snapshot.seconds_in_state(s)),
-                    requests: s.requests_child,
-                    requests_slot: s.requests_slot,
-                    requests_connection: s.requests_connection,
-                    bytes: s.bytes_child,
-                    bytes_slot: s.bytes_slot,
-                    connections: s.connections,
-                    accept_calls: s.accept_calls,
-                    slow_requests: s.slow_requests,
-                    last_request_micros: s.last_duration_micros,
-                    parked: s.parked,
-                    running_seconds: (s.oldest_in_flight_micros != 0).then(|| {
-                        round3(snapshot.taken_monotonic_micros.saturating_sub(s.oldest_in_flight_micros) as f64 / 1e6)
-                    }),
-                    cpu_seconds: round3(s.cpu_micros as f64 / 1e6),
-                    rss_bytes: s.rss_bytes,
-                    request: s.request.map(|r| RequestInfoReport {
-                        line: r.line().to_string_lossy().into_owned(),
-                        client: r.client().to_string_lossy().into_owned(),
-                        protocol: r.protocol().to_string_lossy().into_owned(),
-                        vhost: r.vhost().to_string_lossy().into_owned(),
-                        seconds_since_start: round3(snapshot.seconds_since_request(s).unwrap_or(0.0)),
-                    }),
-                    request_unreadable: s.request_unreadable,
-                })
-                .collect(),
+            workers: snapshot.live().map(|s| WorkerInfo::of(snapshot, s)).collect(),
         }
     }
 

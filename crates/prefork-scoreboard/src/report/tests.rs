@@ -33,22 +33,13 @@ fn slot(index: usize, pid: u32, state: WorkerState, requests: u64) -> SlotSnapsh
         bytes_slot: requests * 10,
         connections: requests,
         accept_calls: requests,
-        slow_requests: 0,
         last_duration_micros: 1500,
         cpu_micros: 250_000,
         rss_bytes: 8 << 20,
         usage_sampled_micros: 9_000_000,
         connections_slot: requests,
         accept_calls_slot: requests,
-        slow_requests_slot: 0,
-        oldest_in_flight_micros: 0,
-        parked: 0,
-        handed_off_slot: 0,
-        adopted_slot: 0,
-        parked_timeouts_slot: 0,
-        parked_evictions_slot: 0,
-        request: None,
-        request_unreadable: false,
+        ..SlotSnapshot::EMPTY
     }
 }
 
