@@ -8,6 +8,7 @@ mod doorbell;
 mod layout;
 mod limits;
 mod record;
+#[cfg(feature = "report")]
 pub mod report;
 mod segment;
 mod seqlock;
@@ -26,6 +27,7 @@ pub use layout::{
 };
 pub use limits::{RecycleLimits, RecycleReason};
 pub use record::{RequestInfo, RequestRecord, Text};
+#[cfg(feature = "report")]
 pub use report::StatusReport;
 pub use segment::{
     AttachedScoreboard, DEFAULT_PREFIX, SHM_DIR, Scoreboard, is_segment_live, remove_stale_segments, segment_name,

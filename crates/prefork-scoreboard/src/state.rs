@@ -1,13 +1,11 @@
 //! Worker states and their Apache mod_status letters.
 
-use serde::Serialize;
-
 /// What a worker is doing, as shown in the scoreboard string.
 ///
 /// The letters are Apache's (`include/scoreboard.h`, `mod_status.c`), so operators read our
 /// scoreboard the way they read Apache's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "char")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "report", derive(serde::Serialize), serde(into = "char"))]
 #[repr(u8)]
 pub enum WorkerState {
     /// `.`: open slot with no current process.

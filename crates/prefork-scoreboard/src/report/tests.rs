@@ -273,3 +273,14 @@ fn durations_and_sizes_read_like_a_person_wrote_them() {
     assert_eq!(text::human_bytes(512), "512 B");
     assert_eq!(text::human_bytes(1536), "1.5 KiB");
 }
+
+#[test]
+fn openmetrics_is_exactly_as_recorded() {
+    // The whole exposition of a fixed report: an upgrade of the encoder that renames, retypes
+    // or reformats anything fails here (the names are a stable interface).
+    let text = StatusReport::new(&snapshot(), "/x.100").to_openmetrics();
+    if std::env::var_os("PRINT_OPENMETRICS").is_some() {
+        print!("{text}");
+    }
+    assert_eq!(text, include_str!("openmetrics.golden"));
+}
