@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
-use prefork_tests::{DEADLINE, HttpConnection, ServerProcess, TempPath, parse_response, require_tool, wait_for};
+use prefork_tests::{
+    DEADLINE, HttpConnection, ServerProcess, TempPath, Trial, parse_response, require_tool, run_trials, wait_for,
+};
 use simplehttp_prefork::{Handler, Reply, Request, RequestContext, Response, Server};
 
 const ROLE: &str = "COMPAT_TEST_SERVER";
@@ -25,8 +27,8 @@ fn main() -> Result<()> {
     if let Ok(role) = std::env::var(ROLE) {
         return serve(&role);
     }
-    let journal = TempPath::new("journal");
-    let server = start("compat", &journal)?;
+    // Each scenario a test of its own, with its own server and journal, so that one failure
+    // hides nothing.
     let tests: [(&str, Scenario); 14] = [
         ("get_root_is_200_with_simplehttp_defaults", get_root),
         ("an_unmatched_path_is_a_parsable_404", unmatched_404),
@@ -43,15 +45,21 @@ fn main() -> Result<()> {
         ("handlers_see_the_absolute_uri_and_the_right_connection_fields", uri_and_connection),
         ("log_log2_error_hooks_and_the_access_log_run", hooks),
     ];
-    for (name, test) in tests {
-        test(&server, &journal).with_context(|| format!("test {name} failed"))?;
-        println!("test {name} ... ok");
-    }
-    let proxy_journal = TempPath::new("proxy-journal");
-    let proxy = start("proxy", &proxy_journal)?;
-    proxy_mode(&proxy).context("test proxy_mode_matches_the_full_uri_and_adds_no_content_length failed")?;
-    println!("test proxy_mode_matches_the_full_uri_and_adds_no_content_length ... ok");
-    Ok(())
+    let mut trials: Vec<(String, Trial)> = tests
+        .into_iter()
+        .map(|(name, test)| {
+            let trial: Trial = Box::new(move || {
+                let journal = TempPath::new("journal");
+                test(&start("compat", &journal)?, &journal)
+            });
+            (name.to_owned(), trial)
+        })
+        .collect();
+    trials.push((
+        "proxy_mode_matches_the_full_uri_and_adds_no_content_length".to_owned(),
+        Box::new(|| proxy_mode(&start("proxy", &TempPath::new("proxy-journal"))?)),
+    ));
+    run_trials(trials)
 }
 
 // ----- The server side -----
