@@ -13,6 +13,9 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The connection closed before the chunked body's last chunk (a stream that ended by
+    /// closing its connection): `body` is what came.
+    pub truncated: bool,
 }
 
 impl HttpResponse {
@@ -115,10 +118,14 @@ fn complete_response(raw: &[u8], closed: bool) -> Result<Option<(HttpResponse, u
         response.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
     let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
     let rest = &raw[head_len..];
+    let mut truncated = false;
     let framed = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
+        let (body, used, complete) = dechunk(rest)?;
+        truncated = closed && !complete;
+        (complete || closed).then_some((body, used))
     } else if let Some(length) = header("content-length") {
         let length: usize = length.parse()?;
+        ensure!(rest.len() >= length || !closed, "body shorter ({}) than Content-Length {length}", rest.len());
         (rest.len() >= length).then(|| (rest[..length].to_vec(), length))
     } else if closed {
         Some((rest.to_vec(), rest.len()))
@@ -129,28 +136,28 @@ fn complete_response(raw: &[u8], closed: bool) -> Result<Option<(HttpResponse, u
     };
     Ok(framed.map(|(body, used)| {
         let body = String::from_utf8_lossy(&body).into_owned();
-        (HttpResponse { status, headers, body }, head_len + used)
+        (HttpResponse { status, headers, body, truncated }, head_len + used)
     }))
 }
 
-/// A chunked body (sizes parsed by httparse) and the bytes it takes, once its last chunk and
-/// trailers are all there.
-fn dechunk(mut raw: &[u8]) -> Result<Option<(Vec<u8>, usize)>> {
+/// A chunked body (sizes parsed by httparse), the bytes it takes, and whether it is complete
+/// (its last chunk and trailers are all there); incomplete, the whole chunks so far.
+fn dechunk(mut raw: &[u8]) -> Result<(Vec<u8>, usize, bool)> {
     let (mut body, mut used) = (Vec::new(), 0);
     loop {
         let (line, size) = match httparse::parse_chunk_size(raw).map_err(|_| anyhow::anyhow!("bad chunk size"))? {
             httparse::Status::Complete(found) => found,
-            httparse::Status::Partial => return Ok(None),
+            httparse::Status::Partial => return Ok((body, used, false)),
         };
         let size = usize::try_from(size)?;
         if size == 0 {
             let mut trailers = [httparse::EMPTY_HEADER; 16];
             return Ok(match httparse::parse_headers(&raw[line..], &mut trailers)? {
-                httparse::Status::Complete((n, _)) => Some((body, used + line + n)),
-                httparse::Status::Partial => None,
+                httparse::Status::Complete((n, _)) => (body, used + line + n, true),
+                httparse::Status::Partial => (body, used, false),
             });
         }
-        let Some(chunk) = raw.get(line..line + size + 2) else { return Ok(None) };
+        let Some(chunk) = raw.get(line..line + size + 2) else { return Ok((body, used, false)) };
         ensure!(chunk.ends_with(b"\r\n"), "a chunk not ended by CRLF");
         body.extend_from_slice(&chunk[..size]);
         used += line + size + 2;
@@ -170,6 +177,10 @@ mod tests {
         assert_eq!((response.status, response.body.as_str()), (200, "hello, world"));
         assert_eq!(&raw[used..], b"HTTP/1.1");
         assert!(complete_response(&raw[..40], false).unwrap().is_none(), "a partial chunk is not a response");
+        // Closed before the last chunk: what came, marked truncated.
+        let cut = parse_response(&raw[..raw.len() - 20]).unwrap();
+        assert!(cut.truncated && cut.body == "hello", "{cut:?}");
+        assert!(!response.truncated);
     }
 
     #[test]
