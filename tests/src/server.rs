@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use nix::sys::signal::{Signal, kill};
@@ -202,19 +202,13 @@ impl ServerProcess {
         if let Some(status) = self.exit {
             return Ok(status);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                self.exit = Some(status);
-                // Its last lines may still be in the pipe: wait until they are read (the pipe
-                // ends once the server and its workers have all gone; an upgraded successor
-                // may keep it open, hence the deadline).
-                let _ = self.stderr_read.lock().unwrap().recv_timeout(Duration::from_secs(5));
-                return Ok(status);
-            }
-            ensure!(Instant::now() < deadline, "server still running after {timeout:?}");
-            thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_for("the server to exit", timeout, || Ok(self.child.try_wait()?))?;
+        self.exit = Some(status);
+        // Its last lines may still be in the pipe: wait until they are read (the pipe ends once
+        // the server and its workers have all gone; an upgraded successor may keep it open,
+        // hence the deadline).
+        let _ = self.stderr_read.lock().unwrap().recv_timeout(Duration::from_secs(5));
+        Ok(status)
     }
 
     /// The scoreboard segment's name, with the default prefix.

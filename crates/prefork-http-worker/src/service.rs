@@ -136,11 +136,18 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
     if http_body::Body::size_hint(&body).lower() > config.max_body_size as u64 {
         return Outcome::Full(text(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large"));
     }
-    let (body, verdict) = RequestBody::incoming(body, config);
-    // A SimpleHTTP handler gets the body whole; a streaming one (a tower service) as it comes.
+    // A SimpleHTTP handler gets the body whole; a streaming one (a tower service) as it comes,
+    // with a verdict the worker reads after the handler. No body (most requests): nothing to
+    // read, time or allocate.
+    let mut verdict = None;
     let body = match handler.kind() {
-        HandlerKind::Streaming(_) => BodyFor::Streaming(body),
-        HandlerKind::Whole(_) => match body.read_whole().await {
+        HandlerKind::Whole(_) if http_body::Body::is_end_stream(&body) => BodyFor::Whole(Bytes::new()),
+        HandlerKind::Streaming(_) => {
+            let (body, cell) = RequestBody::incoming(body, config);
+            verdict = Some(cell);
+            BodyFor::Streaming(body)
+        }
+        HandlerKind::Whole(_) => match RequestBody::incoming(body, config).0.read_whole().await {
             Ok(bytes) => BodyFor::Whole(bytes),
             Err((BodyVerdict::Fine, error)) => {
                 tracing::debug!(%error, "request body could not be read");
@@ -188,7 +195,7 @@ async fn dispatch(mut parts: http::request::Parts, body: Incoming, in_flight: &I
     };
     let answer = answer.await;
     // A streamed body that broke a limit gets the worker's answer, whatever the handler's.
-    match verdict.get() {
+    match verdict.map_or(BodyVerdict::Fine, |cell| cell.get()) {
         BodyVerdict::Fine => {}
         broken => return refused_body(broken),
     }
